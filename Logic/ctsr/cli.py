@@ -1,0 +1,184 @@
+"""The ``ctsr`` command line: ``upsample``, ``simulate-lr``, ``evaluate``, ``demo``.
+
+Exit codes (also the worker's): 0 success; 1 internal error (a bug: traceback printed);
+2 user error (one sentence on stderr, and an ``error`` event with ``--json-progress``);
+3 cancelled (Ctrl-C or SIGTERM); 4 out of memory. A failed or cancelled command leaves no
+output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import Cancelled, UserError
+from .progress import JsonLinesProgress, Progress, SilentProgress, TerminalProgress
+
+EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY = 0, 1, 2, 3, 4
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    group.add_argument("--json-progress", action="store_true",
+                       help="write progress and the result as JSON lines on stdout "
+                            "(docs/progress-protocol.md)")
+
+
+def _window(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        default=[-1024.0, 3071.0], help="HU window (default -1024 3071)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .upsampling import DEFAULT_METHOD, METHODS
+
+    parser = argparse.ArgumentParser(prog="ctsr", description="Zero-shot CT super-resolution.")
+    parser.add_argument("--version", action="version", version=f"ctsr {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("upsample", help="super-resolve an LR volume")
+    p.add_argument("input", type=Path, help="LR volume: NRRD, NIfTI, MHA file or DICOM folder")
+    p.add_argument("output", type=Path, help="HR volume to write (.nrrd, .nii, .nii.gz, .mha)")
+    p.add_argument("--scale", default="2", help="2, 4, 8 or per axis x, y, z like 1x1x4 (default 2)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
+                   help=f"default {DEFAULT_METHOD}")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _common(p)
+    p.set_defaults(run=_run_upsample)
+
+    p = commands.add_parser("simulate-lr", help="degrade an HR volume (smoothing + windowed sinc)")
+    p.add_argument("input", type=Path, help="HR volume")
+    p.add_argument("output", type=Path, help="LR volume to write")
+    p.add_argument("--scale", default="2", help="2, 4, 8 or per axis x, y, z like 1x1x4 (default 2)")
+    _common(p)
+    p.set_defaults(run=_run_simulate)
+
+    p = commands.add_parser("evaluate", help="PSNR and SSIM of a volume against the truth")
+    p.add_argument("output", type=Path, help="volume to score")
+    p.add_argument("truth", type=Path, help="ground truth on the same grid")
+    _window(p)
+    p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    p.set_defaults(run=_run_evaluate)
+
+    p = commands.add_parser("demo", help="super-resolve the bundled real CT sample and draw a montage")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder (default ./demo-output)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"default {DEFAULT_METHOD}")
+    _common(p)
+    p.set_defaults(run=_run_demo)
+    return parser
+
+
+def make_progress(args) -> Progress:
+    if getattr(args, "json_progress", False):
+        return JsonLinesProgress()
+    if getattr(args, "quiet", False):
+        return SilentProgress()
+    return TerminalProgress()
+
+
+def _say(args, text: str) -> None:
+    """A human-readable line (stderr with --json-progress, so stdout stays pure JSON)."""
+    if not getattr(args, "quiet", False):
+        print(text, file=sys.stderr if getattr(args, "json_progress", False) else sys.stdout)
+
+
+def _run_upsample(args, progress: Progress) -> dict:
+    from .io import check_writable, read_volume, write_volume
+    from .upsampling import upsample
+
+    check_writable(args.output)
+    lr = read_volume(args.input)
+    result = upsample(lr, args.scale, args.method, progress, seed=args.seed, device=args.device)
+    write_volume(result.volume, args.output)
+    _say(args, f"wrote {args.output} ({'x'.join(map(str, result.volume.shape_ijk))} voxels, "
+               f"{args.method}, {result.provenance['duration_s']} s)")
+    return {"output": str(args.output), "provenance": result.provenance}
+
+
+def _run_simulate(args, progress: Progress) -> dict:
+    from .degrade import simulate_lr
+    from .grids import parse_scale
+    from .io import check_writable, read_volume, write_volume
+
+    scale = parse_scale(args.scale)
+    check_writable(args.output)
+    hr = read_volume(args.input)
+    progress.update("simulate-lr", 0.0, "smoothing and resampling")
+    lr = simulate_lr(hr, scale)
+    write_volume(lr, args.output)
+    progress.update("simulate-lr", 1.0, "done")
+    dropped = [h - l * s for h, l, s in zip(hr.shape_ijk, lr.shape_ijk, scale)]
+    if any(dropped):
+        _say(args, f"note: the last {dropped} HR voxels (x, y, z) do not fill a whole block and were left out")
+    _say(args, f"wrote {args.output} ({'x'.join(map(str, lr.shape_ijk))} voxels)")
+    return {"output": str(args.output)}
+
+
+def _run_evaluate(args, progress: Progress) -> dict:
+    from .io import read_volume
+    from .metrics import evaluate
+
+    scores = evaluate(read_volume(args.output), read_volume(args.truth), tuple(args.window))
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        print(f"PSNR {scores['psnr']:.2f} dB  SSIM {scores['ssim']:.4f}  "
+              f"(window {args.window[0]:g} to {args.window[1]:g} HU)")
+    return scores
+
+
+def _run_demo(args, progress: Progress) -> dict:
+    from .demo import run_demo
+
+    paths = run_demo(args.out, args.method, progress)
+    _say(args, f"demo written to {args.out}:\n  HR volume: {paths['output']}\n  montage:   {paths['montage']}")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _raise_cancelled(signum, frame):
+    raise Cancelled(f"stopped by signal {signum}")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = make_progress(args) if hasattr(args, "quiet") else SilentProgress()
+    # SIGTERM (the Slicer module's cancel) and Ctrl-C interrupt the job where it is; atomic
+    # writes then leave no output behind.
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    signal.signal(signal.SIGINT, _raise_cancelled)
+    try:
+        result = args.run(args, progress)
+    except UserError as error:
+        return _fail(progress, args, EXIT_USER, "user", str(error))
+    except Cancelled:
+        return _fail(progress, args, EXIT_CANCELLED, "cancelled", "cancelled; no output was written.")
+    except MemoryError:
+        return _fail(progress, args, EXIT_MEMORY, "memory",
+                     "not enough memory for this volume; try a smaller scale, an ROI or a machine with more RAM.")
+    finally:
+        progress.close()
+    if getattr(args, "json_progress", False):
+        progress.emit({"event": "result", **result, "elapsed": round(progress.elapsed(), 2)})
+    return EXIT_OK
+
+
+def _fail(progress: Progress, args, code: int, kind: str, message: str) -> int:
+    if getattr(args, "json_progress", False):
+        progress.emit({"event": "error", "kind": kind, "message": message,
+                       "elapsed": round(progress.elapsed(), 2)})
+    print(f"ctsr: error: {message}", file=sys.stderr)
+    return code
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

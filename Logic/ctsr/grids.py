@@ -1,0 +1,68 @@
+"""Scale factors and the LR <-> HR grid relation.
+
+A scale is three integers in **IJK order** ``(sx, sy, sz)`` (the image's x, y, z axes). An LR
+voxel summarizes a block of ``sx * sy * sz`` HR voxels and its centre is the centre of that
+block, so LR voxel ``i`` sits at HR continuous index ``s * i + (s - 1) / 2`` along each axis.
+Hence the HR grid is recovered exactly from the LR grid and the scale (:func:`hr_grid`), and
+:func:`lr_grid` is its inverse when each HR size is a multiple of the scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import UserError
+
+Scale = tuple[int, int, int]
+
+#: Largest scale factor accepted along one axis.
+MAX_SCALE = 16
+
+
+def parse_scale(text) -> Scale:
+    """``"2"`` -> (2, 2, 2); ``"1x1x4"`` -> (1, 1, 4) (x, y, z); also accepts ints and tuples."""
+    if isinstance(text, (int, np.integer)):
+        parts = [int(text)] * 3
+    elif isinstance(text, (tuple, list)):
+        parts = [int(p) for p in text]
+    else:
+        try:
+            parts = [int(p) for p in str(text).lower().split("x")]
+        except ValueError:
+            raise UserError(f"scale {text!r} is not a number like 2 or a per-axis scale like 1x1x4.") from None
+        if len(parts) == 1:
+            parts = parts * 3
+    if len(parts) != 3 or any(p < 1 or p > MAX_SCALE for p in parts) or parts == [1, 1, 1]:
+        raise UserError(
+            f"scale {text!r} is not valid: give one factor (2, 4, 8) or three like 1x1x4, "
+            f"each from 1 to {MAX_SCALE}, at least one above 1."
+        )
+    return tuple(parts)
+
+
+def format_scale(scale: Scale) -> str:
+    """(2, 2, 2) -> "2"; (1, 1, 4) -> "1x1x4"."""
+    return str(scale[0]) if len(set(scale)) == 1 else "x".join(str(s) for s in scale)
+
+
+def hr_grid(lr_ijk_to_ras: np.ndarray, lr_shape_ijk, scale: Scale):
+    """The HR grid (IJK-to-RAS, shape IJK) that an LR grid summarizes at ``scale``."""
+    s = np.asarray(scale, dtype=np.float64)
+    matrix = np.array(lr_ijk_to_ras, dtype=np.float64)
+    # HR voxel 0 sits (s - 1) / 2 HR steps before LR voxel 0's centre.
+    matrix[:3, 3] = matrix[:3, 3] - matrix[:3, :3] @ ((s - 1) / (2 * s))
+    matrix[:3, :3] = matrix[:3, :3] / s
+    return matrix, tuple(int(n) * int(k) for n, k in zip(lr_shape_ijk, scale))
+
+
+def lr_grid(hr_ijk_to_ras: np.ndarray, hr_shape_ijk, scale: Scale):
+    """The LR grid (IJK-to-RAS, shape IJK) of an HR grid at ``scale``; trailing HR voxels that
+    do not fill a whole block are left out."""
+    s = np.asarray(scale, dtype=np.float64)
+    matrix = np.array(hr_ijk_to_ras, dtype=np.float64)
+    matrix[:3, 3] = matrix[:3, 3] + matrix[:3, :3] @ ((s - 1) / 2)
+    matrix[:3, :3] = matrix[:3, :3] * s
+    shape = tuple(int(n) // int(k) for n, k in zip(hr_shape_ijk, scale))
+    if min(shape) < 2:
+        raise UserError(f"a volume of size {tuple(hr_shape_ijk)} is too small to downsample by {format_scale(scale)}.")
+    return matrix, shape

@@ -1,0 +1,126 @@
+"""Reading and writing volumes with SimpleITK (NRRD, NIfTI, MHA, DICOM series folders).
+
+SimpleITK (like ITK and DICOM) describes geometry in **LPS**; Slicer and :class:`Volume` use
+**RAS**. :func:`volume_from_image` and :func:`image_from_volume` are the only places that
+convert. Every user mistake (missing file, not an image, 2D, vector, empty, NaN) raises
+:class:`UserError` with one sentence; writing is atomic (temporary file, then rename), so a
+failed or interrupted write never leaves a partial output.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import UserError
+from .volume import Volume
+
+#: Flips the first two axes: LPS <-> RAS (its own inverse).
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+READ_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".dcm")
+WRITE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def volume_from_image(image: sitk.Image, what: str = "the input") -> Volume:
+    """Convert a SimpleITK image (LPS) to a :class:`Volume` (RAS, float32 KJI)."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise UserError(
+            f"{what} has {image.GetNumberOfComponentsPerPixel()} values per voxel (a vector or "
+            "colour image); a scalar volume is needed."
+        )
+    if image.GetDimension() != 3:
+        raise UserError(f"{what} is a {image.GetDimension()}D image; a 3D volume is needed.")
+    lps = np.eye(4)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
+    lps[:3, 3] = image.GetOrigin()
+    volume = Volume(sitk.GetArrayViewFromImage(image).astype(np.float32), _LPS_TO_RAS @ lps)
+    volume.check_usable(what)
+    return volume
+
+
+def image_from_volume(volume: Volume) -> sitk.Image:
+    """Convert a :class:`Volume` (RAS) to a float32 SimpleITK image (LPS)."""
+    lps = _LPS_TO_RAS @ volume.ijk_to_ras
+    image = sitk.GetImageFromArray(volume.array, isVector=False)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    image.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
+    return image
+
+
+def read_volume(path) -> Volume:
+    """Read a scalar 3D volume from a file (NRRD, NIfTI, MHA, ...) or a DICOM series folder."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist.")
+    if path.is_dir():
+        return volume_from_image(_read_dicom_series(path), f"the DICOM series in {path}")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise UserError(f"{path} is not an image file that can be read (NRRD, NIfTI, MHA or DICOM).") from None
+    return volume_from_image(image, str(path))
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise UserError(f"{folder} is a folder with no DICOM series in it.")
+    # Several series in one folder: take the one with the most slices.
+    files = max((reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series), key=len)
+    if len(files) < 2:
+        raise UserError(f"the DICOM series in {folder} has a single slice; a 3D volume is needed.")
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError:
+        raise UserError(f"the DICOM series in {folder} could not be read.") from None
+
+
+def check_writable(path) -> None:
+    """Raise :class:`UserError` unless ``path`` has a writable format and its folder exists
+    (called before long work, so that a typo does not cost a whole run)."""
+    path = Path(path)
+    if _suffix(path) not in WRITE_SUFFIXES:
+        raise UserError(f"cannot write {path.name}: use one of {', '.join(WRITE_SUFFIXES)}.")
+    if not path.parent.is_dir():
+        raise UserError(f"the output folder {path.parent} does not exist.")
+
+
+def write_volume(volume: Volume, path) -> Path:
+    """Write ``volume`` (float32) to NRRD, NIfTI or MHA, atomically. Returns the path."""
+    path = Path(path)
+    check_writable(path)
+    write_atomically(path, lambda tmp: sitk.WriteImage(image_from_volume(volume), str(tmp), True))
+    return path
+
+
+def write_atomically(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then move the temporary file onto ``path``; on any failure or
+    interruption, remove the temporary file and leave ``path`` untouched."""
+    path = Path(path)
+    suffix = _suffix(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

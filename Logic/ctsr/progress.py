@@ -1,0 +1,172 @@
+"""Progress events, their JSON-lines stream, and cancellation.
+
+Long work reports through a :class:`Progress` object. The same events are drawn as a terminal
+bar (:class:`TerminalProgress`), written as JSON lines (:class:`JsonLinesProgress`, the contract
+the background worker and the Slicer module read; see ``docs/progress-protocol.md``), or passed
+to a Python callback (:class:`CallbackProgress`).
+
+Every event is a dict with ``"event"`` and ``"elapsed"`` (seconds since the job started):
+
+* ``{"event": "progress", "stage": str, "fraction": float, "message": str, "elapsed": float,
+  "eta": float | None, ...}``; ``fraction`` is of the **whole job**, in [0, 1], never
+  decreasing; ``eta`` is the estimated seconds left; stages may add fields (``iteration``,
+  ``loss``, ``gaussians``, ...);
+* ``{"event": "log", "message": str}``: a line for the log panel;
+* ``{"event": "result", ...}``: the last line of a successful job (output path, provenance);
+* ``{"event": "error", "message": str, "kind": str}``: the last line of a failed job.
+
+Cancellation: :meth:`Progress.cancel` (from a signal handler, another thread or a callback)
+makes the next :meth:`Progress.update` or :meth:`Progress.check` raise :class:`Cancelled`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+from .errors import Cancelled
+
+
+class Progress:
+    """Base progress sink. Subclasses implement :meth:`emit`."""
+
+    def __init__(self):
+        self._start = time.monotonic()
+        self._cancel = threading.Event()
+        self._fraction = 0.0
+
+    # -- what engine code calls -------------------------------------------------------------
+    def update(self, stage: str, fraction: float, message: str = "", **fields) -> None:
+        """Report that the job is ``fraction`` (0..1) done, now in ``stage``. Raises
+        :class:`Cancelled` if cancellation was requested."""
+        self.check()
+        fraction = min(1.0, max(self._fraction, float(fraction)))
+        self._fraction = fraction
+        elapsed = self.elapsed()
+        eta = elapsed * (1.0 - fraction) / fraction if fraction > 0.01 else None
+        event = {"event": "progress", "stage": stage, "fraction": round(fraction, 4),
+                 "message": message, "elapsed": round(elapsed, 2),
+                 "eta": None if eta is None else round(eta, 1)}
+        event.update(fields)
+        self.emit(event)
+
+    def log(self, message: str) -> None:
+        """A line of text for the user's log."""
+        self.emit({"event": "log", "message": message, "elapsed": round(self.elapsed(), 2)})
+
+    def span(self, start: float, end: float) -> "Progress":
+        """A view whose fractions 0..1 map onto ``start..end`` of this one (a job's stage)."""
+        return _Span(self, start, end)
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if cancellation was requested."""
+        if self._cancel.is_set():
+            raise Cancelled("cancelled")
+
+    def cancel(self) -> None:
+        """Request cancellation; safe from signal handlers and other threads."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    # -- what subclasses implement ----------------------------------------------------------
+    def emit(self, event: dict) -> None:
+        """Deliver one event."""
+
+    def close(self) -> None:
+        """Finish drawing (terminal bars)."""
+
+
+class _Span(Progress):
+    def __init__(self, parent: Progress, start: float, end: float):
+        self._parent, self._a, self._b = parent, start, end
+
+    def update(self, stage, fraction, message="", **fields):
+        self._parent.update(stage, self._a + (self._b - self._a) * fraction, message, **fields)
+
+    def log(self, message):
+        self._parent.log(message)
+
+    def span(self, start, end):
+        return _Span(self._parent, self._a + (self._b - self._a) * start,
+                     self._a + (self._b - self._a) * end)
+
+    def check(self):
+        self._parent.check()
+
+    def cancel(self):
+        self._parent.cancel()
+
+    @property
+    def cancelled(self):
+        return self._parent.cancelled
+
+    def elapsed(self):
+        return self._parent.elapsed()
+
+
+class SilentProgress(Progress):
+    """Reports nothing (``--quiet``); still supports cancellation."""
+
+
+class CallbackProgress(Progress):
+    """Passes every event dict to ``callback(event)`` (the Python API's ``progressCallback``)."""
+
+    def __init__(self, callback):
+        super().__init__()
+        self._callback = callback
+
+    def emit(self, event):
+        self._callback(event)
+
+
+class JsonLinesProgress(Progress):
+    """Writes each event as one JSON line to ``stream`` (stdout by default), flushed at once."""
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self._stream = stream or sys.stdout
+        self._lock = threading.Lock()
+
+    def emit(self, event):
+        line = json.dumps(event, allow_nan=False, default=_jsonable)
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+class TerminalProgress(Progress):
+    """A tqdm bar on stderr showing percent, stage, message, elapsed and remaining time."""
+
+    def __init__(self, stream=None):
+        super().__init__()
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=1000, file=stream or sys.stderr, unit="", leave=True,
+                         bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+
+    def emit(self, event):
+        if event["event"] == "progress":
+            self._bar.set_description_str(f"{event['stage']}: {event['message']}".strip(": "))
+            self._bar.n = int(round(1000 * event["fraction"]))
+            self._bar.refresh()
+        elif event["event"] == "log":
+            self._bar.write(event["message"])
+
+    def close(self):
+        self._bar.close()
