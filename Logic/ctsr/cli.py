@@ -148,12 +148,19 @@ def _raise_cancelled(signum, frame):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     progress = make_progress(args) if hasattr(args, "quiet") else SilentProgress()
+    return run_guarded(args.run, args, progress)
+
+
+def run_guarded(run, args, progress: Progress) -> int:
+    """Call ``run(args, progress)`` and map its outcome to the exit codes above (also used by
+    :mod:`ctsr.worker`): errors become one sentence (and an ``error`` event with
+    ``args.json_progress``), success a ``result`` event holding ``run``'s returned dict."""
     # SIGTERM (the Slicer module's cancel) and Ctrl-C interrupt the job where it is; atomic
     # writes then leave no output behind.
     signal.signal(signal.SIGTERM, _raise_cancelled)
     signal.signal(signal.SIGINT, _raise_cancelled)
     try:
-        result = args.run(args, progress)
+        result = run(args, progress)
     except UserError as error:
         return _fail(progress, args, EXIT_USER, "user", str(error))
     except Cancelled:
