@@ -1,18 +1,18 @@
-"""Interpolation baselines: trilinear, cubic (cubic B-spline) and Lanczos windowed sinc.
+"""Interpolation baselines: trilinear, cubic (cubic B-spline) and Lanczos-3 windowed sinc.
 
 Each maps an LR volume onto the HR grid of :func:`ctsr.grids.hr_grid`: size = LR size x
 scale, spacing = LR spacing / scale, HR voxel centres placed so that each LR voxel is the
-centre of its block. Outside the LR voxel centres values are extended from the border.
+centre of its block. Beyond the outermost LR voxel centres, trilinear repeats the edge value
+and cubic mirrors the signal (as ITK's and Slicer's B-spline resampling do).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from .grids import Scale, hr_grid
-from .io import image_from_volume, volume_from_image
+from .lanczos import block_centre_positions, resample_axis
 from .volume import Volume
 
 METHODS = ("trilinear", "cubic", "lanczos")
@@ -22,16 +22,17 @@ def upsample_interpolate(lr: Volume, scale: Scale, method: str = "cubic") -> Vol
     """Interpolate ``lr`` onto its HR grid at ``scale`` (IJK order) with ``method``."""
     matrix, shape = hr_grid(lr.ijk_to_ras, lr.shape_ijk, scale)
     if method in ("trilinear", "cubic"):
-        order = 1 if method == "trilinear" else 3
+        order, mode = (1, "nearest") if method == "trilinear" else (3, "mirror")
         # grid_mode=True: output voxel o samples input index (o + 0.5) / s - 0.5, i.e. the
         # block-centre convention of ctsr.grids.
-        array = ndimage.zoom(lr.array, tuple(scale[::-1]), order=order, mode="nearest",
+        array = ndimage.zoom(lr.array, tuple(scale[::-1]), order=order, mode=mode,
                              grid_mode=True, output=np.float32)
         assert array.shape == shape[::-1]
         return Volume(array, matrix)
     if method == "lanczos":
-        reference = image_from_volume(Volume(np.zeros(shape[::-1], np.float32), matrix))
-        hr = sitk.Resample(image_from_volume(lr), reference, sitk.Transform(),
-                           sitk.sitkLanczosWindowedSinc, 0.0, sitk.sitkFloat32)
-        return volume_from_image(hr, "the upsampled volume")
+        array = lr.array
+        for axis, s in enumerate(scale[::-1]):
+            if s > 1:
+                array = resample_axis(array, axis, block_centre_positions(array.shape[axis] * s, s, downsample=False))
+        return Volume(array, matrix)
     raise ValueError(f"unknown interpolation method {method!r}; expected one of {METHODS}")

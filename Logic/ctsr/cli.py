@@ -176,6 +176,7 @@ def run_guarded(run, args, progress: Progress) -> int:
 
 
 def _fail(progress: Progress, args, code: int, kind: str, message: str) -> int:
+    progress.close()  # finish the terminal bar before the message
     if getattr(args, "json_progress", False):
         progress.emit({"event": "error", "kind": kind, "message": message,
                        "elapsed": round(progress.elapsed(), 2)})

@@ -70,7 +70,7 @@ def read_volume(path) -> Volume:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError:
-        raise UserError(f"{path} is not an image file that can be read (NRRD, NIfTI, MHA or DICOM).") from None
+        raise UserError(f"{path} is not a readable image file (NRRD, NIfTI, MHA or DICOM) or holds no voxels.") from None
     return volume_from_image(image, str(path))
 
 

@@ -151,22 +151,28 @@ def _jsonable(value):
 
 
 class TerminalProgress(Progress):
-    """A tqdm bar on stderr showing percent, stage, message, elapsed and remaining time."""
+    """A tqdm bar on stderr showing percent, stage, message, elapsed and remaining time; drawn
+    from the first progress event on, so a command that fails at once prints only its error."""
 
     def __init__(self, stream=None):
         super().__init__()
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=1000, file=stream or sys.stderr, unit="", leave=True,
-                         bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+        self._stream = stream or sys.stderr
+        self._bar = None
 
     def emit(self, event):
         if event["event"] == "progress":
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=1000, file=self._stream, unit="", leave=True,
+                                 bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
             self._bar.set_description_str(f"{event['stage']}: {event['message']}".strip(": "))
             self._bar.n = int(round(1000 * event["fraction"]))
             self._bar.refresh()
         elif event["event"] == "log":
-            self._bar.write(event["message"])
+            (self._bar.write if self._bar is not None else print)(event["message"], file=self._stream)
 
     def close(self):
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,41 @@
+"""Shared fixtures: the real CT data of ../shared/data (skipped with a reason when absent) and
+the bundled sample."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctsr.io import read_volume
+from ctsr.resources import sample_volume_path
+from ctsr.volume import Volume
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_CT = sorted((SHARED_DATA / "ct").glob("*.nrrd")) if (SHARED_DATA / "ct").is_dir() else []
+
+
+def require_shared_data() -> Path:
+    """The shared real-data folder, or skip: it is not part of the repository (CI has it)."""
+    if not SHARED_CT:
+        pytest.skip(f"real CT data not found at {SHARED_DATA} (it lives beside the repository, not in it)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def sample() -> Volume:
+    """The bundled real CT sample: 64^3 chest crop, 1.5 mm, HU."""
+    return read_volume(sample_volume_path())
+
+
+@pytest.fixture(scope="session")
+def oblique_sample(sample) -> Volume:
+    """The sample with an oblique direction, anisotropic spacing and a non-zero origin."""
+    angle = np.deg2rad(20.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0.0],
+                         [np.sin(angle), np.cos(angle), 0.0],
+                         [0.0, 0.0, 1.0]])
+    tilt = np.deg2rad(10.0)
+    rotation = rotation @ np.array([[1.0, 0.0, 0.0],
+                                    [0.0, np.cos(tilt), -np.sin(tilt)],
+                                    [0.0, np.sin(tilt), np.cos(tilt)]])
+    return Volume.from_spacing(sample.array, (0.8, 1.1, 2.5), (-31.5, 12.25, 80.0), rotation)

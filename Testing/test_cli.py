@@ -1,0 +1,91 @@
+"""The ``ctsr`` command line, run as real processes: outputs, the JSON-lines stream, exit codes,
+one-line errors and no output file on failure."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ctsr.io import read_volume, write_volume
+from ctsr.resources import sample_volume_path
+
+
+def ctsr(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ctsr.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_simulate_upsample_evaluate_chain(tmp_path, oblique_sample):
+    hr_path = write_volume(oblique_sample, tmp_path / "hr.nrrd")
+    run = ctsr("simulate-lr", hr_path, tmp_path / "lr.nii.gz", "--scale", "1x1x4", "--quiet")
+    assert run.returncode == 0 and run.stdout == "" and run.stderr == ""
+    run = ctsr("upsample", tmp_path / "lr.nii.gz", tmp_path / "up.nrrd", "--scale", "1x1x4",
+               "--method", "cubic", "--json-progress")
+    assert run.returncode == 0, run.stderr
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    assert events[-1]["event"] == "result" and events[-1]["output"] == str(tmp_path / "up.nrrd")
+    assert events[-1]["provenance"]["method"] == "cubic" and events[-1]["provenance"]["scale"] == "1x1x4"
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert read_volume(tmp_path / "up.nrrd").same_grid(oblique_sample)
+    run = ctsr("evaluate", tmp_path / "up.nrrd", hr_path, "--json")
+    scores = json.loads(run.stdout)
+    assert 25 < scores["psnr"] < 60 and 0.5 < scores["ssim"] < 1.0
+
+
+def _not_an_image(d):
+    (d / "in.nrrd").write_text("not an image")
+    return d / "in.nrrd"
+
+
+def _nan(d):
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 8, 8), np.nan, np.float32)), str(d / "in.nrrd"))
+    return d / "in.nrrd"
+
+
+def _rgb(d):
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8, 3), np.uint8), isVector=True), str(d / "in.nrrd"))
+    return d / "in.nrrd"
+
+
+@pytest.mark.parametrize("make_input, extra", [
+    (lambda d: d / "missing.nrrd", []),
+    (_not_an_image, []),
+    (_nan, []),
+    (_rgb, []),
+    (lambda d: sample_volume_path(), ["--scale", "3x"]),
+])
+def test_user_errors_exit_2_with_one_line_and_no_output(tmp_path, make_input, extra):
+    out = tmp_path / "out" / "hr.nrrd"
+    out.parent.mkdir()
+    run = ctsr("upsample", make_input(tmp_path), out, "--method", "cubic", *extra)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ctsr: error: "), run.stderr
+    assert "Traceback" not in run.stderr
+    assert list(out.parent.iterdir()) == []
+
+
+def test_error_event_on_the_json_stream(tmp_path):
+    run = ctsr("upsample", tmp_path / "missing.nrrd", tmp_path / "hr.nrrd", "--json-progress")
+    assert run.returncode == 2
+    last = json.loads(run.stdout.splitlines()[-1])
+    assert last["event"] == "error" and last["kind"] == "user" and "does not exist" in last["message"]
+
+
+def test_demo_writes_the_volume_and_the_montage(tmp_path):
+    run = ctsr("demo", "--out", tmp_path / "demo", "--method", "cubic", "--quiet")
+    assert run.returncode == 0, run.stderr
+    hr = read_volume(tmp_path / "demo" / "sample_SRx2.nrrd")
+    sample = read_volume(sample_volume_path())
+    assert hr.shape_ijk == tuple(2 * n for n in sample.shape_ijk)
+    png = sitk.ReadImage(str(tmp_path / "demo" / "montage.png"))
+    # columns input | output, rows axial | coronal | sagittal, each panel 128 px, 4 px gaps
+    assert (png.GetWidth(), png.GetHeight()) == (2 * 128 + 4, 3 * 128 + 2 * 4)
+    pixels = sitk.GetArrayFromImage(png)
+    assert pixels.std() > 20  # real anatomy, not a blank image

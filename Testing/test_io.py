@@ -1,0 +1,130 @@
+"""Volume IO: round trips on the real CTs, an independent check of the LPS -> RAS conversion,
+a DICOM series, and one clear sentence for every kind of bad input."""
+
+import gzip
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import SHARED_CT, require_shared_data
+from ctsr.errors import UserError
+from ctsr.io import image_from_volume, read_volume, write_volume
+from ctsr.volume import Volume
+
+
+def _same_geometry(a: Volume, b: Volume):
+    np.testing.assert_allclose(a.spacing, b.spacing, atol=1e-4)
+    np.testing.assert_allclose(a.origin, b.origin, atol=1e-4)
+    np.testing.assert_allclose(a.direction, b.direction, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", [p.name for p in SHARED_CT] or ["(no shared data)"])
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz", ".mha"])
+def test_real_ct_round_trips(tmp_path, name, suffix):
+    data = require_shared_data()
+    original = read_volume(data / "ct" / name)
+    copy = read_volume(write_volume(original, tmp_path / f"copy{suffix}"))
+    np.testing.assert_array_equal(copy.array, original.array)
+    _same_geometry(copy, original)
+
+
+def test_ras_geometry_matches_the_nrrd_header_read_by_hand():
+    """Independent of SimpleITK: parse the gzip NRRD header ourselves (LPS) and flip to RAS."""
+    data = require_shared_data()
+    path = data / "ct" / "abdomen_pelvis_3mm.nrrd"  # a flipped (-1, -1, 1) direction
+    header = path.read_bytes().split(b"\n\n", 1)[0].decode()
+    assert "left-posterior-superior" in header
+    vectors = re.search(r"space directions: (.*)", header).group(1)
+    directions = np.array([[float(x) for x in v.split(",")] for v in re.findall(r"\(([^)]*)\)", vectors)])
+    origin = np.array([float(x) for x in re.search(r"space origin: \(([^)]*)\)", header).group(1).split(",")])
+    sizes = [int(x) for x in re.search(r"sizes: (.*)", header).group(1).split()]
+    volume = read_volume(path)
+    flip = np.diag([-1.0, -1.0, 1.0])
+    np.testing.assert_allclose(volume.ijk_to_ras[:3, :3], flip @ directions.T, atol=1e-6)
+    np.testing.assert_allclose(volume.origin, flip @ origin, atol=1e-6)
+    assert volume.shape_ijk == tuple(sizes)
+    # KJI order: the fastest-varying file axis (I) is the last array axis.
+    raw = np.frombuffer(gzip.decompress(path.read_bytes().split(b"\n\n", 1)[1]), dtype="<i2")
+    np.testing.assert_array_equal(volume.array.ravel(), raw.astype(np.float32))
+
+
+def test_dicom_series_folder_loads_with_its_geometry(tmp_path, oblique_sample):
+    """Write a real CT crop as a DICOM series (one file per slice) and read the folder."""
+    volume = Volume.from_spacing(oblique_sample.array[:12], (0.8, 1.1, 2.5), (-31.5, 12.25, 80.0),
+                                 oblique_sample.direction)
+    image = sitk.Cast(image_from_volume(volume), sitk.sitkInt16)  # the values are integer HU
+    direction = image.GetDirection()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series = "1.2.826.0.1.3680043.2.1125.1.42"
+    for k in range(image.GetDepth()):
+        s = image[:, :, k]
+        for tag, value in {
+            "0008|0060": "CT", "0020|000e": series, "0020|000d": series + ".1",
+            "0008|0018": f"{series}.{k + 1}", "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{x:.6f}" for x in image.TransformIndexToPhysicalPoint((0, 0, k))),
+            "0020|0037": "\\".join(f"{x:.6f}" for x in direction[0::3] + direction[1::3]),
+            "0028|0030": f"{image.GetSpacing()[1]:.6f}\\{image.GetSpacing()[0]:.6f}",
+        }.items():
+            s.SetMetaData(tag, value)
+        writer.SetFileName(str(tmp_path / f"slice{k:03d}.dcm"))
+        writer.Execute(s)
+    loaded = read_volume(tmp_path)
+    np.testing.assert_array_equal(loaded.array, np.round(volume.array))
+    _same_geometry(loaded, volume)
+
+
+def _write(tmp_path, name, array, vector=False):
+    path = tmp_path / name
+    sitk.WriteImage(sitk.GetImageFromArray(array, isVector=vector), str(path))
+    return path
+
+
+BAD_INPUTS = {
+    "missing": (lambda d: d / "nope.nrrd", "does not exist"),
+    "not an image": (lambda d: (d / "notes.nrrd").write_text("hello") and d / "notes.nrrd",
+                     "not a readable image"),
+    "2D": (lambda d: _write(d, "slice.nrrd", np.arange(64, dtype=np.int16).reshape(8, 8)), "2D"),
+    "one slice": (lambda d: _write(d, "flat.nrrd", np.arange(64, dtype=np.int16).reshape(1, 8, 8)), "2D"),
+    "vector": (lambda d: _write(d, "rgb.nrrd", np.zeros((4, 8, 8, 3), np.uint8), vector=True),
+               "values per voxel"),
+    "empty": (lambda d: (d / "empty.nrrd").write_text(
+        "NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 0\nencoding: raw\n\n") and d / "empty.nrrd",
+        "holds no voxels"),
+    "blank": (lambda d: _write(d, "blank.nrrd", np.full((4, 8, 8), -1024, np.int16)), "empty"),
+    "NaN": (lambda d: _write(d, "nan.nrrd", np.full((4, 8, 8), np.nan, np.float32)), "NaN"),
+    "empty folder": (lambda d: (d / "dicom").mkdir() or d / "dicom", "no DICOM series"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_clear_sentence(tmp_path, case):
+    make, words = BAD_INPUTS[case]
+    with pytest.raises(UserError) as error:
+        read_volume(make(tmp_path))
+    message = str(error.value)
+    assert words in message
+    assert "\n" not in message and message.endswith(".")
+
+
+def test_write_is_atomic_and_refuses_unknown_formats(tmp_path, sample, monkeypatch):
+    with pytest.raises(UserError, match="cannot write"):
+        write_volume(sample, tmp_path / "out.png")
+    with pytest.raises(UserError, match="does not exist"):
+        write_volume(sample, tmp_path / "missing" / "out.nrrd")
+
+    class Boom(Exception):
+        pass
+
+    def fail_halfway(image, path, compress):
+        path = Path(path)
+        path.write_bytes(b"NRRD0004\npartial")  # a half-written file, then the failure
+        raise Boom()
+
+    monkeypatch.setattr(sitk, "WriteImage", fail_halfway)
+    with pytest.raises(Boom):
+        write_volume(sample, tmp_path / "out.nrrd")
+    assert list(tmp_path.iterdir()) == []
