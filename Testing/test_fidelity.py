@@ -14,7 +14,7 @@ def test_consistency_makes_the_degraded_output_reproduce_the_input(sample, scale
     lr = simulate_lr(sample, scale)
     cubic = upsample_interpolate(lr, scale, "cubic")
     before = lr_residual(cubic, lr, scale)
-    consistent = enforce_lr_consistency(cubic, lr, scale, iterations=8)
+    consistent = enforce_lr_consistency(cubic, lr, scale, iterations=16)
     after = lr_residual(consistent, lr, scale)
     assert after["rms_hu"] < 0.1 * before["rms_hu"]
     assert np.percentile(np.abs(degrade_array(consistent.array, scale) - lr.array), 99) < 10.0  # HU
