@@ -1,0 +1,127 @@
+"""The background-process entry of the Slicer module: ``python -m ctsr.worker JOB.json``.
+
+The job file is one JSON object (schema: ``docs/progress-protocol.md``)::
+
+    {"input": "/tmp/.../input.nrrd",     # LR volume (HU), any format ctsr.io reads
+     "output": "/tmp/.../output.nrrd",   # HR volume to write (atomically)
+     "scale": "2",                       # "2", "1x1x4" (IJK order) or [sx, sy, sz]
+     "method": "cubic",                  # one of ctsr.upsampling.METHODS
+     "device": "auto",                   # "auto", "cpu" or "cuda"
+     "seed": 0,
+     "options": {}}                      # extra keyword options of ctsr.upsampling.upsample
+                                         # (e.g. roi, uncertainty, preset overrides)
+
+Only ``input`` and ``output`` are required; the rest default as in ``ctsr upsample``. A field
+outside this list is a user error (a typo must not be silently ignored). ``options`` are
+passed to :func:`ctsr.upsampling.upsample` as keyword arguments; one that this engine's
+``upsample`` does not take is a user error too.
+
+stdout carries only the JSON-lines events of :mod:`ctsr.progress` (the same stream as
+``ctsr upsample --json-progress``); the last line is a ``result`` or an ``error`` event.
+Exit codes are those of :mod:`ctsr.cli`: 0 done, 1 bug (traceback on stderr), 2 user error,
+3 cancelled (SIGTERM / Ctrl-C), 4 out of memory. SIGTERM raises
+:class:`ctsr.errors.Cancelled` in the main thread as soon as the current numerical call
+returns; the output is written atomically, so a failed or cancelled job leaves no output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+
+from .cli import run_guarded
+from .errors import UserError
+from .progress import JsonLinesProgress, Progress
+
+JOB_FIELDS = ("input", "output", "scale", "method", "device", "seed", "options")
+REQUIRED_FIELDS = ("input", "output")
+
+
+def load_job(path) -> dict:
+    """Read and validate a job file; returns the job with defaults filled in."""
+    path = Path(path)
+    try:
+        job = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"the job file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"the job file {path} is not valid JSON ({error}).") from None
+    if not isinstance(job, dict):
+        raise UserError(f"the job file {path} must hold one JSON object.")
+    unknown = sorted(set(job) - set(JOB_FIELDS))
+    if unknown:
+        raise UserError(f"the job file has unknown fields {unknown}; allowed: {list(JOB_FIELDS)}.")
+    missing = [name for name in REQUIRED_FIELDS if not job.get(name)]
+    if missing:
+        raise UserError(f"the job file lacks the required fields {missing}.")
+    from .upsampling import DEFAULT_METHOD
+
+    job = {"scale": "2", "method": DEFAULT_METHOD, "device": "auto", "seed": 0, "options": {}, **job}
+    if not isinstance(job["options"], dict):
+        raise UserError("the job's options must be a JSON object.")
+    return job
+
+
+def check_options(options: dict) -> None:
+    """Raise :class:`UserError` for an option :func:`ctsr.upsampling.upsample` does not take."""
+    from .upsampling import upsample
+
+    parameters = inspect.signature(upsample).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    fixed = {"lr", "scale", "method", "progress", "seed", "device"}
+    unsupported = sorted(name for name in options if name not in parameters or name in fixed)
+    if unsupported:
+        raise UserError(f"this engine version does not support the options {unsupported}.")
+
+
+def run_job(job: dict, progress: Progress) -> dict:
+    """Run one validated job: read, upsample, write atomically. Returns the ``result`` fields."""
+    from .io import check_writable, read_volume, write_volume
+    from .upsampling import METHODS, upsample
+
+    if job["method"] not in METHODS:
+        raise UserError(f"unknown method {job['method']!r}; this engine offers {list(METHODS)}.")
+    if job["device"] not in ("auto", "cpu", "cuda"):
+        raise UserError(f"unknown device {job['device']!r}; use auto, cpu or cuda.")
+    check_options(job["options"])
+    output = Path(job["output"])
+    check_writable(output)
+    lr = read_volume(job["input"])
+    progress.log(f"input {'x'.join(map(str, lr.shape_ijk))} voxels, spacing "
+                 f"{'x'.join(f'{s:.3g}' for s in lr.spacing)} mm")
+    try:
+        result = upsample(lr, job["scale"], job["method"], progress, seed=int(job["seed"]),
+                          device=job["device"], **job["options"])
+    except ModuleNotFoundError as error:
+        raise UserError(f"the Python package {error.name!r} needed by {job['method']!r} is not "
+                        "installed in this Python.") from None
+    except RuntimeError as error:
+        # torch reports exhausted GPU memory as a RuntimeError subclass (OutOfMemoryError).
+        if "out of memory" in str(error).lower():
+            raise MemoryError(str(error)) from None
+        raise
+    write_volume(result.volume, output)
+    return {"output": str(output), "shape_ijk": list(result.volume.shape_ijk),
+            "provenance": result.provenance}
+
+
+def _run(args, progress: Progress) -> dict:
+    return run_job(load_job(args.job), progress)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ctsr.worker",
+                                     description="Run one super-resolution job file, "
+                                                 "reporting JSON lines on stdout.")
+    parser.add_argument("job", type=Path, help="job file (JSON)")
+    args = parser.parse_args(argv)
+    args.json_progress = True
+    return run_guarded(_run, args, JsonLinesProgress())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The background worker ``python -m ctsr.worker JOB.json``, run as a real subprocess on the
+bundled real CT sample: its JSON-lines stream, its output (checked against the in-process
+engine), its exit codes, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctsr.io import read_volume, write_volume
+from ctsr.upsampling import upsample
+from ctsr.volume import Volume
+
+LOGIC = Path(__file__).resolve().parents[1] / "Logic"
+
+
+def start_worker(job: dict, folder: Path) -> subprocess.Popen:
+    path = folder / "job.json"
+    path.write_text(json.dumps(job))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LOGIC), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "ctsr.worker", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def run_worker(job: dict, folder: Path, timeout: float = 120):
+    process = start_worker(job, folder)
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, [json.loads(line) for line in out.splitlines()], err
+
+
+@pytest.fixture(scope="module")
+def small_input(tmp_path_factory, oblique_sample) -> Path:
+    """A 20 x 16 x 12 crop of the real sample with an oblique, anisotropic, offset grid."""
+    crop = Volume(oblique_sample.array[20:32, 24:40, 22:42], oblique_sample.ijk_to_ras)
+    return write_volume(crop, tmp_path_factory.mktemp("worker") / "lr.nrrd")
+
+
+def test_worker_streams_json_and_writes_what_the_engine_computes(tmp_path, small_input):
+    job = {"input": str(small_input), "output": str(tmp_path / "hr.nrrd"), "scale": "2x2x1",
+           "method": "trilinear"}
+    code, events, err = run_worker(job, tmp_path)
+    assert code == 0, err
+    assert [e["event"] for e in events][-1] == "result"
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
+    result = events[-1]
+    assert result["output"] == job["output"] and result["shape_ijk"] == [40, 32, 12]
+    assert result["provenance"]["method"] == "trilinear" and result["provenance"]["scale"] == "2x2x1"
+
+    expected = upsample(read_volume(small_input), "2x2x1", "trilinear").volume
+    written = read_volume(job["output"])
+    assert written.same_grid(expected, tol=1e-5)
+    np.testing.assert_allclose(written.array, expected.array, rtol=0, atol=1e-3)
+
+
+def test_sigterm_stops_the_worker_with_no_output(tmp_path, sample):
+    lr = write_volume(sample, tmp_path / "lr.nrrd")
+    output = tmp_path / "out" / "hr.nrrd"
+    output.parent.mkdir()
+    # cubic x4 of the 64^3 sample: several seconds of work, so the signal lands mid-run.
+    process = start_worker({"input": str(lr), "output": str(output), "scale": 4, "method": "cubic"}, tmp_path)
+    for line in process.stdout:
+        if json.loads(line)["event"] == "progress":
+            break
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    rest, err = process.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert process.returncode == 3, err
+    last = json.loads(rest.splitlines()[-1])
+    assert last["event"] == "error" and last["kind"] == "cancelled"
+    assert list(output.parent.iterdir()) == []  # no output, no temporary .part file
+
+
+@pytest.mark.parametrize("change, phrase", [
+    ({"sacle": 2}, "unknown fields ['sacle']"),
+    ({"method": "magic"}, "unknown method 'magic'"),
+    ({"options": {"roi": [0, 0, 0, 4, 4, 4]}}, "does not support the options ['roi']"),
+    ({"input": "/no/such/volume.nrrd"}, "does not exist"),
+    ({"scale": "3x"}, "is not"),
+    ({"output": "/tmp/hr.png"}, "cannot write hr.png"),
+])
+def test_bad_jobs_are_one_user_error(tmp_path, small_input, change, phrase):
+    job = {"input": str(small_input), "output": str(tmp_path / "hr.nrrd"), "method": "trilinear", **change}
+    code, events, err = run_worker(job, tmp_path)
+    assert code == 2
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == "user"
+    assert phrase in events[-1]["message"]
+    assert "Traceback" not in err
+    assert not (tmp_path / "hr.nrrd").exists()
+
+
+def test_a_job_file_that_is_not_json_is_a_user_error(tmp_path):
+    path = tmp_path / "job.json"
+    path.write_text("{not json")
+    env = {**os.environ, "PYTHONPATH": str(LOGIC)}
+    done = subprocess.run([sys.executable, "-m", "ctsr.worker", str(path)], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert done.returncode == 2
+    assert "is not valid JSON" in json.loads(done.stdout.splitlines()[-1])["message"]
