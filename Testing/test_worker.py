@@ -83,7 +83,7 @@ def test_sigterm_stops_the_worker_with_no_output(tmp_path, sample):
 @pytest.mark.parametrize("change, phrase", [
     ({"sacle": 2}, "unknown fields ['sacle']"),
     ({"method": "magic"}, "unknown method 'magic'"),
-    ({"options": {"roi": [0, 0, 0, 4, 4, 4]}}, "does not support the options ['roi']"),
+    ({"options": {"no_such_option": 1}}, "does not support the options ['no_such_option']"),
     ({"input": "/no/such/volume.nrrd"}, "does not exist"),
     ({"scale": "3x"}, "is not"),
     ({"output": "/tmp/hr.png"}, "cannot write hr.png"),

@@ -1,0 +1,395 @@
+"""CT Super-Resolution: the 3D Slicer scripted module (Module, Widget, Logic, Test).
+
+The work runs in a background process (``python -m ctsr.worker``, through PythonSlicer); this
+file only holds what needs the Slicer application and Qt. Everything else (node <-> file, job
+building, the worker process, progress parsing) is the Qt-free ``CTSuperResolutionLib``, which
+is tested headless with slicer-core.
+
+From the Python console::
+
+    logic = slicer.util.getModuleLogic("CTSuperResolution")
+    hr = logic.process(getNode("CT"), scale=4, method="cubic")
+"""
+
+import logging
+import os
+from typing import Annotated, Optional
+
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from CTSuperResolutionLib.engine import ensure_engine_importable
+
+ensure_engine_importable(os.path.dirname(os.path.abspath(__file__)))
+
+from ctsr.errors import UserError  # noqa: E402  (importable only after the line above)
+from ctsr.resources import resources_dir, sample_volume_path  # noqa: E402
+
+from CTSuperResolutionLib import jobs  # noqa: E402
+from CTSuperResolutionLib.dependencies import (  # noqa: E402
+    missing_requirements,
+    read_requirements,
+    requirement_name,
+)
+from CTSuperResolutionLib.logic import (  # noqa: E402
+    CANCELLED,
+    FAILED,
+    SUCCEEDED,
+    CTSuperResolutionLogicBase,
+)
+
+#: The zero-shot presets, listed first in the panel when the engine has them.
+PRESETS = ("fast", "standard", "quality")
+
+
+def resourcePath(relativePath: str) -> str:
+    """A file of the extension's Resources folder (beside the engine in both layouts)."""
+    return str(resources_dir() / relativePath)
+
+
+#
+# CTSuperResolution
+#
+
+
+class CTSuperResolution(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("CT Super-Resolution")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["CTSuperResolution developers"]
+        self.parent.helpText = _(
+            "Makes a low-resolution CT volume high-resolution (x2, x4, x8, or through-plane only "
+            "for thick-slice scans) without paired training data: a diffusion prior on 2D X-ray "
+            "projections and signed 3D Gaussians, or an interpolation baseline. The work runs in "
+            "a background process; the result is a new volume aligned with the input.")
+        self.parent.acknowledgementText = _(
+            "Method: Zero-shot CT Super-Resolution using Diffusion-based 2D Projection Priors and "
+            "Signed 3D Gaussians (arXiv 2508.15151). Sample data: a crop of a chest CT from "
+            "TotalSegmentator's test data (Apache-2.0).")
+        self.parent.icon = qt.QIcon(resourcePath("Icons/CTSuperResolution.png"))
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Offer the bundled chest CT crop in the Sample Data module (a local file: no download)."""
+    import SampleData
+
+    path = sample_volume_path()
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="CTSuperResolution",
+        sampleName="CTSuperResolutionChestCrop",
+        thumbnailFileName=resourcePath("Icons/CTSuperResolution.png"),
+        uris=path.as_uri(),
+        fileNames=path.name,
+        nodeNames="CTChestCrop",
+        loadFileType="VolumeFile",
+    )
+
+
+#
+# CTSuperResolutionParameterNode
+#
+
+
+def _orderedMethods(methods) -> list:
+    """The engine's methods with the zero-shot presets first."""
+    return [m for m in PRESETS if m in methods] + [m for m in methods if m not in PRESETS]
+
+
+_METHODS = _orderedMethods(CTSuperResolutionLogicBase.methods())
+_DEFAULT_METHOD = next((m for m in PRESETS if m in _METHODS), CTSuperResolutionLogicBase.defaultMethod())
+
+
+@parameterNodeWrapper
+class CTSuperResolutionParameterNode:
+    """The panel's state, saved with the scene.
+
+    inputVolume - the LR CT volume. scale - factor per axis (or along the slices only when
+    throughPlaneOnly). method - an engine method. device - auto, GPU or CPU. outputVolume - the
+    node to fill; empty makes a new one named <input>_SRx<scale>.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    scale: Annotated[int, Choice(list(jobs.PANEL_SCALES))] = 2
+    throughPlaneOnly: bool = False
+    method: Annotated[str, Choice(_METHODS)] = _DEFAULT_METHOD
+    device: Annotated[str, Choice(["auto", "GPU", "CPU"])] = "auto"
+    outputVolume: Optional[vtkMRMLScalarVolumeNode] = None
+
+
+#
+# CTSuperResolutionWidget
+#
+
+
+class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    #: Milliseconds between two reads of the worker's progress.
+    POLL_MS = 100
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(self.POLL_MS)
+        self._timer.connect("timeout()", self._pollJob)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(resourcePath("UI/CTSuperResolution.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = CTSuperResolutionLogic()
+
+        self.ui.progressBar.hide()
+        self.ui.statusLabel.text = ""
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        self._cancelJob()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._cancelJob()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode: Optional[CTSuperResolutionParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self._updateButtons()
+
+    def _updateButtons(self, caller=None, event=None) -> None:
+        running = self._job is not None
+        self.ui.parametersCollapsibleButton.enabled = not running
+        if running:
+            self.ui.applyButton.text = _("Cancel")
+            self.ui.applyButton.toolTip = _("Stop the running job; nothing is added to the scene.")
+            self.ui.applyButton.enabled = True
+        elif self._parameterNode and self._parameterNode.inputVolume:
+            self.ui.applyButton.text = _("Apply")
+            self.ui.applyButton.toolTip = _("Super-resolve the input volume.")
+            self.ui.applyButton.enabled = True
+        else:
+            self.ui.applyButton.text = _("Apply")
+            self.ui.applyButton.toolTip = _("Select an input volume.")
+            self.ui.applyButton.enabled = False
+
+    # -- running a job ------------------------------------------------------------------------
+    def onApplyButton(self) -> None:
+        if self._job is not None:
+            self._cancelJob()
+            self._showStatus(_("Cancelled; nothing was added to the scene."))
+            return
+        p = self._parameterNode
+        self.ui.logTextEdit.clear()
+        try:
+            self._job = self.logic.process(
+                p.inputVolume, p.outputVolume, scale=p.scale, method=p.method, device=p.device,
+                throughPlaneOnly=p.throughPlaneOnly, wait=False, progressCallback=self._onEvent)
+        except UserError as error:
+            slicer.util.errorDisplay(str(error))
+            return
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.show()
+        self._showStatus(self._job.statusText)
+        self._updateButtons()
+        self._timer.start()
+
+    def _onEvent(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "progress":
+            from CTSuperResolutionLib.events import percent, status_text
+
+            self.ui.progressBar.value = percent(event)
+            self._showStatus(status_text(event))
+        elif kind in ("log", "error"):
+            self.ui.logTextEdit.appendPlainText(event.get("message", ""))
+
+    def _pollJob(self) -> None:
+        job = self._job
+        if job is None or not job.poll():
+            return
+        self._timer.stop()
+        self._job = None
+        self.ui.progressBar.hide()
+        self._updateButtons()
+        if job.state == SUCCEEDED:
+            slicer.util.setSliceViewerLayers(background=job.outputVolume, fit=True)
+            self._showStatus(_("Done in {seconds} s.").format(seconds=job.provenance.get("wall_time_s")))
+        elif job.state == FAILED:
+            for line in job.log:
+                self.ui.logTextEdit.appendPlainText(line)
+            self._showStatus(_("Failed."))
+            slicer.util.errorDisplay(job.errorMessage)
+        elif job.state == CANCELLED:
+            self._showStatus(_("Cancelled; nothing was added to the scene."))
+
+    def _cancelJob(self) -> None:
+        if self._job is None:
+            return
+        self._timer.stop()
+        with slicer.util.WaitCursor():
+            self._job.cancel()
+        self._job = None
+        self.ui.progressBar.hide()
+        self._updateButtons()
+
+    def _showStatus(self, text: str) -> None:
+        self.ui.statusLabel.text = text
+
+
+#
+# CTSuperResolutionLogic
+#
+
+
+class CTSuperResolutionLogic(ScriptedLoadableModuleLogic, CTSuperResolutionLogicBase):
+    """``process(inputVolume, outputVolume=None, scale=2, method=..., device="auto", wait=True,
+    progressCallback=None)``: see :class:`CTSuperResolutionLib.logic.CTSuperResolutionLogicBase`.
+    Usable without the GUI (Python console, scripts, tests)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        CTSuperResolutionLogicBase.__init__(self, os.path.dirname(os.path.abspath(__file__)))
+
+    def getParameterNode(self):
+        return CTSuperResolutionParameterNode(super().getParameterNode())
+
+    def ensureDependencies(self) -> None:
+        """On first use, install what the engine lacks in Slicer's Python, after asking: torch
+        through the PyTorch extension when present, the rest with pip. numpy, SimpleITK and VTK
+        are never touched (Slicer ships them)."""
+        missing = missing_requirements(read_requirements(resourcePath("requirements.txt")))
+        if not missing:
+            return
+        torch = [r for r in missing if requirement_name(r) == "torch"]
+        others = [r for r in missing if requirement_name(r) != "torch"]
+        if torch and self._installTorchWithPyTorchUtils():
+            torch = []
+        rest = torch + others
+        if not rest:
+            return
+        if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):  # Slicer >= 5.12
+            slicer.packaging.pip_ensure(rest, requester="CT Super-Resolution")
+        else:
+            if not slicer.util.confirmOkCancelDisplay(
+                    _("CT Super-Resolution needs these Python packages: {packages}. Install them now "
+                      "(this can take several minutes)?").format(packages=", ".join(rest))):
+                raise UserError("the required Python packages were not installed: " + ", ".join(rest) + ".")
+            with slicer.util.WaitCursor():
+                slicer.util.pip_install(rest)
+        still = missing_requirements(read_requirements(resourcePath("requirements.txt")))
+        if still:
+            raise UserError("these Python packages are still missing: " + ", ".join(still) + ".")
+
+    @staticmethod
+    def _installTorchWithPyTorchUtils() -> bool:
+        """Install torch with the PyTorch extension (it picks the CUDA build for this machine);
+        False if that extension is not installed."""
+        try:
+            import PyTorchUtils
+        except ImportError:
+            return False
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled():
+            if torchLogic.installTorch(askConfirmation=True) is None:
+                raise UserError("PyTorch was not installed; it is needed for CT super-resolution.")
+        return True
+
+
+#
+# CTSuperResolutionTest
+#
+
+
+class CTSuperResolutionTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer (Developer mode "Reload and Test", or ctest): loads the sample, runs the
+    fast preset (or the default method when the engine has no presets) through the background
+    worker, and checks the output geometry against the input."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_processSampleKeepsGeometry()
+        self.setUp()
+        self.test_badInputIsOneMessage()
+
+    def test_processSampleKeepsGeometry(self):
+        import numpy as np
+
+        self.delayDisplay("Loading the sample")
+        inputVolume = slicer.util.loadVolume(str(sample_volume_path()))
+        method = "fast" if "fast" in CTSuperResolutionLogicBase.methods() else "cubic"
+        events = []
+        self.delayDisplay(f"Running {method} x2")
+        outputVolume = CTSuperResolutionLogic().process(
+            inputVolume, scale=2, method=method, progressCallback=events.append)
+
+        self.assertEqual(outputVolume.GetName(), inputVolume.GetName() + "_SRx2")
+        self.assertEqual(outputVolume.GetImageData().GetDimensions(),
+                         tuple(2 * n for n in inputVolume.GetImageData().GetDimensions()))
+        np.testing.assert_allclose(outputVolume.GetSpacing(), np.array(inputVolume.GetSpacing()) / 2)
+        # LR voxel 0's centre is the centre of HR voxels 0 and 1 along each axis.
+        lrToRas, hrToRas = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+        inputVolume.GetIJKToRASMatrix(lrToRas)
+        outputVolume.GetIJKToRASMatrix(hrToRas)
+        np.testing.assert_allclose(hrToRas.MultiplyPoint((0.5, 0.5, 0.5, 1.0)),
+                                   lrToRas.MultiplyPoint((0.0, 0.0, 0.0, 1.0)), atol=1e-6)
+        self.assertEqual(outputVolume.GetAttribute("CTSuperResolution.method"), method)
+        self.assertTrue(any(e["event"] == "result" for e in events))
+        self.delayDisplay("Test passed")
+
+    def test_badInputIsOneMessage(self):
+        labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+        with self.assertRaises(UserError):
+            CTSuperResolutionLogic().process(labelmap, scale=2)
+        self.delayDisplay("Test passed")

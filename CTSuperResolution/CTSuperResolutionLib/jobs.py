@@ -1,0 +1,70 @@
+"""What a job is: the scale per axis, the output's name and the worker's job file.
+
+Scales are in IJK order ``(sx, sy, sz)`` like :mod:`ctsr.grids`; spacings are in mm, IJK order.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ctsr.grids import Scale, format_scale, parse_scale
+
+#: The factors the panel offers.
+PANEL_SCALES = (2, 4, 8)
+
+#: Panel / API device names -> the engine's ``--device``.
+DEVICES = {"auto": "auto", "gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}
+
+
+def through_plane_axis(spacing_ijk) -> int:
+    """The index axis (0 = I, 1 = J, 2 = K) across the slices: the one with the largest
+    spacing; on a tie the later axis (K for an isotropic or in-plane-square scan)."""
+    spacing = np.asarray(spacing_ijk, dtype=np.float64)
+    largest = spacing.max()
+    return int(max(axis for axis in range(3) if spacing[axis] >= largest * (1 - 1e-6)))
+
+
+def resolve_scale(scale, spacing_ijk, through_plane_only: bool = False) -> Scale:
+    """The per-axis scale of a job. ``scale`` is what :func:`ctsr.grids.parse_scale` takes
+    (2, "4", "1x1x4", (1, 1, 4)); with ``through_plane_only`` a single factor applies to the
+    slice axis alone (thick-slice scans), e.g. 4 on a 0.7 x 0.7 x 5 mm scan -> (1, 1, 4)."""
+    parsed = parse_scale(scale)
+    if not through_plane_only:
+        return parsed
+    factor = max(parsed)
+    result = [1, 1, 1]
+    result[through_plane_axis(spacing_ijk)] = factor
+    return tuple(result)
+
+
+def output_name(input_name: str, scale: Scale) -> str:
+    """The default name of the output node: ``<input>_SRx<scale>`` (``CT_SRx2``, ``CT_SRx1x1x4``)."""
+    return f"{input_name}_SRx{format_scale(scale)}"
+
+
+def engine_device(device: str) -> str:
+    """``"auto"``, ``"GPU"``/``"cuda"`` or ``"CPU"`` (any case) -> the engine's device name."""
+    try:
+        return DEVICES[str(device).strip().lower()]
+    except KeyError:
+        from ctsr.errors import UserError
+
+        raise UserError(f"device {device!r} is not one of auto, GPU, CPU.") from None
+
+
+def build_job(input_path, output_path, scale: Scale, method: str, device: str = "auto",
+              seed: int = 0, options: dict | None = None) -> dict:
+    """The job dict of ``python -m ctsr.worker`` (schema in ``docs/progress-protocol.md``)."""
+    return {"input": str(input_path), "output": str(output_path),
+            "scale": format_scale(parse_scale(scale)), "method": method,
+            "device": engine_device(device), "seed": int(seed), "options": dict(options or {})}
+
+
+def write_job(job: dict, path) -> Path:
+    """Write the job file (UTF-8 JSON); returns its path."""
+    path = Path(path)
+    path.write_text(json.dumps(job, indent=2), encoding="utf-8")
+    return path

@@ -1,0 +1,253 @@
+"""``process``: a volume node in, a super-resolved volume node out, through the background worker.
+
+Data flows one way: input node -> ``input.nrrd`` in a private temporary folder -> ``python -m
+ctsr.worker job.json`` (a subprocess) -> ``output.nrrd`` -> a new (or the given) volume node
+with exactly the geometry the engine computed. The temporary folder is removed whatever
+happens, and a node is only added to the scene once the result has been read, so a failed or
+cancelled job leaves nothing behind.
+
+All MRML work happens in the thread that calls :meth:`SuperResolutionJob.poll` (Slicer's GUI
+thread through a timer, or :meth:`SuperResolutionJob.wait`); the subprocess output is read by
+background threads of :class:`.runner.WorkerProcess`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from ctsr.errors import Cancelled, UserError
+from ctsr.io import read_volume, write_volume
+from ctsr.upsampling import DEFAULT_METHOD, METHODS
+
+from . import engine, jobs, nodes
+from .events import status_text
+from .runner import WorkerProcess
+
+RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+
+#: Worker exit statuses (see ctsr.cli) with no ``error`` event of their own, and their meaning.
+_CRASH_HINTS = {-9: "it was killed (often: the system ran out of memory)",
+                1: "it hit an internal error"}
+
+
+class SuperResolutionJob:
+    """A running ``process(..., wait=False)`` job: poll it, cancel it, or wait for it.
+
+    ``state`` is ``"running"``, ``"succeeded"``, ``"failed"`` or ``"cancelled"``;
+    ``outputVolume`` is the result node once succeeded; ``errorMessage`` one sentence once
+    failed; ``log`` the worker's log lines; ``lastProgress`` the latest progress event.
+    ``progressCallback(event)`` gets every event of the protocol, in the polling thread.
+    """
+
+    def __init__(self, inputVolume, outputVolume, scale, method, device, seed, options,
+                 progressCallback, moduleDir):
+        self.inputVolume = inputVolume
+        self.outputVolume = None
+        self._givenOutput = outputVolume
+        self.scale = scale
+        self.method = method
+        self.progressCallback = progressCallback
+        self.state = RUNNING
+        self.errorMessage = ""
+        self.log: list[str] = []
+        self.lastProgress: dict | None = None
+        self.provenance: dict = {}
+        self._result: dict | None = None
+        self._error: dict | None = None
+        self._started = time.monotonic()
+        self.workDir = Path(tempfile.mkdtemp(prefix="CTSuperResolution-"))
+        try:
+            inputPath = write_volume(nodes.volume_from_node(inputVolume), self.workDir / "input.nrrd")
+            job = jobs.build_job(inputPath, self.workDir / "output.nrrd", scale, method, device,
+                                 seed, options)
+            jobPath = jobs.write_job(job, self.workDir / "job.json")
+            self.process = WorkerProcess(
+                [engine.python_executable(), "-m", "ctsr.worker", jobPath],
+                env=engine.worker_environment(moduleDir), cwd=self.workDir)
+        except BaseException:
+            self._removeWorkDir()
+            raise
+
+    # -- following the worker ---------------------------------------------------------------
+    def poll(self) -> bool:
+        """Handle the worker's new events; when it has finished, load the result (or record the
+        failure) and clean up. Returns True once the job is over."""
+        if self.state != RUNNING:
+            return True
+        for event in self.process.read_events():
+            self._handle(event)
+        if not self.process.finished():
+            return False
+        for event in self.process.read_events():  # lines that came in with the exit
+            self._handle(event)
+        self._finish(self.process.returncode)
+        return True
+
+    def _handle(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "progress":
+            self.lastProgress = event
+        elif kind == "log":
+            self.log.append(event.get("message", ""))
+        elif kind == "result":
+            self._result = event
+        elif kind == "error":
+            self._error = event
+        if self.progressCallback is not None:
+            self.progressCallback(event)
+
+    def _finish(self, returncode: int) -> None:
+        try:
+            if returncode == 0 and self._result is not None:
+                self._loadResult(Path(self._result["output"]))
+                self.state = SUCCEEDED
+            elif self._error is not None and self._error.get("kind") == "cancelled":
+                self.state = CANCELLED
+            else:
+                self._fail(self._describeFailure(returncode))
+        except Exception as error:  # a result that cannot be read or loaded
+            self._fail(str(error) if isinstance(error, UserError)
+                       else f"the result could not be loaded into Slicer: {error}")
+        finally:
+            self._removeWorkDir()
+
+    def _describeFailure(self, returncode: int) -> str:
+        if self._error is not None:
+            return self._error.get("message", "the worker failed.")
+        hint = _CRASH_HINTS.get(returncode, "it stopped unexpectedly")
+        tail = self.process.stderr_tail(1)
+        detail = f" Last message: {tail[0]}" if tail else ""
+        return f"The super-resolution worker failed (exit status {returncode}): {hint}.{detail}"
+
+    def _fail(self, message: str) -> None:
+        self.state = FAILED
+        self.errorMessage = message
+        self.log.extend(self.process.stderr_tail())
+
+    def _loadResult(self, path: Path) -> None:
+        volume = read_volume(path)
+        scene = self.inputVolume.GetScene()
+        node = self._givenOutput
+        created = node is None
+        if created:
+            node = nodes.add_volume_node(scene, jobs.output_name(self.inputVolume.GetName(), self.scale))
+        try:
+            nodes.update_node_from_volume(node, volume)
+            nodes.match_display(self.inputVolume, node)
+            self.provenance = {"model": "none", **self._result.get("provenance", {}),
+                               "input": self.inputVolume.GetName(),
+                               "wall_time_s": round(time.monotonic() - self._started, 2)}
+            nodes.set_provenance(node, self.provenance)
+        except BaseException:
+            if created:
+                scene.RemoveNode(node)
+            raise
+        self.outputVolume = node
+
+    # -- the caller's controls --------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the worker and its children (SIGTERM, then SIGKILL after a grace period),
+        remove the temporary files; no output node is made. Blocks at most a few seconds."""
+        if self.state != RUNNING:
+            return
+        try:
+            self.process.cancel()
+            self.process.read_events()
+        finally:
+            self.state = CANCELLED
+            self._removeWorkDir()
+
+    def wait(self, timeout: float | None = None, interval: float = 0.05) -> "SuperResolutionJob":
+        """Poll until the job is over (or cancel it and raise ``TimeoutError`` after
+        ``timeout`` seconds). Returns the job."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self.poll():
+                if deadline is not None and time.monotonic() > deadline:
+                    self.cancel()
+                    raise TimeoutError(f"the super-resolution job took longer than {timeout} s")
+                time.sleep(interval)
+        except BaseException:
+            self.cancel()  # e.g. KeyboardInterrupt in a script: leave no worker behind
+            raise
+        return self
+
+    @property
+    def statusText(self) -> str:
+        """One line for the panel: the latest stage, message and times."""
+        if self.lastProgress is None:
+            return "starting the worker"
+        return status_text(self.lastProgress)
+
+    def _removeWorkDir(self) -> None:
+        shutil.rmtree(self.workDir, ignore_errors=True)
+
+
+class CTSuperResolutionLogicBase:
+    """The module's logic without Slicer's application classes: usable from slicer-core in a
+    plain Python, and the base of ``CTSuperResolutionLogic`` in ``CTSuperResolution.py``.
+
+    ``moduleDir`` is the folder of ``CTSuperResolution.py`` (where the engine is found).
+    """
+
+    def __init__(self, moduleDir=None):
+        self.moduleDir = Path(moduleDir) if moduleDir else Path(__file__).resolve().parents[1]
+
+    @staticmethod
+    def methods() -> tuple:
+        """The engine's methods (presets of the zero-shot method and the baselines)."""
+        return tuple(METHODS)
+
+    @staticmethod
+    def defaultMethod() -> str:
+        return DEFAULT_METHOD
+
+    def process(self, inputVolume, outputVolume=None, scale=2, method=DEFAULT_METHOD,
+                device="auto", wait=True, progressCallback=None, throughPlaneOnly=False,
+                seed=0, options=None, timeout=None):
+        """Super-resolve ``inputVolume`` (a scalar volume node, HU).
+
+        :param outputVolume: node to fill; ``None`` makes a new node ``<input>_SRx<scale>``.
+        :param scale: 2, 4, 8 (all axes), per axis as ``"1x1x4"`` / ``(1, 1, 4)`` (IJK), or,
+            with ``throughPlaneOnly``, one factor applied to the slice axis only.
+        :param method: one of :meth:`methods`.
+        :param device: ``"auto"``, ``"GPU"`` or ``"CPU"``.
+        :param wait: True: block, return the output node, raise :class:`UserError` (one
+            sentence) on failure or :class:`Cancelled`; False: return a
+            :class:`SuperResolutionJob` to poll (the panel's way).
+        :param progressCallback: called with every progress-protocol event dict.
+        :param options: extra engine options passed through the job file (``roi``, ...).
+        """
+        nodes.check_input_node(inputVolume)
+        if outputVolume is not None and outputVolume is inputVolume:
+            raise UserError("the output volume must differ from the input volume.")
+        if method not in METHODS:
+            raise UserError(f"unknown method {method!r}; this engine offers {', '.join(METHODS)}.")
+        spacing = nodes.volume_from_node(inputVolume).spacing
+        fullScale = jobs.resolve_scale(scale, spacing, throughPlaneOnly)
+        self.ensureDependencies()
+        job = SuperResolutionJob(inputVolume, outputVolume, fullScale, method, device, seed,
+                                 options, progressCallback, self.moduleDir)
+        if not wait:
+            return job
+        job.wait(timeout)
+        if job.state == FAILED:
+            raise UserError(job.errorMessage)
+        if job.state == CANCELLED:
+            raise Cancelled("the super-resolution job was cancelled")
+        return job.outputVolume
+
+    def ensureDependencies(self) -> None:
+        """Make sure the engine's requirements are importable by the worker. Here (no Slicer
+        application) a missing one is a :class:`UserError` naming what to install; the
+        Slicer module overrides this to offer the installation."""
+        from .dependencies import missing_requirements, read_requirements
+        from ctsr.resources import resources_dir
+
+        missing = missing_requirements(read_requirements(resources_dir() / "requirements.txt"))
+        if missing:
+            raise UserError(f"missing Python packages: {' '.join(missing)}; install them "
+                            f"with: pip install {' '.join(missing)}")

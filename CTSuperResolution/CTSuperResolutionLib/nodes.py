@@ -1,0 +1,88 @@
+"""Scalar volume node <-> :class:`ctsr.volume.Volume`, and the output node's trimmings.
+
+A node's voxels (``slicer.util.arrayFromVolume``, KJI order) and its IJK-to-RAS matrix (mm)
+are exactly a :class:`Volume`, so files are written and read by ``ctsr.io`` (the one place that
+converts RAS <-> LPS). The node's parent transform is not baked in: the output node is put
+under the same parent transform, so both stay aligned in the viewers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import slicer
+import vtk
+
+from ctsr.errors import UserError
+from ctsr.volume import Volume
+
+#: Prefix of the provenance attributes set on output nodes (``CTSuperResolution.method`` ...).
+ATTRIBUTE_PREFIX = "CTSuperResolution."
+
+
+def check_input_node(node) -> None:
+    """Raise :class:`UserError` unless ``node`` is a scalar (not label map) volume with voxels."""
+    if node is None:
+        raise UserError("no input volume is selected.")
+    if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise UserError(f"{node.GetName()} is not a scalar volume; pick a CT volume.")
+    image = node.GetImageData()
+    if image is None or image.GetNumberOfPoints() == 0:
+        raise UserError(f"{node.GetName()} has no voxels.")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise UserError(f"{node.GetName()} has {image.GetNumberOfScalarComponents()} values per "
+                        "voxel; a scalar volume is needed.")
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    """The node's 4x4 IJK-to-RAS matrix (mm) as a numpy array."""
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def volume_from_node(node) -> Volume:
+    """The node's voxels (float32, KJI) and IJK-to-RAS geometry as a :class:`Volume`."""
+    check_input_node(node)
+    volume = Volume(slicer.util.arrayFromVolume(node), ijk_to_ras(node))
+    volume.check_usable(node.GetName())
+    return volume
+
+
+def update_node_from_volume(node, volume: Volume) -> None:
+    """Give ``node`` the voxels and the geometry of ``volume`` (both copied)."""
+    slicer.util.updateVolumeFromArray(node, volume.array)
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(volume.ijk_to_ras))
+
+
+def add_volume_node(scene, name: str):
+    """A new, empty scalar volume node with a unique ``name`` in ``scene``."""
+    return scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(name))
+
+
+def match_display(source, target) -> None:
+    """Show ``target`` like ``source``: same window/level and colour table, same parent
+    transform. Creates the target's display node if it has none."""
+    target.SetAndObserveTransformNodeID(source.GetTransformNodeID())
+    if target.GetDisplayNode() is None:
+        target.CreateDefaultDisplayNodes()
+    shown, shown_as = source.GetDisplayNode(), target.GetDisplayNode()
+    if shown is None or shown_as is None:
+        return
+    shown_as.SetAutoWindowLevel(shown.GetAutoWindowLevel())
+    if not shown.GetAutoWindowLevel():
+        shown_as.SetWindowLevel(shown.GetWindow(), shown.GetLevel())
+    if shown.GetColorNodeID():
+        shown_as.SetAndObserveColorNodeID(shown.GetColorNodeID())
+
+
+def set_provenance(node, provenance: dict) -> None:
+    """Record how the node was made as attributes ``CTSuperResolution.<key>`` (strings)."""
+    for key, value in provenance.items():
+        node.SetAttribute(ATTRIBUTE_PREFIX + key, str(value))
+
+
+def provenance(node) -> dict:
+    """The ``CTSuperResolution.*`` attributes of ``node`` (strings), without the prefix."""
+    names = node.GetAttributeNames() or ()
+    return {name[len(ATTRIBUTE_PREFIX):]: node.GetAttribute(name)
+            for name in names if name.startswith(ATTRIBUTE_PREFIX)}

@@ -1,0 +1,246 @@
+"""The Slicer module's Qt-free layer on slicer-core's real MRML (``vtkMRMLScene``,
+``vtkMRMLScalarVolumeNode``), without the Slicer application: ``process`` runs the real worker
+subprocess on real CT voxels and loads its result; cancel and crashes leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
+vtk = pytest.importorskip("vtk")
+
+from ctsr.baselines import upsample_interpolate  # noqa: E402
+from ctsr.errors import Cancelled, UserError  # noqa: E402
+from ctsr.grids import hr_grid  # noqa: E402
+from ctsr.volume import Volume  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "CTSuperResolution"))
+
+from CTSuperResolutionLib import dependencies, events, jobs, nodes  # noqa: E402
+from CTSuperResolutionLib.logic import (  # noqa: E402
+    CANCELLED,
+    FAILED,
+    CTSuperResolutionLogicBase,
+)
+
+
+@pytest.fixture()
+def scene(monkeypatch, tmp_path):
+    """A fresh MRML scene as ``slicer.mrmlScene``, and a private temporary folder so that the
+    test can see every temporary file the logic makes."""
+    scene = slicer.vtkMRMLScene()
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    yield scene
+    scene.Clear(1)
+
+
+def add_node(scene, volume: Volume, name="CT"):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    nodes.update_node_from_volume(node, volume)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def volume_nodes(scene) -> list:
+    return [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+            for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+
+
+def wait_for_progress(job, timeout=60):
+    deadline = time.monotonic() + timeout
+    while job.lastProgress is None:
+        assert not job.poll(), job.errorMessage
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def oblique_crop(oblique_sample) -> Volume:
+    """24 x 20 x 16 voxels of the real sample on an oblique, anisotropic, offset grid."""
+    return Volume(oblique_sample.array[24:40, 22:42, 20:44], oblique_sample.ijk_to_ras)
+
+
+def test_process_returns_the_hr_node_with_the_engines_geometry(scene, oblique_crop, tmp_path):
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "placement")
+    node = add_node(scene, oblique_crop)
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    node.GetDisplayNode().SetAutoWindowLevel(False)
+    node.GetDisplayNode().SetWindowLevel(1500, -600)
+    received = []
+
+    out = CTSuperResolutionLogicBase().process(node, scale=2, method="trilinear",
+                                               progressCallback=received.append)
+
+    assert out.GetName() == "CT_SRx2" and out.GetScene() is scene
+    expected = upsample_interpolate(oblique_crop, (2, 2, 2), "trilinear")
+    matrix, shape = hr_grid(oblique_crop.ijk_to_ras, oblique_crop.shape_ijk, (2, 2, 2))
+    got = nodes.volume_from_node(out)
+    assert got.shape_ijk == shape == (48, 40, 32)
+    np.testing.assert_allclose(got.ijk_to_ras, matrix, atol=1e-5)
+    np.testing.assert_allclose(got.array, expected.array, atol=1e-3)
+    # the input's own grid is untouched and LR voxel 0 is the centre of HR voxels 0..1
+    np.testing.assert_allclose(nodes.ijk_to_ras(node), oblique_crop.ijk_to_ras)
+    np.testing.assert_allclose(got.ijk_to_ras @ [0.5, 0.5, 0.5, 1], oblique_crop.ijk_to_ras @ [0, 0, 0, 1], atol=1e-5)
+    # shown like the input, in the same place
+    assert out.GetTransformNodeID() == transform.GetID()
+    assert (out.GetDisplayNode().GetWindow(), out.GetDisplayNode().GetLevel()) == (1500, -600)
+    info = nodes.provenance(out)
+    assert info["method"] == "trilinear" and info["scale"] == "2" and info["input"] == "CT"
+    assert {"seed", "version", "duration_s", "model", "wall_time_s"} <= set(info)
+    assert [e["event"] for e in received][-1] == "result"
+    assert list(Path(tempfile.tempdir).iterdir()) == []  # temporary files removed
+
+
+def test_through_plane_only_scales_the_slice_axis(scene, sample):
+    thick = Volume.from_spacing(sample.array[:12, :16, :16], (0.7, 0.7, 3.0), (5.0, -7.0, 30.0))
+    node = add_node(scene, thick, "thick")
+    out = CTSuperResolutionLogicBase().process(node, scale=4, method="trilinear", throughPlaneOnly=True)
+    assert out.GetName() == "thick_SRx1x1x4"
+    got = nodes.volume_from_node(out)
+    assert got.shape_ijk == (16, 16, 48)
+    np.testing.assert_allclose(got.spacing, (0.7, 0.7, 0.75))
+
+
+def test_an_existing_output_node_is_filled(scene, oblique_crop):
+    node = add_node(scene, oblique_crop)
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "mine")
+    out = CTSuperResolutionLogicBase().process(node, target, scale="1x2x1", method="cubic")
+    assert out is target and len(volume_nodes(scene)) == 2
+    assert nodes.volume_from_node(target).shape_ijk == (24, 40, 16)
+
+
+def test_cancel_mid_run_leaves_no_node_no_process_no_files(scene, sample):
+    node = add_node(scene, sample)
+    job = CTSuperResolutionLogicBase().process(node, scale=4, method="cubic", wait=False)
+    wait_for_progress(job)
+    started = time.monotonic()
+    job.cancel()
+    assert time.monotonic() - started < 10
+    assert job.state == CANCELLED and job.outputVolume is None
+    assert volume_nodes(scene) == [node]
+    assert process_is_gone(job.process.pid)
+    assert list(Path(tempfile.tempdir).iterdir()) == []
+    assert job.poll() is True and job.state == CANCELLED  # polling afterwards changes nothing
+
+
+def test_a_worker_crash_is_one_error_and_leaves_nothing(scene, sample):
+    node = add_node(scene, sample)
+    job = CTSuperResolutionLogicBase().process(node, scale=4, method="cubic", wait=False)
+    wait_for_progress(job)
+    os.kill(job.process.pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    job.wait(timeout=60)
+    assert job.state == FAILED
+    assert "exit status -9" in job.errorMessage and "\n" not in job.errorMessage
+    assert volume_nodes(scene) == [node]
+    assert list(Path(tempfile.tempdir).iterdir()) == []
+
+
+def test_a_worker_user_error_reaches_the_caller_as_one_sentence(scene, oblique_crop):
+    node = add_node(scene, oblique_crop)
+    with pytest.raises(UserError, match=r"does not support the options \['no_such_option'\]"):
+        CTSuperResolutionLogicBase().process(node, scale=2, method="trilinear",
+                                             options={"no_such_option": 1})
+    assert volume_nodes(scene) == [node]
+    assert list(Path(tempfile.tempdir).iterdir()) == []
+
+
+def test_a_callback_that_raises_cancelled_cancels_the_job(scene, sample):
+    node = add_node(scene, sample)
+
+    def stop(event):
+        if event["event"] == "progress":
+            raise Cancelled("user pressed stop")
+
+    with pytest.raises(Cancelled):
+        CTSuperResolutionLogicBase().process(node, scale=4, method="cubic", progressCallback=stop)
+    assert volume_nodes(scene) == [node]
+    assert list(Path(tempfile.tempdir).iterdir()) == []
+
+
+@pytest.mark.parametrize("make, kwargs, phrase", [
+    (lambda s: s.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "seg"), {}, "not a scalar volume"),
+    (lambda s: s.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty"), {}, "has no voxels"),
+    (None, {"method": "magic"}, "unknown method 'magic'"),
+    (None, {"scale": "0"}, "is not valid"),
+    (None, {"device": "tpu"}, "device 'tpu'"),
+])
+def test_bad_requests_fail_before_any_work(scene, oblique_crop, make, kwargs, phrase):
+    node = make(scene) if make else add_node(scene, oblique_crop)
+    if make and node.IsA("vtkMRMLLabelMapVolumeNode"):
+        slicer.util.updateVolumeFromArray(node, np.zeros((4, 4, 4), np.int16))
+    with pytest.raises(UserError, match=phrase):
+        CTSuperResolutionLogicBase().process(node, **kwargs)
+    assert list(Path(tempfile.tempdir).iterdir()) == []
+
+
+def test_output_must_differ_from_input(scene, oblique_crop):
+    node = add_node(scene, oblique_crop)
+    with pytest.raises(UserError, match="must differ"):
+        CTSuperResolutionLogicBase().process(node, node)
+
+
+def test_node_volume_round_trip_is_exact(scene, oblique_sample):
+    node = add_node(scene, oblique_sample)
+    back = nodes.volume_from_node(node)
+    assert back.same_grid(oblique_sample, tol=1e-9)
+    np.testing.assert_array_equal(back.array, oblique_sample.array)
+    np.testing.assert_allclose(node.GetSpacing(), oblique_sample.spacing)
+    np.testing.assert_allclose(node.GetOrigin(), oblique_sample.origin)
+
+
+@pytest.mark.parametrize("spacing, axis", [((0.7, 0.7, 5.0), 2), ((3.0, 0.8, 0.8), 0),
+                                           ((1.0, 1.0, 1.0), 2), ((0.5, 2.0, 2.0), 2)])
+def test_through_plane_axis_is_the_largest_spacing(spacing, axis):
+    assert jobs.through_plane_axis(spacing) == axis
+    expected = [1, 1, 1]
+    expected[axis] = 8
+    assert jobs.resolve_scale(8, spacing, through_plane_only=True) == tuple(expected)
+    assert jobs.resolve_scale(8, spacing) == (8, 8, 8)
+
+
+def test_events_parsing_and_status_text():
+    assert events.parse_line("   \n") is None
+    assert events.parse_line("some library chatter") == {"event": "log", "message": "some library chatter"}
+    assert events.parse_line('[1, 2]')["event"] == "log"
+    assert events.parse_line('{"event": "banana"}')["event"] == "log"
+    line = '{"event": "progress", "stage": "fit", "fraction": 0.25, "message": "step 5", "elapsed": 75.2, "eta": 3725}'
+    event = events.parse_line(line)
+    assert events.percent(event) == 25
+    assert events.status_text(event) == "fit: step 5 (elapsed 1:15, about 1:02:05 left)"
+    assert events.status_text({**event, "eta": None}) == "fit: step 5 (elapsed 1:15)"
+
+
+def test_dependencies_never_touch_what_slicer_ships_and_spot_what_is_missing():
+    assert dependencies.missing_requirements(["numpy>=999", "SimpleITK>=999", "vtk>=999"]) == []
+    assert dependencies.missing_requirements(["scipy>=1.0"]) == []
+    assert dependencies.missing_requirements(["scipy>=999", "surely-not-a-package-ctsr"]) == \
+        ["scipy>=999", "surely-not-a-package-ctsr"]
+
+
+def test_requirements_file_matches_the_engines_dependencies():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    engine = {dependencies.requirement_name(r) for r in project["dependencies"]}
+    listed = {dependencies.requirement_name(r)
+              for r in dependencies.read_requirements(REPO / "Resources" / "requirements.txt")}
+    assert listed == engine - dependencies.SHIPPED_WITH_SLICER

@@ -1,0 +1,127 @@
+"""Structure of the Slicer module without the Slicer application: the panel's .ui against the
+code that uses it and the parameter node it binds to, the Qt-free layer staying Qt-free, and
+the CMake lists naming every module file."""
+
+from __future__ import annotations
+
+import ast
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE = REPO / "CTSuperResolution" / "CTSuperResolution.py"
+LIB = REPO / "CTSuperResolution" / "CTSuperResolutionLib"
+UI = REPO / "Resources" / "UI" / "CTSuperResolution.ui"
+
+
+@pytest.fixture(scope="module")
+def ui_widgets() -> dict:
+    """name -> <widget> element of every widget in the .ui."""
+    root = ET.parse(UI).getroot()
+    return {w.get("name"): w for w in root.iter("widget")}
+
+
+@pytest.fixture(scope="module")
+def module_tree() -> ast.Module:
+    return ast.parse(MODULE.read_text(encoding="utf-8"))
+
+
+def parameter_fields(tree: ast.Module) -> dict:
+    """name -> annotation source of the fields of CTSuperResolutionParameterNode."""
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "CTSuperResolutionParameterNode")
+    assert any(getattr(d, "id", None) == "parameterNodeWrapper" for d in cls.decorator_list)
+    return {s.target.id: ast.unparse(s.annotation) for s in cls.body if isinstance(s, ast.AnnAssign)}
+
+
+def bound_parameters(widgets: dict) -> dict:
+    """parameter name -> widget name, from the SlicerParameterName dynamic properties."""
+    bound = {}
+    for name, widget in widgets.items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                assert prop.get("stdset") == "0", f"{name}: SlicerParameterName must be a dynamic property"
+                bound[prop.findtext("string")] = name
+    return bound
+
+
+def test_every_widget_the_code_uses_exists_in_the_ui(ui_widgets):
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text(encoding="utf-8")))
+    assert used, "the widget code should reach its widgets through self.ui"
+    assert used <= set(ui_widgets), f"missing from the .ui: {sorted(used - set(ui_widgets))}"
+
+
+def test_parameter_names_in_the_ui_match_the_parameter_node(ui_widgets, module_tree):
+    fields = parameter_fields(module_tree)
+    bound = bound_parameters(ui_widgets)
+    assert set(bound) == set(fields)
+    kinds = {name: ui_widgets[widget].get("class") for name, widget in bound.items()}
+    for name, annotation in fields.items():
+        if "vtkMRML" in annotation:
+            assert kinds[name] == "qMRMLNodeComboBox", name
+        elif annotation == "bool":
+            assert kinds[name] == "QCheckBox", name
+        elif "Choice" in annotation:
+            assert kinds[name] == "QComboBox", name
+
+
+def test_node_selectors_accept_scalar_volumes_only(ui_widgets):
+    for name in ("inputSelector", "outputSelector"):
+        props = {p.get("name"): p for p in ui_widgets[name].findall("property")}
+        assert [s.text for s in props["nodeTypes"].iter("string")] == ["vtkMRMLScalarVolumeNode"]
+        assert props["showChildNodeTypes"].findtext("bool") == "false"  # no label maps
+    output = {p.get("name"): p for p in ui_widgets["outputSelector"].findall("property")}
+    assert output["noneEnabled"].findtext("bool") == "true"  # "Create new volume" by default
+
+
+def test_node_selectors_get_the_scene(ui_widgets):
+    root = ET.parse(UI).getroot()
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    selectors = {n for n, w in ui_widgets.items() if w.get("class") == "qMRMLNodeComboBox"}
+    assert selectors <= receivers
+
+
+def test_the_log_is_collapsible_and_read_only(ui_widgets):
+    log = ui_widgets["logCollapsibleButton"]
+    assert log.get("class") == "ctkCollapsibleButton"
+    assert "logTextEdit" in {w.get("name") for w in log.iter("widget")}
+
+
+def test_module_has_the_template_classes(module_tree):
+    classes = {n.name: [ast.unparse(b) for b in n.bases] for n in module_tree.body if isinstance(n, ast.ClassDef)}
+    assert classes["CTSuperResolution"] == ["ScriptedLoadableModule"]
+    assert classes["CTSuperResolutionWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
+    assert classes["CTSuperResolutionLogic"][0] == "ScriptedLoadableModuleLogic"
+    assert "CTSuperResolutionLogicBase" in classes["CTSuperResolutionLogic"]
+    assert classes["CTSuperResolutionTest"] == ["ScriptedLoadableModuleTest"]
+
+
+def test_qt_free_layer_imports_no_qt_or_application_classes():
+    forbidden = {"qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "PythonQt"}
+    for path in LIB.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            assert not forbidden & set(names), f"{path.name} imports {names}"
+
+
+def test_cmake_lists_every_module_file():
+    listed = (REPO / "CTSuperResolution" / "CMakeLists.txt").read_text()
+    for path in sorted(LIB.glob("*.py")):
+        assert f"${{MODULE_NAME}}Lib/{path.name}" in listed, path.name
+    top = (REPO / "CMakeLists.txt").read_text()
+    for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS",
+                     "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS",
+                     "EXTENSION_DEPENDS"):
+        assert f"set({variable} " in top, variable
+    assert "add_subdirectory(CTSuperResolution)" in top
+
+
+def test_resources_the_module_loads_exist():
+    text = MODULE.read_text(encoding="utf-8")
+    for relative in re.findall(r'resourcePath\("([^"]+)"\)', text):
+        assert (REPO / "Resources" / relative).is_file(), relative
