@@ -86,7 +86,10 @@ class CTSuperResolution(ScriptedLoadableModule):
 
 
 def registerSampleData():
-    """Offer the bundled chest CT crop in the Sample Data module (a local file: no download)."""
+    """Offer the bundled chest CT crop in the Sample Data module. The "download" is a copy of
+    the local file (a file:// URI) into Slicer's cache, checked against the file's SHA-256."""
+    import hashlib
+
     import SampleData
 
     path = sample_volume_path()
@@ -95,7 +98,8 @@ def registerSampleData():
         sampleName="CTSuperResolutionChestCrop",
         thumbnailFileName=resourcePath("Icons/CTSuperResolution.png"),
         uris=path.as_uri(),
-        fileNames=path.name,
+        fileNames="CTSuperResolution_" + path.name,
+        checksums="SHA256:" + hashlib.sha256(path.read_bytes()).hexdigest(),
         nodeNames="CTChestCrop",
         loadFileType="VolumeFile",
     )
@@ -350,9 +354,9 @@ class CTSuperResolutionLogic(ScriptedLoadableModuleLogic, CTSuperResolutionLogic
 
 
 class CTSuperResolutionTest(ScriptedLoadableModuleTest):
-    """Runs in Slicer (Developer mode "Reload and Test", or ctest): loads the sample, runs the
-    fast preset (or the default method when the engine has no presets) through the background
-    worker, and checks the output geometry against the input."""
+    """Runs in Slicer (Developer mode "Reload and Test", or ctest): loads the sample through
+    its Sample Data registration, runs the fast preset (or the default method when the engine
+    has no presets) in the background worker, and checks the output geometry against the input."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -366,8 +370,11 @@ class CTSuperResolutionTest(ScriptedLoadableModuleTest):
     def test_processSampleKeepsGeometry(self):
         import numpy as np
 
+        import SampleData
+
         self.delayDisplay("Loading the sample")
-        inputVolume = slicer.util.loadVolume(str(sample_volume_path()))
+        registerSampleData()
+        inputVolume = SampleData.downloadSample("CTSuperResolutionChestCrop")
         method = "fast" if "fast" in CTSuperResolutionLogicBase.methods() else "cubic"
         events = []
         self.delayDisplay(f"Running {method} x2")

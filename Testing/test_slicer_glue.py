@@ -244,3 +244,16 @@ def test_requirements_file_matches_the_engines_dependencies():
     listed = {dependencies.requirement_name(r)
               for r in dependencies.read_requirements(REPO / "Resources" / "requirements.txt")}
     assert listed == engine - dependencies.SHIPPED_WITH_SLICER
+
+
+def test_loading_the_module_layer_does_not_import_the_heavy_packages():
+    """Slicer imports the module at startup, before the first-use installation of torch (and
+    the prior's packages) could run: the engine must import them lazily."""
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import CTSuperResolutionLib.logic; "
+            "heavy = sorted(m for m in ('torch', 'diffusers', 'tqdm', 'safetensors') if m in sys.modules); "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    done = subprocess.run([sys.executable, "-c", code, str(REPO / "CTSuperResolution")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
