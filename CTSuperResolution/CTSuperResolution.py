@@ -116,7 +116,7 @@ def _orderedMethods(methods) -> list:
 
 
 _METHODS = _orderedMethods(CTSuperResolutionLogicBase.methods())
-_DEFAULT_METHOD = next((m for m in PRESETS if m in _METHODS), CTSuperResolutionLogicBase.defaultMethod())
+_DEFAULT_METHOD = CTSuperResolutionLogicBase.defaultMethod()
 
 
 @parameterNodeWrapper
