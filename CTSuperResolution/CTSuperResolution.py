@@ -44,6 +44,7 @@ from CTSuperResolutionLib.dependencies import (  # noqa: E402
     read_requirements,
     requirement_name,
 )
+from CTSuperResolutionLib.events import percent  # noqa: E402
 from CTSuperResolutionLib.logic import (  # noqa: E402
     CANCELLED,
     FAILED,
@@ -249,16 +250,16 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def _onEvent(self, event: dict) -> None:
         kind = event.get("event")
         if kind == "progress":
-            from CTSuperResolutionLib.events import percent, status_text
-
             self.ui.progressBar.value = percent(event)
-            self._showStatus(status_text(event))
         elif kind in ("log", "error"):
             self.ui.logTextEdit.appendPlainText(event.get("message", ""))
 
     def _pollJob(self) -> None:
         job = self._job
-        if job is None or not job.poll():
+        if job is None:
+            return
+        if not job.poll():
+            self._showStatus(job.statusText)  # elapsed / remaining tick between events
             return
         self._timer.stop()
         self._job = None

@@ -5,6 +5,7 @@ subprocess on real CT voxels and loads its result; cancel and crashes leave noth
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -133,6 +134,7 @@ def test_cancel_mid_run_leaves_no_node_no_process_no_files(scene, sample):
     node = add_node(scene, sample)
     job = CTSuperResolutionLogicBase().process(node, scale=4, method="cubic", wait=False)
     wait_for_progress(job)
+    assert re.search(r"^\S.*\(elapsed \d+:\d\d", job.statusText), job.statusText
     started = time.monotonic()
     job.cancel()
     assert time.monotonic() - started < 10

@@ -54,6 +54,7 @@ class SuperResolutionJob:
         self.errorMessage = ""
         self.log: list[str] = []
         self.lastProgress: dict | None = None
+        self._progressAt = 0.0
         self.provenance: dict = {}
         self._result: dict | None = None
         self._error: dict | None = None
@@ -90,6 +91,7 @@ class SuperResolutionJob:
         kind = event.get("event")
         if kind == "progress":
             self.lastProgress = event
+            self._progressAt = time.monotonic()
         elif kind == "log":
             self.log.append(event.get("message", ""))
         elif kind == "result":
@@ -177,10 +179,15 @@ class SuperResolutionJob:
 
     @property
     def statusText(self) -> str:
-        """One line for the panel: the latest stage, message and times."""
+        """One line for the panel: the latest stage and message, the time since the job
+        started and the latest remaining-time estimate counted down to now."""
         if self.lastProgress is None:
             return "starting the worker"
-        return status_text(self.lastProgress)
+        now = time.monotonic()
+        event = {**self.lastProgress, "elapsed": now - self._started}
+        if event.get("eta") is not None:
+            event["eta"] = max(0.0, event["eta"] - (now - self._progressAt))
+        return status_text(event)
 
     def _removeWorkDir(self) -> None:
         shutil.rmtree(self.workDir, ignore_errors=True)
