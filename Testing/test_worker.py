@@ -106,3 +106,16 @@ def test_a_job_file_that_is_not_json_is_a_user_error(tmp_path):
                           text=True, env=env, timeout=60)
     assert done.returncode == 2
     assert "is not valid JSON" in json.loads(done.stdout.splitlines()[-1])["message"]
+
+
+@pytest.mark.parametrize("compress, encoding", [(None, b"encoding: gzip"), (False, b"encoding: raw")])
+def test_output_compression_follows_the_job(tmp_path, small_input, compress, encoding):
+    job = {"input": str(small_input), "output": str(tmp_path / "hr.nrrd"), "method": "trilinear"}
+    if compress is not None:
+        job["compress"] = compress
+    code, events, err = run_worker(job, tmp_path)
+    assert code == 0, err
+    header = (tmp_path / "hr.nrrd").read_bytes().split(b"\n\n", 1)[0]
+    assert encoding in header
+    np.testing.assert_allclose(read_volume(tmp_path / "hr.nrrd").array,
+                               upsample(read_volume(small_input), 2, "trilinear").volume.array, atol=1e-3)

@@ -56,11 +56,12 @@ def engine_device(device: str) -> str:
 
 
 def build_job(input_path, output_path, scale: Scale, method: str, device: str = "auto",
-              seed: int = 0, options: dict | None = None) -> dict:
+              seed: int = 0, options: dict | None = None, compress: bool = True) -> dict:
     """The job dict of ``python -m ctsr.worker`` (schema in ``docs/progress-protocol.md``)."""
     return {"input": str(input_path), "output": str(output_path),
             "scale": format_scale(parse_scale(scale)), "method": method,
-            "device": engine_device(device), "seed": int(seed), "options": dict(options or {})}
+            "device": engine_device(device), "seed": int(seed), "compress": bool(compress),
+            "options": dict(options or {})}
 
 
 def write_job(job: dict, path) -> Path:

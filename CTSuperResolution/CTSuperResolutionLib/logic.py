@@ -61,9 +61,11 @@ class SuperResolutionJob:
         self._started = time.monotonic()
         self.workDir = Path(tempfile.mkdtemp(prefix="CTSuperResolution-"))
         try:
-            inputPath = write_volume(nodes.volume_from_node(inputVolume), self.workDir / "input.nrrd")
+            # Temporary files are not compressed: gzip would cost the GUI thread seconds.
+            inputPath = write_volume(nodes.volume_from_node(inputVolume), self.workDir / "input.nrrd",
+                                     compress=False)
             job = jobs.build_job(inputPath, self.workDir / "output.nrrd", scale, method, device,
-                                 seed, options)
+                                 seed, options, compress=False)
             jobPath = jobs.write_job(job, self.workDir / "job.json")
             self.process = WorkerProcess(
                 [engine.python_executable(), "-m", "ctsr.worker", jobPath],

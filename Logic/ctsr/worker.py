@@ -8,6 +8,7 @@ The job file is one JSON object (schema: ``docs/progress-protocol.md``)::
      "method": "cubic",                  # one of ctsr.upsampling.METHODS
      "device": "auto",                   # "auto", "cpu" or "cuda"
      "seed": 0,
+     "compress": true,                   # gzip the output (false for temporary files)
      "options": {}}                      # extra keyword options of ctsr.upsampling.upsample
                                          # (e.g. roi, uncertainty, preset overrides)
 
@@ -36,7 +37,7 @@ from .cli import run_guarded
 from .errors import UserError
 from .progress import JsonLinesProgress, Progress
 
-JOB_FIELDS = ("input", "output", "scale", "method", "device", "seed", "options")
+JOB_FIELDS = ("input", "output", "scale", "method", "device", "seed", "compress", "options")
 REQUIRED_FIELDS = ("input", "output")
 
 
@@ -59,7 +60,8 @@ def load_job(path) -> dict:
         raise UserError(f"the job file lacks the required fields {missing}.")
     from .upsampling import DEFAULT_METHOD
 
-    job = {"scale": "2", "method": DEFAULT_METHOD, "device": "auto", "seed": 0, "options": {}, **job}
+    job = {"scale": "2", "method": DEFAULT_METHOD, "device": "auto", "seed": 0, "compress": True,
+           "options": {}, **job}
     if not isinstance(job["options"], dict):
         raise UserError("the job's options must be a JSON object.")
     return job
@@ -104,7 +106,7 @@ def run_job(job: dict, progress: Progress) -> dict:
         if "out of memory" in str(error).lower():
             raise MemoryError(str(error)) from None
         raise
-    write_volume(result.volume, output)
+    write_volume(result.volume, output, compress=bool(job["compress"]))
     return {"output": str(output), "shape_ijk": list(result.volume.shape_ijk),
             "provenance": result.provenance}
 
