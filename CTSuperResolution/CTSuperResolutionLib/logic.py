@@ -235,8 +235,7 @@ class CTSuperResolutionLogicBase:
             raise UserError("the output volume must differ from the input volume.")
         if method not in METHODS:
             raise UserError(f"unknown method {method!r}; this engine offers {', '.join(METHODS)}.")
-        spacing = nodes.volume_from_node(inputVolume).spacing
-        fullScale = jobs.resolve_scale(scale, spacing, throughPlaneOnly)
+        fullScale = jobs.resolve_scale(scale, inputVolume.GetSpacing(), throughPlaneOnly)
         self.ensureDependencies()
         job = SuperResolutionJob(inputVolume, outputVolume, fullScale, method, device, seed,
                                  options, progressCallback, self.moduleDir)
