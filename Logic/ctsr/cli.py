@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"default {DEFAULT_METHOD}")
     _common(p)
     p.set_defaults(run=_run_demo)
+
+    from .prior.cli import add_prior_commands
+    add_prior_commands(commands)
     return parser
 
 
