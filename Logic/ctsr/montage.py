@@ -36,12 +36,22 @@ def _planes(array: np.ndarray, spacing_ijk) -> list[np.ndarray]:
     return [ndimage.zoom(p, (a / pixel, b / pixel), order=0) for p, (a, b) in planes]
 
 
-def montage(volumes: list[Volume], window) -> np.ndarray:
-    """uint8 image: rows = axial, coronal, sagittal; columns = ``volumes``."""
+def _inset(axial: np.ndarray) -> np.ndarray:
+    """The central half of an axial plane, zoomed x2 (nearest) to the plane's size."""
+    h, w = axial.shape
+    centre = axial[h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2]
+    return np.repeat(np.repeat(centre, 2, axis=0), 2, axis=1)
+
+
+def montage(volumes: list[Volume], window, inset: bool = False) -> np.ndarray:
+    """uint8 image: rows = axial, coronal, sagittal (and, with ``inset``, the axial centre
+    zoomed x2); columns = ``volumes``."""
     reference = max(volumes, key=lambda v: v.array.size)
     columns = [_planes(normalize(_on_grid(v, reference), window), reference.spacing) for v in volumes]
+    if inset:
+        columns = [c + [_inset(c[0])] for c in columns]
     rows = []
-    for r in range(3):
+    for r in range(len(columns[0])):
         panels = [c[r] for c in columns]
         gap = np.zeros((panels[0].shape[0], _GAP))
         rows.append(np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1))
@@ -50,7 +60,7 @@ def montage(volumes: list[Volume], window) -> np.ndarray:
     return (255 * np.concatenate(rows, axis=0)[:-_GAP]).round().astype(np.uint8)
 
 
-def write_montage(path, volumes: list[Volume], window) -> None:
+def write_montage(path, volumes: list[Volume], window, inset: bool = False) -> None:
     """Write :func:`montage` of ``volumes`` to a PNG file at ``path`` (atomically)."""
-    image = sitk.GetImageFromArray(montage(volumes, window))
+    image = sitk.GetImageFromArray(montage(volumes, window, inset))
     write_atomically(path, lambda tmp: sitk.WriteImage(image, str(tmp)))
