@@ -8,6 +8,7 @@ each other instead of meeting at a seam.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable
 
@@ -37,32 +38,47 @@ def _ramp(length: int, lo_ramp: int, hi_ramp: int) -> np.ndarray:
     return w
 
 
+def _axis_weights(ranges: list[tuple[int, int]], s: int) -> list[np.ndarray]:
+    """Per block along one axis, its HR weights: 1 inside, linear ramps over the overlaps."""
+    weights = []
+    for position, (a, b) in enumerate(ranges):
+        lo = (ranges[position - 1][1] - a) * s if position > 0 else 0
+        hi = (b - ranges[position + 1][0]) * s if position + 1 < len(ranges) else 0
+        weights.append(_ramp((b - a) * s, lo, hi))
+    return weights
+
+
 def upsample_in_blocks(lr: Volume, scale: Scale, upsample_block: Callable[[Volume, Progress], Volume],
                        block_shape_kji, overlap: int = 8, progress: Progress | None = None) -> Volume:
     """Apply ``upsample_block(lr_block, progress) -> HR block`` over overlapping LR blocks of at
-    most ``block_shape_kji`` voxels and blend the results onto the HR grid of ``lr``."""
+    most ``block_shape_kji`` voxels and blend the results onto the HR grid of ``lr``.
+
+    The blocks form a grid, so each blend weight is a product of per-axis ramps and so is
+    their sum: only the output array is held in memory (4 bytes per HR voxel)."""
     progress = progress or SilentProgress()
     matrix, shape_ijk = hr_grid(lr.ijk_to_ras, lr.shape_ijk, scale)
     scale_kji = scale[::-1]
     ranges = [axis_blocks(n, min(b, n), overlap) for n, b in zip(lr.array.shape, block_shape_kji)]
-    total = np.zeros(shape_ijk[::-1], dtype=np.float32)
-    weight = np.zeros(shape_ijk[::-1], dtype=np.float32)
-    boxes = [(a, b, c) for a in ranges[0] for b in ranges[1] for c in ranges[2]]
+    weights = [_axis_weights(r, s) for r, s in zip(ranges, scale_kji)]
+    totals = []
+    for axis, (r, w, s) in enumerate(zip(ranges, weights, scale_kji)):
+        total = np.zeros(lr.array.shape[axis] * s, dtype=np.float32)
+        for (a, b), wa in zip(r, w):
+            total[a * s: b * s] += wa
+        totals.append(total)
+    output = np.zeros(shape_ijk[::-1], dtype=np.float32)
+    boxes = list(itertools.product(*[range(len(r)) for r in ranges]))
     for index, box in enumerate(boxes):
+        span = [ranges[axis][n] for axis, n in enumerate(box)]
         piece_matrix = lr.ijk_to_ras.copy()
-        piece_matrix[:3, 3] = (lr.ijk_to_ras @ np.array([box[2][0], box[1][0], box[0][0], 1.0]))[:3]
-        piece = Volume(lr.array[tuple(slice(a, b) for a, b in box)], piece_matrix)
+        piece_matrix[:3, 3] = (lr.ijk_to_ras @ np.array([span[2][0], span[1][0], span[0][0], 1.0]))[:3]
+        piece = Volume(lr.array[tuple(slice(a, b) for a, b in span)], piece_matrix)
         hr_piece = upsample_block(piece, progress.span(index / len(boxes), (index + 1) / len(boxes)))
         w = np.ones((1, 1, 1), dtype=np.float32)
-        for axis, ((a, b), s) in enumerate(zip(box, scale_kji)):
-            neighbours = ranges[axis]
-            position = neighbours.index((a, b))
-            lo = (neighbours[position - 1][1] - a) * s if position > 0 else 0
-            hi = (b - neighbours[position + 1][0]) * s if position + 1 < len(neighbours) else 0
+        for axis, n in enumerate(box):
             shape = [1, 1, 1]
-            shape[axis] = (b - a) * s
-            w = w * _ramp((b - a) * s, lo, hi).reshape(shape)
-        target = tuple(slice(a * s, b * s) for (a, b), s in zip(box, scale_kji))
-        total[target] += w * hr_piece.array
-        weight[target] += w
-    return Volume(total / weight, matrix)
+            shape[axis] = -1
+            (a, b), s = span[axis], scale_kji[axis]
+            w = w * (weights[axis][n] / totals[axis][a * s: b * s]).reshape(shape)
+        output[tuple(slice(a * s, b * s) for (a, b), s in zip(span, scale_kji))] += w * hr_piece.array
+    return Volume(output, matrix)
