@@ -8,16 +8,30 @@ import pytest
 import torch
 
 from ctsr.errors import UserError
-from ctsr.prior import Prior, make_unet, upsample_projections
+from diffusers import UNet2DModel
+
+from ctsr.prior import Prior, upsample_projections
 from ctsr.prior.model import make_scheduler
 from ctsr.prior.operators import pool
 from ctsr.prior.sampling import _ddnm_plus_weights, ddim_timesteps
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is fastest and immune to other processes on the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def prior():
-    torch.manual_seed(0)
-    return Prior.from_unet(make_unet("tiny", 32))
+    torch.manual_seed(0)  # a real diffusers UNet, narrower than the presets to keep the tests fast
+    return Prior.from_unet(UNet2DModel(sample_size=32, in_channels=1, out_channels=1,
+                                       block_out_channels=(8, 16, 16), layers_per_block=1,
+                                       down_block_types=("DownBlock2D",) * 3,
+                                       up_block_types=("UpBlock2D",) * 3, norm_num_groups=4))
 
 
 def _lr(n, h, w, seed=0):

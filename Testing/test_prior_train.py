@@ -15,6 +15,15 @@ from ctsr.prior.train import train
 from ctsr.volume import Volume
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is fastest and immune to other processes on the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
@@ -36,7 +45,6 @@ def _config(data, steps):
 
 
 def test_resumed_run_equals_uninterrupted_run(data, tmp_path):
-    torch.set_num_threads(1)
     straight = train(_config(data, 3), tmp_path / "a")
     train(_config(data, 2), tmp_path / "b", tmp_path / "b_ckpt")
     resumed = train(_config(data, 3), tmp_path / "b", tmp_path / "b_ckpt")
