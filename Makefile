@@ -15,6 +15,7 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps "triton==3.9.0"  # the GPU kernels; --no-deps keeps the CPU torch
 	touch $@
 
 setup: $(VENV)/.installed
