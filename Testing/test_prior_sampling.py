@@ -10,7 +10,7 @@ import torch
 from ctsr.errors import UserError
 from diffusers import UNet2DModel
 
-from ctsr.prior import Prior, upsample_projections
+from ctsr.prior import Prior, consistent_init, upsample_projections
 from ctsr.prior.model import make_scheduler
 from ctsr.prior.operators import pool
 from ctsr.prior.sampling import _ddnm_plus_weights, ddim_timesteps
@@ -55,9 +55,16 @@ def test_pas_never_runs_more_steps_than_full(prior):
     assert torch.all(full.steps == 6)
     for threshold in (0.0, 0.05, 10.0):
         res = upsample_projections(prior, lr, (2, 2), steps=6, pas=True, pas_threshold=threshold)
-        assert torch.all(res.steps >= 1) and torch.all(res.steps <= 6)
+        assert torch.all(res.steps >= 0) and torch.all(res.steps <= 6)
     assert torch.all(upsample_projections(prior, lr, (2, 2), steps=6, pas_threshold=10.0).steps == 6)
-    assert torch.all(upsample_projections(prior, lr, (2, 2), steps=6, pas_threshold=0.0).steps == 1)
+
+
+def test_pas_keeps_the_start_image_where_the_prior_fails_the_threshold(prior):
+    lr = _lr(3, 8, 8)
+    init = _lr(3, 16, 16, seed=7)
+    res = upsample_projections(prior, lr, (2, 2), steps=6, pas_threshold=0.0, init=init)
+    assert torch.all(res.steps == 0) and torch.all(res.start_t == -1)
+    assert torch.allclose(res.images, consistent_init(init, lr, (2, 2)), atol=1e-4)
 
 
 def test_same_seed_same_output_other_seed_differs(prior):

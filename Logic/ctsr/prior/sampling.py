@@ -24,8 +24,10 @@ pipeline's ``P_up``, else bicubic of ``y``) is noised to candidate levels ``t`` 
 schedule, noisiest first; at each, ``x0^`` is predicted and corrected, and sampling starts at the
 first ``t`` where ``RMS(x0^ - x_s)`` (in units of the projection's value range) is below
 ``pas_threshold``, i.e. at the most noise the prior can remove while staying near the start
-image. If no candidate passes, only the last (least noisy) step runs. So PAS never runs more
-steps than full sampling, and each projection reports its own count.
+image. The last candidate is always ``t = 0``; a projection that fails even there (the prior
+cannot reproduce its start image within the threshold) runs no step and keeps ``x_s``. So PAS
+never runs more steps than full sampling, and each projection reports its own count (0 to
+``steps``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class ProjectionSR:
     images:  ``[N, 1, h*sy, w*sx]`` float32, in the units of the input (the mean over samples
              when ``n_samples > 1``);
     steps:   ``[N]`` int64, DDIM steps each projection ran (``steps`` without PAS, fewer with);
-    start_t: ``[N]`` int64, the training timestep (0..999) where each one started;
+    start_t: ``[N]`` int64, the training timestep (0..999) where each one started (-1: none,
+             the output is the start image ``A_pinv(target) + init - A_pinv(A(init))``);
     std:     ``[N, 1, h*sy, w*sx]`` pixelwise standard deviation over the samples (input units),
              or ``None`` when ``n_samples == 1``.
     """
@@ -107,9 +110,9 @@ def _ddnm_plus_weights(abar_next: float, sigma_y: float) -> tuple[float, float]:
 
 
 def _pas_start(prior, x_start, target, scale, ts, abar, candidates, threshold, generator):
-    """Index into ``ts`` where each projection starts (PAS); ``len(ts) - 1`` if none passes."""
+    """Index into ``ts`` where each projection starts (PAS); ``len(ts)`` (no step) if none passes."""
     n = x_start.shape[0]
-    start = torch.full((n,), len(ts) - 1, dtype=torch.long)
+    start = torch.full((n,), len(ts), dtype=torch.long)
     undecided = torch.ones(n, dtype=torch.bool)
     for index in candidates:
         rows = undecided.nonzero().flatten()
@@ -128,7 +131,7 @@ def _pas_start(prior, x_start, target, scale, ts, abar, candidates, threshold, g
 
 
 def _sample_once(prior, x_start, target, scale, ts, abar, start, eta, sigma_y, generator, report):
-    x = torch.zeros_like(x_start)
+    x = x_start.clone()  # projections that never start keep the start image
     for i, t in enumerate(ts.tolist()):
         report(i)
         entering = (start == i).nonzero().flatten().to(x.device)
@@ -199,7 +202,7 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
     abar = prior.alphas_cumprod
     ts = ddim_timesteps(steps, len(abar))
     stride = max(1, math.ceil(len(ts) / max(1, pas_candidates)))
-    candidates = list(range(0, len(ts), stride))
+    candidates = sorted(set(range(0, len(ts), stride)) | {len(ts) - 1})
     images, stds, all_steps, all_start = [], [], [], []
     n_chunks = math.ceil(lr.shape[0] / batch_size)
 
@@ -229,7 +232,7 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
         images.append(samples.mean(0).cpu())
         stds.append(samples.std(0, unbiased=False).cpu() if n_samples > 1 else None)
         all_steps.append(len(ts) - start)
-        all_start.append(ts[start])
+        all_start.append(torch.where(start < len(ts), ts[start.clamp(max=len(ts) - 1)], -1))
 
     return ProjectionSR(images=torch.cat(images), steps=torch.cat(all_steps), start_t=torch.cat(all_start),
                         std=torch.cat(stds) if n_samples > 1 else None)
