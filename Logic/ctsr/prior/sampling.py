@@ -130,7 +130,8 @@ def _pas_start(prior, x_start, target, scale, ts, abar, candidates, threshold, g
     return start
 
 
-def _sample_once(prior, x_start, target, scale, ts, abar, start, eta, sigma_y, generator, report):
+def _sample_once(prior, x_start, target, scale, ts, abar, start, eta, sigma_y, generator, report,
+                 from_noise=False):
     x = x_start.clone()  # projections that never start keep the start image
     for i, t in enumerate(ts.tolist()):
         report(i)
@@ -138,8 +139,8 @@ def _sample_once(prior, x_start, target, scale, ts, abar, start, eta, sigma_y, g
         if entering.numel():
             a = float(abar[t])
             z = _noise(x_start[entering].shape, generator, x.device)
-            # full sampling starts from pure noise; PAS from the noised start image
-            x[entering] = z if i == 0 else math.sqrt(a) * x_start[entering] + math.sqrt(1 - a) * z
+            # full sampling (DDNM) starts from pure noise; PAS from the noised start image
+            x[entering] = z if from_noise else math.sqrt(a) * x_start[entering] + math.sqrt(1 - a) * z
         rows = (start <= i).nonzero().flatten().to(x.device)
         if rows.numel() == 0:
             continue
@@ -226,7 +227,7 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
                  if pas else torch.zeros(y.shape[0], dtype=torch.long))
         samples = torch.stack([
             _sample_once(prior, x_start, target, (sy, sx), ts, abar, start, eta, sigma_y, generator,
-                         lambda i, k=k: report(i, k))
+                         lambda i, k=k: report(i, k), from_noise=not pas)
             for k in range(n_samples)])
         samples = from_model_range(samples, low, high)
         images.append(samples.mean(0).cpu())
