@@ -62,7 +62,7 @@ def test_pas_never_runs_more_steps_than_full(prior):
 def test_pas_keeps_the_start_image_where_the_prior_fails_the_threshold(prior):
     lr = _lr(3, 8, 8)
     init = _lr(3, 16, 16, seed=7)
-    res = upsample_projections(prior, lr, (2, 2), steps=6, pas_threshold=0.0, init=init)
+    res = upsample_projections(prior, lr, (2, 2), steps=6, pas_threshold=0.0, init=init, range_target="y")
     assert torch.all(res.steps == 0) and torch.all(res.start_t == -1)
     assert torch.allclose(res.images, consistent_init(init, lr, (2, 2)), atol=1e-4)
 

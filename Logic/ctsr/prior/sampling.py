@@ -162,7 +162,7 @@ def _sample_once(prior, x_start, target, scale, ts, abar, start, eta, sigma_y, g
 @torch.inference_mode()
 def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: float = 0.85,
                          sigma_y: float = 0.0, pas: bool = True, generator: torch.Generator | None = None,
-                         init: torch.Tensor | None = None, range_target: str = "y",
+                         init: torch.Tensor | None = None, range_target: str | None = None,
                          pas_threshold: float = 0.01, pas_candidates: int = 10, n_samples: int = 1,
                          batch_size: int = 16, progress=None) -> ProjectionSR:
     """Super-resolve LR projections ``lr [N, 1, h, w]`` by ``scale = (sy, sx)`` with the prior.
@@ -175,7 +175,10 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
     init:         ``[N, 1, h*sy, w*sx]`` HR estimate (the pipeline's ``P_up``) that PAS noises
                   and whose null-space part fills the start image; default bicubic of ``lr``;
     range_target: ``"y"`` (the output's block means equal ``lr``) or ``"init"`` (they equal
-                  ``A(init)``; needs ``init``);
+                  ``A(init)``; needs ``init``); default ``"init"`` when ``init`` is given, else
+                  ``"y"``: on held-out DRRs at x4, ``A(P_up)`` differs from ``y`` by ~4 % (block
+                  averaging is not exactly how the LR scan relates to the HR one) and forcing
+                  ``y`` lowered the PSNR by ~0.25 dB (benchmarks/prior_bench.md);
     n_samples:    K > 1 returns the mean of K samples and their pixelwise std;
     generator:    a CPU ``torch.Generator``: the same seed gives the same output;
     progress:     an optional :class:`ctsr.progress.Progress` (fractions 0..1 of this call).
@@ -191,6 +194,8 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
     out_shape = (lr.shape[0], 1, lr.shape[2] * sy, lr.shape[3] * sx)
     if init is not None and tuple(init.shape) != out_shape:
         raise UserError(f"init must be {list(out_shape)} (the HR detector), not {list(init.shape)}.")
+    if range_target is None:
+        range_target = "init" if init is not None else "y"
     if range_target not in RANGE_TARGETS:
         raise UserError(f"range_target must be one of {RANGE_TARGETS}, not {range_target!r}.")
     if range_target == "init" and init is None:
