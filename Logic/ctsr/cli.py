@@ -35,6 +35,7 @@ def _window(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .demo import DEMO_METHOD
     from .upsampling import DEFAULT_METHOD, METHODS
 
     parser = argparse.ArgumentParser(prog="ctsr", description="Zero-shot CT super-resolution.")
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"default {DEFAULT_METHOD}")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--roi", help="only this box: ras:R1,A1,S1,R2,A2,S2 (mm) or ijk:I0,J0,K0,I1,J1,K1 (voxels)")
+    p.add_argument("--uncertainty", type=int, default=0, metavar="K",
+                   help="also write the voxelwise std over K runs with different seeds (OUT_uncertainty.*)")
+    p.add_argument("--prior", help="prior model folder for the zero-shot presets (default: the shipped "
+                                   "model), or 'none' for no prior")
     _common(p)
     p.set_defaults(run=_run_upsample)
 
@@ -68,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="super-resolve the bundled real CT sample and draw a montage")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder (default ./demo-output)")
-    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"default {DEFAULT_METHOD}")
+    p.add_argument("--method", default=DEMO_METHOD, choices=METHODS, help=f"default {DEMO_METHOD}")
     _common(p)
     p.set_defaults(run=_run_demo)
 
@@ -97,11 +103,23 @@ def _run_upsample(args, progress: Progress) -> dict:
 
     check_writable(args.output)
     lr = read_volume(args.input)
-    result = upsample(lr, args.scale, args.method, progress, seed=args.seed, device=args.device)
-    write_volume(result.volume, args.output)
+    result = upsample(lr, args.scale, args.method, progress, seed=args.seed, device=args.device,
+                      roi=args.roi, uncertainty=args.uncertainty, prior=args.prior)
+    outputs = {"output": str(write_volume(result.volume, args.output))}
+    if result.uncertainty is not None:
+        outputs["uncertainty"] = str(write_volume(result.uncertainty, uncertainty_path(args.output)))
+    residual = result.provenance.get("lr_residual")
     _say(args, f"wrote {args.output} ({'x'.join(map(str, result.volume.shape_ijk))} voxels, "
-               f"{args.method}, {result.provenance['duration_s']} s)")
-    return {"output": str(args.output), "provenance": result.provenance}
+               f"{args.method}, {result.provenance['duration_s']} s"
+               + (f", LR residual {residual['rms_hu']:.2f} HU RMS" if residual else "") + ")")
+    return {**outputs, "provenance": result.provenance}
+
+
+def uncertainty_path(output: Path) -> Path:
+    """``out.nii.gz`` -> ``out_uncertainty.nii.gz``."""
+    name = output.name
+    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else output.suffix
+    return output.with_name(name[: len(name) - len(suffix)] + "_uncertainty" + suffix)
 
 
 def _run_simulate(args, progress: Progress) -> dict:

@@ -1,7 +1,16 @@
 """The one entry point that turns an LR volume into an HR one: :func:`upsample`.
 
 The CLI, the background worker and the Slicer logic all call it, so a method name means the
-same thing everywhere. Methods: the interpolation baselines of :mod:`ctsr.baselines`.
+same thing everywhere:
+
+* ``fast``, ``standard``, ``quality``: the zero-shot method (:mod:`ctsr.pipeline`) with the
+  preset of that name (:data:`ctsr.pipeline.PRESETS`); ``standard`` is the default;
+* ``nabgs``: NAB-GS with no prior (the sanity path: ``Y`` = consistent ``P_up``), standard
+  settings;
+* ``trilinear``, ``cubic``, ``lanczos``: the interpolation baselines of :mod:`ctsr.baselines`.
+
+Heavy packages (torch, diffusers) are imported only when a zero-shot method runs, so that the
+Slicer module can load before its first-use installation.
 """
 
 from __future__ import annotations
@@ -9,40 +18,111 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import __version__
 from .baselines import METHODS as INTERPOLATION_METHODS
 from .baselines import upsample_interpolate
 from .grids import Scale, format_scale, parse_scale
 from .progress import Progress, SilentProgress
+from .roi import Roi, crop_to_roi
 from .volume import Volume
 
-#: What ``ctsr upsample`` runs when no ``--method`` is given.
-DEFAULT_METHOD = "cubic"
-METHODS = INTERPOLATION_METHODS
+ZERO_SHOT_PRESETS = ("fast", "standard", "quality")
+METHODS = ZERO_SHOT_PRESETS + ("nabgs",) + INTERPOLATION_METHODS
+#: What ``ctsr upsample``, the worker and the Slicer panel run when no method is given.
+DEFAULT_METHOD = "standard"
 
 
 @dataclass
 class UpsampleResult:
-    """The HR volume (HU, on the grid of :func:`ctsr.grids.hr_grid`) and how it was made."""
+    """The HR volume (HU, on the grid of :func:`ctsr.grids.hr_grid` of the (cropped) input),
+    how it was made, and, with ``uncertainty`` > 1, the voxelwise standard deviation (HU) over
+    that many runs with different seeds."""
 
     volume: Volume
     provenance: dict = field(default_factory=dict)
+    uncertainty: Volume | None = None
 
 
 def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress | None = None,
-             seed: int = 0, device: str = "auto") -> UpsampleResult:
-    """Super-resolve ``lr`` (HU) by ``scale`` (int, "1x1x4" or an IJK tuple) with ``method``."""
+             seed: int = 0, device: str = "auto", roi: str | Roi | None = None,
+             uncertainty: int = 0, prior: str | None = None) -> UpsampleResult:
+    """Super-resolve ``lr`` (HU) by ``scale`` (int, "1x1x4" or an IJK tuple) with ``method``.
+
+    roi:         only this box of the input (``"ras:..."`` / ``"ijk:..."``, see :mod:`ctsr.roi`);
+    uncertainty: K > 1 runs the zero-shot method K times (seeds ``seed .. seed + K - 1``) and
+                 returns the voxelwise standard deviation beside the first run's volume;
+    prior:       a prior model folder for the zero-shot presets (None: the shipped model;
+                 "none": no prior, ``Y`` = consistent ``P_up``).
+    """
+    from .errors import UserError
+
     scale: Scale = parse_scale(scale)
     progress = progress or SilentProgress()
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     lr.check_usable()
+    if roi is not None:
+        roi = roi if isinstance(roi, Roi) else Roi.parse(roi)
+        lr = crop_to_roi(lr, roi)
     start = time.monotonic()
-    progress.update("upsample", 0.0, f"{method} x{format_scale(scale)}")
+    provenance = {"method": method, "scale": format_scale(scale), "seed": seed, "version": __version__}
+    if roi is not None:
+        provenance["roi"] = str(roi)
+    std = None
     if method in INTERPOLATION_METHODS:
+        progress.update("upsample", 0.0, f"{method} x{format_scale(scale)}")
         hr = upsample_interpolate(lr, scale, method)
+        provenance["device"] = "cpu"
+        progress.update("upsample", 1.0, "done")
     else:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    progress.update("upsample", 1.0, "done")
-    provenance = {"method": method, "scale": format_scale(scale), "seed": seed,
-                  "device": "cpu", "version": __version__,
-                  "duration_s": round(time.monotonic() - start, 2)}
-    return UpsampleResult(hr, provenance)
+        if uncertainty == 1 or uncertainty < 0:
+            raise UserError("uncertainty needs at least 2 runs (or 0 for none).")
+        runs = max(1, uncertainty)
+        volumes = []
+        for k in range(runs):
+            hr, info = _zero_shot(lr, scale, method, seed + k, device, prior,
+                                  progress.span(k / runs, (k + 1) / runs))
+            volumes.append(hr.array)
+        hr = hr.with_array(volumes[0])
+        if runs > 1:
+            std = hr.with_array(np.std(np.stack(volumes), axis=0))
+            info["uncertainty_runs"] = runs
+        provenance.update(info)
+    provenance["duration_s"] = round(time.monotonic() - start, 2)
+    return UpsampleResult(hr, provenance, std)
+
+
+def _zero_shot(lr: Volume, scale: Scale, method: str, seed: int, device: str, prior_path,
+               progress: Progress):
+    """One run of the zero-shot pipeline, in blocks when memory requires it."""
+    from .blocks import upsample_in_blocks
+    from .fidelity import lr_residual
+    from .pipeline import PRESETS, resolve_device, super_resolve
+    from .planning import BLOCK_OVERLAP, plan_job
+
+    preset = PRESETS["standard" if method == "nabgs" else method]
+    torch_device = resolve_device(device)
+    prior = None
+    info = {}
+    if method != "nabgs" and prior_path != "none" and preset.prior_steps > 0:
+        from .prior import load_prior
+
+        prior = load_prior(prior_path, device=torch_device)
+        info["model"] = prior.metadata.get("name", str(prior_path or "default"))
+    plan = plan_job(lr.array.shape, scale, preset.n_views, preset.max_gaussians, torch_device)
+    progress.log(plan.describe())
+    info["memory_plan"] = plan.describe()
+
+    def run(piece: Volume, piece_progress: Progress) -> Volume:
+        hr, details = super_resolve(piece, scale, preset, prior=prior, device=str(torch_device), seed=seed,
+                                    progress=piece_progress)
+        info.update(details)
+        return hr
+
+    if plan.block_shape_kji is None:
+        return run(lr, progress), info
+    hr = upsample_in_blocks(lr, scale, run, plan.block_shape_kji, BLOCK_OVERLAP, progress)
+    info["lr_residual"] = lr_residual(hr, lr, scale)  # of the blend, not of the last block
+    return hr, info

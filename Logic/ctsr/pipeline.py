@@ -1,0 +1,175 @@
+"""The zero-shot super-resolution pipeline (DESIGN.md section 2), stage by stage.
+
+1. ``V_up``: the LR volume (HU) upsampled by cubic B-spline onto the HR grid, then the HU
+   window mapped to [0, 1] ("normalized intensity"; every stage below works in it).
+2. The scan: a cone-beam geometry around the HR grid (:class:`ctsr.geometry.ConeGeometry`,
+   scene units), ``P_up`` = projections of ``V_up`` on the HR detector, ``y`` = projections
+   of the LR volume on the LR detector (HR detector binned by the scale: rows by ``sz``,
+   columns by ``sx``).
+3. ``Y``, the target HR projections: the diffusion prior super-resolves ``y`` starting from,
+   and filling its null space with, ``P_up`` (:func:`ctsr.prior.upsample_projections`); a
+   preset whose prior does not beat ``P_up`` uses the consistent ``P_up`` instead
+   (``A_pinv(y) + P_up - A_pinv(A(P_up))``), see :data:`PRESETS`.
+4. NAB-GS: signed Gaussians fitted to the residual ``Y - P_up`` and voxelized: ``dV``.
+5. ``max(0, V_up + dV)`` back to HU, then the data-consistency step of :mod:`ctsr.fidelity`
+   (the output, degraded by the LR simulation operator, reproduces the input).
+
+Everything runs under one :class:`ctsr.progress.Progress` (stage names ``upsample``,
+``project``, ``projection prior``, ``nab-gs``, ``consistency``), is cancellable at every
+progress event, and is deterministic for a seed on a given device.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .baselines import upsample_interpolate
+from .errors import UserError
+from .fidelity import enforce_lr_consistency, lr_residual
+from .gaussians.fit import FitSettings, fit_residual
+from .geometry import ConeGeometry
+from .grids import Scale
+from .metrics import DEFAULT_WINDOW, normalize
+from .progress import Progress, SilentProgress
+from .projector import forward_project
+from .volume import Volume
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Knobs of one preset of the zero-shot method.
+
+    n_views:        projections over 180 degrees;
+    prior_steps:    DDIM steps of the projection prior (0: no prior; ``Y`` = consistent ``P_up``);
+    fit:            the NAB-GS settings (iterations, Gaussian counts, learning rates), or None
+                    to skip the reconstruction (the output is then the cubic volume made
+                    consistent with the input);
+    consistency:    back-projection iterations of the final data-consistency step (0: off).
+    """
+
+    name: str
+    n_views: int
+    prior_steps: int
+    fit: FitSettings | None
+    consistency: int
+
+    @property
+    def max_gaussians(self) -> int:
+        return self.fit.max_gaussians if self.fit is not None else 0
+
+
+PRESETS = {
+    "fast": Preset("fast", n_views=48, prior_steps=0, fit=None, consistency=12),
+    "standard": Preset("standard", n_views=72, prior_steps=10, fit=FitSettings.preset("standard"), consistency=8),
+    "quality": Preset("quality", n_views=100, prior_steps=20, fit=FitSettings.preset("quality"), consistency=12),
+}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; ``"cuda"`` without a GPU is a user error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' was asked for, but no CUDA GPU is available; use 'auto' or 'cpu'.")
+    return torch.device(device)
+
+
+def detector_binning(scale: Scale) -> tuple[int, int]:
+    """LR detector = HR detector binned by (rows, columns) = (sz, sx): rows follow the rotation
+    axis z, columns the in-plane axes (which must share one scale)."""
+    sx, sy, sz = scale
+    if sx != sy:
+        raise UserError(f"in-plane scales must be equal for the zero-shot method (got x{sx} and y{sy}).")
+    return sz, sx
+
+
+def scan_geometries(lr: Volume, hr: Volume, scale: Scale, n_views: int):
+    """The HR scan of ``hr``'s grid and the LR scan of ``lr``'s grid: same source path and
+    detector extent, the LR detector binned by :func:`detector_binning`."""
+    geometry = ConeGeometry.from_volume(hr, n_views=n_views)
+    lr_geometry = ConeGeometry.from_volume(lr, n_views=n_views).with_angles(geometry.angles)
+    lr_geometry = replace(geometry.with_detector_binned(detector_binning(scale)),
+                          nVoxel=lr_geometry.nVoxel, dVoxel=lr_geometry.dVoxel)
+    return geometry, lr_geometry
+
+
+def consistent_p_up(p_up: torch.Tensor, y: torch.Tensor, binning) -> torch.Tensor:
+    """``A_pinv(y) + P_up - A_pinv(A(P_up))``: ``P_up`` with its block means replaced by ``y``
+    (``A`` = average pooling by ``binning`` (rows, cols), ``A_pinv`` = replication)."""
+    from .prior.operators import project_to_range
+
+    return project_to_range(p_up[:, None], y[:, None], binning)[:, 0]
+
+
+def super_resolve(lr: Volume, scale: Scale, preset: Preset, *, prior=None, device: str = "auto",
+                  seed: int = 0, progress: Progress | None = None, window=DEFAULT_WINDOW,
+                  oracle: Volume | None = None) -> tuple[Volume, dict]:
+    """Super-resolve ``lr`` (HU) by ``scale`` (IJK) with ``preset``; returns the HR volume (HU)
+    and a dict of what was done (device, views, detector, target, Gaussians, LR residual).
+
+    prior:  a loaded :class:`ctsr.prior.model.Prior`, or None for no prior (``Y`` = consistent
+            ``P_up``); ignored when the preset has ``prior_steps == 0``;
+    oracle: the true HR volume, for benchmarks only: ``Y`` = its projections (the ceiling of
+            what the reconstruction can recover from perfect projections); runs NAB-GS with the
+            preset's settings, or the standard ones when the preset has none.
+    """
+    progress = progress or SilentProgress()
+    torch_device = resolve_device(device)
+    torch.manual_seed(seed)
+    info = {"device": torch_device.type, "preset": preset.name}
+
+    progress.update("upsample", 0.0, "cubic upsampling")
+    hr = upsample_interpolate(lr, scale, "cubic")
+    if preset.fit is not None or oracle is not None:
+        hr = _reconstruct(lr, hr, scale, preset, prior, torch_device, seed, window, oracle, progress, info)
+    else:
+        info["target"] = "none: the preset keeps the cubic volume and only enforces consistency"
+    if preset.consistency:
+        progress.update("consistency", 0.95, "matching the LR input")
+        hr = enforce_lr_consistency(hr, lr, scale, iterations=preset.consistency)
+    info["lr_residual"] = lr_residual(hr, lr, scale)
+    progress.update("consistency", 1.0, "done")
+    return hr, info
+
+
+def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, prior, device: torch.device,
+                 seed: int, window, oracle: Volume | None, progress: Progress, info: dict) -> Volume:
+    """Stages 2 to 4: projections, the target ``Y``, the NAB-GS fit; ``relu(V_up + dV)`` in HU."""
+    low, high = window
+    as_tensor = lambda v: torch.from_numpy(normalize(v.array, window).astype(np.float32)).to(device)
+    v_up_n, lr_n = as_tensor(v_up), as_tensor(lr)
+
+    progress.update("project", 0.03, f"{preset.n_views} cone-beam views")
+    geometry, lr_geometry = scan_geometries(lr, v_up, scale, preset.n_views)
+    binning = detector_binning(scale)
+    with torch.no_grad():
+        p_up = forward_project(v_up_n, geometry)
+        y = forward_project(lr_n, lr_geometry)
+    info.update(views=preset.n_views, detector=list(geometry.nDetector))
+
+    if oracle is not None:
+        with torch.no_grad():
+            target = forward_project(as_tensor(oracle), geometry)
+        info["target"] = "oracle: projections of the true HR volume"
+    elif prior is not None and preset.prior_steps > 0:
+        from .prior import upsample_projections
+
+        result = upsample_projections(prior, y[:, None], binning, steps=preset.prior_steps, pas=True,
+                                      generator=torch.Generator().manual_seed(seed), init=p_up[:, None],
+                                      progress=progress.span(0.08, 0.40))
+        target = result.images[:, 0].to(device)
+        info["target"] = "diffusion prior (DDNM with PAS, init P_up)"
+        info["prior_steps_mean"] = round(float(result.steps.float().mean()), 2)
+    else:
+        target = consistent_p_up(p_up, y, binning)
+        info["target"] = "consistent P_up (no prior)"
+
+    fit = fit_residual(target, p_up, v_up_n, geometry, preset.fit or PRESETS["standard"].fit,
+                       progress.span(0.40, 0.93), seed)
+    info["gaussians"] = len(fit.gaussians)
+    hr_n = torch.clamp(v_up_n + fit.residual, min=0).cpu().numpy()
+    return v_up.with_array(hr_n * (high - low) + low)
