@@ -1,0 +1,145 @@
+"""NAB-GS benchmark: real CT crops at x2 and x4; trilinear, cubic, prior none (consistent P_up)
+and oracle (true HR projections) with PSNR / SSIM, wall time, peak memory, Gaussian count; and
+the renderer's CPU throughput (Gaussian-pixel pairs per second, forward and backward).
+
+    python benchmarks/nabgs_bench.py [--size 64] [--scales 2 4] [--iterations 600] [--views 100]
+
+Writes benchmarks/nabgs.json and benchmarks/nabgs.md. Needs ../shared/data (real CTs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ctsr.baselines import upsample_interpolate
+from ctsr.degrade import simulate_lr
+from ctsr.geometry import ConeGeometry
+from ctsr.gaussians import SignedGaussians, render
+from ctsr.gaussians.fit import FitSettings, fit_residual
+from ctsr.gaussians.footprint import FOOTPRINT_SIGMAS, pixel_boxes
+from ctsr.io import read_volume
+from ctsr.metrics import DEFAULT_WINDOW, evaluate, normalize
+from ctsr.projector import forward_project
+from ctsr.volume import Volume
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data" / "ct"
+CROPS = {"chest_cta_1.5mm.nrrd": "chest CTA", "abdomen_pelvis_3mm.nrrd": "abdomen-pelvis"}
+
+
+def centre_crop(volume: Volume, size: int) -> Volume:
+    starts = [max(0, (n - size) // 2) for n in volume.array.shape]
+    array = volume.array[tuple(slice(s, s + size) for s in starts)]
+    origin = volume.ijk_to_ras[:3, :3] @ np.array(starts[::-1], float) + volume.origin
+    matrix = volume.ijk_to_ras.copy()
+    matrix[:3, 3] = origin
+    return Volume(array, matrix)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_case(hr: Volume, scale: int, settings: FitSettings, views: int) -> list[dict]:
+    s = (scale,) * 3
+    lr = simulate_lr(hr, s)
+    rows = []
+    for method in ("trilinear", "cubic"):
+        t = time.monotonic()
+        up = upsample_interpolate(lr, s, method)
+        rows.append({"method": method, **_scores(up, hr), "seconds": round(time.monotonic() - t, 2)})
+    up = upsample_interpolate(lr, s, "cubic")
+    v_up = torch.from_numpy(normalize(up.array).astype(np.float32))
+    geometry = ConeGeometry.from_volume(up, n_views=views)
+    p_up = forward_project(v_up, geometry)
+    lr_geometry = geometry.with_detector_binned((scale, scale))
+    lr_geometry = ConeGeometry(**{**lr_geometry.__dict__, "nVoxel": lr.array.shape,
+                                  "dVoxel": tuple(d * scale for d in geometry.dVoxel)})
+    y = forward_project(torch.from_numpy(normalize(lr.array).astype(np.float32)), lr_geometry)
+    pool = torch.nn.functional.avg_pool2d(p_up[:, None], scale)[:, 0]
+    rep = lambda x: x.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    targets = {"prior none (consistent P_up)": rep(y) + p_up - rep(pool),
+               "oracle (true HR projections)": forward_project(torch.from_numpy(normalize(hr.array).astype(np.float32)), geometry)}
+    low, high = DEFAULT_WINDOW
+    for name, target in targets.items():
+        t = time.monotonic()
+        fit = fit_residual(target, p_up, v_up, geometry, settings, seed=0)
+        out = up.with_array(np.maximum(up.array + fit.residual.numpy() * (high - low), low))
+        rows.append({"method": name, **_scores(out, hr), "seconds": round(time.monotonic() - t, 1),
+                     "gaussians": len(fit.gaussians), "peak_rss_mb": round(peak_rss_mb())})
+    return rows
+
+
+def _scores(out: Volume, truth: Volume) -> dict:
+    s = evaluate(out, truth)
+    return {"psnr": round(s["psnr"], 2), "ssim": round(s["ssim"], 4)}
+
+
+def throughput(n_gaussians=20000, size=64) -> dict:
+    volume = Volume.from_spacing(np.zeros((size,) * 3, np.float32), (1.5,) * 3)
+    g = ConeGeometry.from_volume(volume, n_views=100)
+    gen = torch.Generator().manual_seed(0)
+    sigma = 0.5 * min(g.dVoxel) * (size**3 / n_gaussians) ** (1 / 3)
+    G = SignedGaussians.isotropic((torch.rand(n_gaussians, 3, generator=gen) - 0.5) * 1.8, sigma,
+                                  torch.randn(n_gaussians, generator=gen) * 0.01)
+    for p in G.parameters():
+        p.requires_grad_(True)
+    views = list(range(0, 100, 25))
+    radius = FOOTPRINT_SIGMAS * G.log_scales.detach().amax(-1).exp()
+    pairs = 0
+    for v in views:
+        r0, r1, c0, c1 = pixel_boxes(G.means.detach(), radius, g, v)
+        pairs += int(((r1 - r0 + 1).clamp(min=0) * (c1 - c0 + 1).clamp(min=0)).sum())
+    t = time.monotonic()
+    image = render(G, g, views)
+    forward = time.monotonic() - t
+    t = time.monotonic()
+    image.square().sum().backward()
+    backward = time.monotonic() - t
+    return {"gaussians": n_gaussians, "views": len(views), "detector": list(g.nDetector), "pairs": pairs,
+            "forward_pairs_per_s": round(pairs / forward), "backward_pairs_per_s": round(pairs / backward)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--iterations", type=int, default=600)
+    parser.add_argument("--views", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = FitSettings.preset("fast", iterations=args.iterations)
+    results = {"settings": settings.__dict__, "size": args.size, "views": args.views,
+               "throughput": throughput(), "cases": []}
+    for name, label in CROPS.items():
+        if not (DATA / name).exists():
+            raise SystemExit(f"missing {DATA / name}: the benchmark needs ../shared/data")
+        hr = centre_crop(read_volume(DATA / name), args.size)
+        for scale in args.scales:
+            rows = run_case(hr, scale, settings, args.views)
+            results["cases"].append({"volume": label, "scale": scale, "rows": rows})
+            print(json.dumps(results["cases"][-1]), flush=True)
+    (HERE / "nabgs.json").write_text(json.dumps(results, indent=1, default=str))
+    lines = [f"Crops {args.size}^3 (centre), {args.views} cone-beam views, fast preset with "
+             f"{args.iterations} iterations, {args.threads} CPU threads.", "",
+             "| volume | scale | method | PSNR dB | SSIM | seconds | Gaussians |", "|---|---|---|---|---|---|---|"]
+    for case in results["cases"]:
+        for row in case["rows"]:
+            lines.append(f"| {case['volume']} | x{case['scale']} | {row['method']} | {row['psnr']} | "
+                         f"{row['ssim']} | {row['seconds']} | {row.get('gaussians', '')} |")
+    tp = results["throughput"]
+    lines += ["", f"Renderer (CPU): {tp['pairs']:,} Gaussian-pixel pairs; forward "
+                  f"{tp['forward_pairs_per_s']:,} pairs/s, backward {tp['backward_pairs_per_s']:,} pairs/s."]
+    (HERE / "nabgs.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
