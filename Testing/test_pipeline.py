@@ -46,6 +46,8 @@ def test_output_grid_progress_and_determinism(lr):
     assert progress[-1]["fraction"] == 1.0
     assert {"upsample", "project", "nabgs", "consistency"} <= {e["stage"] for e in progress}
     assert info["target"].startswith("consistent P_up") and info["gaussians"] > 0
+    assert info["render_backend"] == "torch"  # the CPU path is the torch reference
+    assert any("torch renderer" in e.get("message", "") for e in events if e["event"] == "log")
     assert info["lr_residual"]["rms_hu"] < 30.0
     again, _ = super_resolve(lr, (2, 2, 2), TINY, device="cpu", seed=3)
     np.testing.assert_array_equal(out.array, again.array)

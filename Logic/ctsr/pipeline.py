@@ -168,6 +168,10 @@ def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, prior, 
         target = consistent_p_up(p_up, y, binning)
         info["target"] = "consistent P_up (no prior)"
 
+    from .gaussians.kernels import select_backend
+
+    info["render_backend"] = select_backend(device)
+    progress.log(f"NAB-GS on {device.type} with the {info['render_backend']} renderer")
     fit = fit_residual(target, p_up, v_up_n, geometry, preset.fit or PRESETS["standard"].fit,
                        progress.span(0.40, 0.93), seed)
     info["gaussians"] = len(fit.gaussians)

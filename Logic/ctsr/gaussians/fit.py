@@ -23,9 +23,8 @@ from ..progress import Progress, SilentProgress
 from ..projector import fdk
 from .densify import densify, initialize, prune
 from .footprint import FOOTPRINT_SIGMAS
+from .kernels import render, voxelize  # the Triton kernels on CUDA, the torch reference otherwise
 from .model import SignedGaussians
-from .render import render
-from .voxelize import voxelize
 
 
 @dataclass(frozen=True)
