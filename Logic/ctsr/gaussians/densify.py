@@ -11,7 +11,7 @@ import math
 import torch
 
 from ..geometry import ConeGeometry
-from .model import SignedGaussians, raw_from_density
+from .model import SignedGaussians
 from .voxelize import voxelize
 
 

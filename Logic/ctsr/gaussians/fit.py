@@ -11,7 +11,6 @@ difference of ``relu(dV + V_up)`` on a random cubic crop.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field, replace
 
