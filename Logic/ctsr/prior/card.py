@@ -43,8 +43,8 @@ def render_model_card(metadata: dict, name: str) -> str:
         "## Training",
         f"- {metadata.get('train_steps')} steps of batch {t.get('batch_size')}, AdamW lr "
         f"{t.get('learning_rate')} (warm-up {t.get('warmup')}), seed {t.get('seed')}",
-        f"- {metadata.get('train_hours')} hours on {metadata.get('devices')}; final loss "
-        f"{metadata.get('final_loss')}",
+        f"- {metadata.get('train_hours')} hours of training loop on {metadata.get('devices')} (DRR "
+        f"generation not counted); loss (mean of the last 50 steps) {metadata.get('final_loss')}",
         f"- reproduce: `{metadata.get('command', 'ctsr prior train ...')}`",
         "",
         "## Measured quality",

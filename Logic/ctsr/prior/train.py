@@ -55,16 +55,18 @@ def build_sampler(config: TrainConfig, progress: Progress):
     return CropSampler(drrs, radiographs, config.crop, config.xray_fraction), summary
 
 
-def _save_checkpoint(folder: Path, unet, ema, optimizer, step: int, elapsed: float, data: dict) -> None:
+def _save_checkpoint(folder: Path, unet, ema, optimizer, step: int, elapsed: float, data: dict,
+                     loss: float | None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, folder / "unet.safetensors")
     save_file({f"{i}": p.detach().contiguous() for i, p in enumerate(ema.shadow_params)}, folder / "ema.safetensors")
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
     (folder / CHECKPOINT_STATE).write_text(json.dumps({"step": step, "ema_step": ema.optimization_step,
-                                                       "train_seconds": elapsed, "data": data}))
+                                                       "train_seconds": elapsed, "data": data,
+                                                       "recent_loss": loss}))
 
 
-def _load_checkpoint(folder: Path, unet, ema, optimizer) -> tuple[int, float, dict]:
+def _load_checkpoint(folder: Path, unet, ema, optimizer) -> tuple[int, float, dict, float | None]:
     state = json.loads((folder / CHECKPOINT_STATE).read_text())
     unet.load_state_dict(load_file(folder / "unet.safetensors"))
     shadow = load_file(folder / "ema.safetensors")
@@ -72,7 +74,8 @@ def _load_checkpoint(folder: Path, unet, ema, optimizer) -> tuple[int, float, di
         p.data.copy_(shadow[f"{i}"])
     ema.optimization_step = state["ema_step"]
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    return int(state["step"]), float(state.get("train_seconds", 0.0)), state.get("data", {})
+    return (int(state["step"]), float(state.get("train_seconds", 0.0)), state.get("data", {}),
+            state.get("recent_loss"))
 
 
 def train(config: TrainConfig, out_dir: Path, checkpoint_dir: Path | None = None,
@@ -96,9 +99,10 @@ def train(config: TrainConfig, out_dir: Path, checkpoint_dir: Path | None = None
     scheduler = make_scheduler()
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=2 / 3)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    step, previous_seconds, data_summary = 0, 0.0, {}
+    step, previous_seconds, data_summary, checkpoint_loss = 0, 0.0, {}, None
     if (checkpoint_dir / CHECKPOINT_STATE).is_file():
-        step, previous_seconds, data_summary = _load_checkpoint(checkpoint_dir, unet, ema, optimizer)
+        step, previous_seconds, data_summary, checkpoint_loss = _load_checkpoint(checkpoint_dir, unet, ema,
+                                                                                 optimizer)
         report.log(f"resumed from {checkpoint_dir} at step {step}")
     if step < config.steps:  # a finished run only exports
         sampler, data_summary = build_sampler(config, report.span(0.0, 0.05))
@@ -134,7 +138,7 @@ def train(config: TrainConfig, out_dir: Path, checkpoint_dir: Path | None = None
                           iteration=step, loss=round(float(np.mean(losses[-50:])), 5))
         if main and (step % config.checkpoint_every == 0 or step == config.steps):
             _save_checkpoint(checkpoint_dir, accelerator.unwrap_model(unet), ema, optimizer, step, elapsed(),
-                             data_summary)
+                             data_summary, round(float(np.mean(losses[-50:])), 5))
         accelerator.wait_for_everyone()
 
     metadata = {}
@@ -145,7 +149,7 @@ def train(config: TrainConfig, out_dir: Path, checkpoint_dir: Path | None = None
                     "train_steps": step, "train_hours": round(elapsed() / 3600, 3),
                     "parameters": sum(p.numel() for p in final.parameters()),
                     "devices": f"{accelerator.num_processes} x {accelerator.device.type}",
-                    "final_loss": round(float(np.mean(losses[-200:])), 5) if losses else None}
+                    "final_loss": round(float(np.mean(losses[-50:])), 5) if losses else checkpoint_loss}
         save_prior(final, out_dir, metadata, scheduler)
         from .card import write_model_card
         write_model_card(out_dir)
