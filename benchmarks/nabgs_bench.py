@@ -26,6 +26,7 @@ from ctsr.gaussians.fit import FitSettings, fit_residual
 from ctsr.gaussians.footprint import FOOTPRINT_SIGMAS, pixel_boxes
 from ctsr.io import read_volume
 from ctsr.metrics import DEFAULT_WINDOW, evaluate, normalize
+from ctsr.pipeline import consistent_p_up, detector_binning, scan_geometries
 from ctsr.projector import forward_project
 from ctsr.volume import Volume
 
@@ -56,17 +57,13 @@ def run_case(hr: Volume, scale: int, settings: FitSettings, views: int) -> list[
         up = upsample_interpolate(lr, s, method)
         rows.append({"method": method, **_scores(up, hr), "seconds": round(time.monotonic() - t, 2)})
     up = upsample_interpolate(lr, s, "cubic")
-    v_up = torch.from_numpy(normalize(up.array).astype(np.float32))
-    geometry = ConeGeometry.from_volume(up, n_views=views)
+    as_tensor = lambda v: torch.from_numpy(normalize(v.array).astype(np.float32))
+    v_up = as_tensor(up)
+    geometry, lr_geometry = scan_geometries(lr, up, s, views)
     p_up = forward_project(v_up, geometry)
-    lr_geometry = geometry.with_detector_binned((scale, scale))
-    lr_geometry = ConeGeometry(**{**lr_geometry.__dict__, "nVoxel": lr.array.shape,
-                                  "dVoxel": tuple(d * scale for d in geometry.dVoxel)})
-    y = forward_project(torch.from_numpy(normalize(lr.array).astype(np.float32)), lr_geometry)
-    pool = torch.nn.functional.avg_pool2d(p_up[:, None], scale)[:, 0]
-    rep = lambda x: x.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-    targets = {"prior none (consistent P_up)": rep(y) + p_up - rep(pool),
-               "oracle (true HR projections)": forward_project(torch.from_numpy(normalize(hr.array).astype(np.float32)), geometry)}
+    y = forward_project(as_tensor(lr), lr_geometry)
+    targets = {"prior none (consistent P_up)": consistent_p_up(p_up, y, detector_binning(s)),
+               "oracle (true HR projections)": forward_project(as_tensor(hr), geometry)}
     low, high = DEFAULT_WINDOW
     for name, target in targets.items():
         t = time.monotonic()
@@ -114,9 +111,11 @@ def main():
     parser.add_argument("--iterations", type=int, default=600)
     parser.add_argument("--views", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gaussians", type=int, default=20000, help="initial Gaussians (cap: twice that)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = FitSettings.preset("fast", iterations=args.iterations)
+    settings = FitSettings.preset("fast", iterations=args.iterations, init_gaussians=args.gaussians,
+                                  max_gaussians=2 * args.gaussians)
     results = {"settings": settings.__dict__, "size": args.size, "views": args.views,
                "throughput": throughput(), "cases": []}
     for name, label in CROPS.items():
@@ -128,8 +127,10 @@ def main():
             results["cases"].append({"volume": label, "scale": scale, "rows": rows})
             print(json.dumps(results["cases"][-1]), flush=True)
     (HERE / "nabgs.json").write_text(json.dumps(results, indent=1, default=str))
-    lines = [f"Crops {args.size}^3 (centre), {args.views} cone-beam views, fast preset with "
-             f"{args.iterations} iterations, {args.threads} CPU threads.", "",
+    lines = [f"Crops {args.size}^3 (centre), {args.views} cone-beam views, fast fit settings with "
+             f"{args.iterations} iterations and {args.gaussians} initial Gaussians, {args.threads} CPU "
+             f"threads.", "", f"Command: python benchmarks/nabgs_bench.py --size {args.size} --iterations "
+             f"{args.iterations} --views {args.views} --gaussians {args.gaussians}", "",
              "| volume | scale | method | PSNR dB | SSIM | seconds | Gaussians |", "|---|---|---|---|---|---|---|"]
     for case in results["cases"]:
         for row in case["rows"]:
