@@ -38,6 +38,18 @@ def test_simulate_upsample_evaluate_chain(tmp_path, oblique_sample):
     assert 25 < scores["psnr"] < 60 and 0.5 < scores["ssim"] < 1.0
 
 
+def test_upsample_with_no_flags_runs_the_default_zero_shot_preset(tmp_path, sample):
+    """`ctsr upsample LR OUT --scale 2` runs the default method and reports the LR residual."""
+    from ctsr.degrade import simulate_lr
+    from ctsr.upsampling import DEFAULT_METHOD
+
+    lr_path = write_volume(simulate_lr(sample, (2, 2, 2)), tmp_path / "lr.nrrd")
+    run = ctsr("upsample", lr_path, tmp_path / "hr.nrrd", "--scale", "2")
+    assert run.returncode == 0, run.stderr
+    assert f"{DEFAULT_METHOD}," in run.stdout and "LR residual" in run.stdout
+    assert read_volume(tmp_path / "hr.nrrd").same_grid(sample)
+
+
 def _not_an_image(d):
     (d / "in.nrrd").write_text("not an image")
     return d / "in.nrrd"
@@ -79,7 +91,7 @@ def test_error_event_on_the_json_stream(tmp_path):
 
 
 def test_demo_writes_the_volume_and_the_montage(tmp_path):
-    run = ctsr("demo", "--out", tmp_path / "demo", "--method", "cubic", "--quiet")
+    run = ctsr("demo", "--out", tmp_path / "demo", "--quiet")  # the default method
     assert run.returncode == 0, run.stderr
     hr = read_volume(tmp_path / "demo" / "sample_SRx2.nrrd")
     sample = read_volume(sample_volume_path())

@@ -35,7 +35,6 @@ def _window(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .demo import DEMO_METHOD
     from .upsampling import DEFAULT_METHOD, METHODS
 
     parser = argparse.ArgumentParser(prog="ctsr", description="Zero-shot CT super-resolution.")
@@ -74,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="super-resolve the bundled real CT sample and draw a montage")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder (default ./demo-output)")
-    p.add_argument("--method", default=DEMO_METHOD, choices=METHODS, help=f"default {DEMO_METHOD}")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"default {DEFAULT_METHOD}")
     _common(p)
     p.set_defaults(run=_run_demo)
 

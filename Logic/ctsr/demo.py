@@ -9,8 +9,6 @@ from .montage import write_montage
 from .progress import Progress
 from .resources import sample_volume_path
 
-#: The demo's method: the zero-shot method's fast preset (a few minutes on a CPU).
-DEMO_METHOD = "fast"
 #: Display window of the montage (HU): a lung-and-soft-tissue window.
 MONTAGE_WINDOW = (-1000.0, 500.0)
 

@@ -64,9 +64,12 @@ class Preset:
 
 PRESETS = {
     "fast": Preset("fast", n_views=48, prior_steps=0, fit=None, consistency=12),
-    "standard": Preset("standard", n_views=72, prior_steps=10, fit=FitSettings.preset("standard"), consistency=8),
+    "standard": Preset("standard", n_views=72, prior_steps=0, fit=FitSettings.preset("standard"), consistency=12),
     "quality": Preset("quality", n_views=100, prior_steps=20, fit=FitSettings.preset("quality"), consistency=12),
 }
+"""The presets. ``fast`` keeps only the stages that helped on the measured data (README, "Why
+``fast`` is the default"); ``standard`` skips the prior because the shipped one does not beat
+``P_up`` in the projection domain (benchmarks/prior_bench.md)."""
 
 
 def resolve_device(device: str) -> torch.device:

@@ -4,7 +4,8 @@ The CLI, the background worker and the Slicer logic all call it, so a method nam
 same thing everywhere:
 
 * ``fast``, ``standard``, ``quality``: the zero-shot method (:mod:`ctsr.pipeline`) with the
-  preset of that name (:data:`ctsr.pipeline.PRESETS`); ``standard`` is the default;
+  preset of that name (:data:`ctsr.pipeline.PRESETS`); ``fast`` is the default (the README
+  says why);
 * ``nabgs``: NAB-GS with no prior (the sanity path: ``Y`` = consistent ``P_up``), standard
   settings;
 * ``trilinear``, ``cubic``, ``lanczos``: the interpolation baselines of :mod:`ctsr.baselines`.
@@ -31,7 +32,7 @@ from .volume import Volume
 ZERO_SHOT_PRESETS = ("fast", "standard", "quality")
 METHODS = ZERO_SHOT_PRESETS + ("nabgs",) + INTERPOLATION_METHODS
 #: What ``ctsr upsample``, the worker and the Slicer panel run when no method is given.
-DEFAULT_METHOD = "standard"
+DEFAULT_METHOD = "fast"
 
 
 @dataclass
