@@ -176,9 +176,10 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
                   and whose null-space part fills the start image; default bicubic of ``lr``;
     range_target: ``"y"`` (the output's block means equal ``lr``) or ``"init"`` (they equal
                   ``A(init)``; needs ``init``); default ``"init"`` when ``init`` is given, else
-                  ``"y"``: on held-out DRRs at x4, ``A(P_up)`` differs from ``y`` by ~4 % (block
-                  averaging is not exactly how the LR scan relates to the HR one) and forcing
-                  ``y`` lowered the PSNR by ~0.25 dB (benchmarks/prior_bench.md);
+                  ``"y"``: on held-out DRRs ``A(P_up)`` differs from ``y`` by 0.6 % (x2) to
+                  1.5 % (x4) in relative L2 (block averaging is not exactly how the LR scan
+                  relates to the HR one) and forcing ``y`` lowered the PSNR by 0.1 to 0.4 dB
+                  (benchmarks/prior_bench.md);
     n_samples:    K > 1 returns the mean of K samples and their pixelwise std;
     generator:    a CPU ``torch.Generator``: the same seed gives the same output;
     progress:     an optional :class:`ctsr.progress.Progress` (fractions 0..1 of this call).
