@@ -163,7 +163,7 @@ def _sample_once(prior, x_start, target, scale, ts, abar, start, eta, sigma_y, g
 def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: float = 0.85,
                          sigma_y: float = 0.0, pas: bool = True, generator: torch.Generator | None = None,
                          init: torch.Tensor | None = None, range_target: str | None = None,
-                         pas_threshold: float = 0.01, pas_candidates: int = 10, n_samples: int = 1,
+                         pas_threshold: float = 0.003, pas_candidates: int = 10, n_samples: int = 1,
                          batch_size: int = 16, progress=None) -> ProjectionSR:
     """Super-resolve LR projections ``lr [N, 1, h, w]`` by ``scale = (sy, sx)`` with the prior.
 
@@ -171,7 +171,9 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
     steps:        DDIM steps of full sampling; eta: DDIM stochasticity (0 deterministic, 1 DDPM);
     sigma_y:      LR noise std as a fraction of each projection's value range (0: DDNM; > 0: DDNM+);
     pas:          per-projection adaptive start (module docstring); ``pas_threshold`` in units of
-                  the projection's value range, ``pas_candidates`` start levels tried at most;
+                  the projection's value range (default 0.003: the best of 0.003 / 0.01 / 0.03
+                  for the shipped prior, benchmarks/prior_bench*.md), ``pas_candidates`` start
+                  levels tried at most;
     init:         ``[N, 1, h*sy, w*sx]`` HR estimate (the pipeline's ``P_up``) that PAS noises
                   and whose null-space part fills the start image; default bicubic of ``lr``;
     range_target: ``"y"`` (the output's block means equal ``lr``) or ``"init"`` (they equal
