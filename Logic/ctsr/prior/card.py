@@ -36,9 +36,7 @@ def render_model_card(metadata: dict, name: str) -> str:
         f"- radiographs: {', '.join(d.get('radiographs', [])) or 'none'} ({d.get('radiograph_images', 0)} "
         f"images, MONOCHROME1 inverted; {t.get('xray_fraction')} of each batch)",
         f"- held out for evaluation: {', '.join(d.get('held_out', [])) or 'none'}",
-        "- sources and licences: ../shared/data of the project (DESIGN.md section 6): TotalSegmentator "
-        "test data (Apache-2.0), invesalius-examples (GPL-2), pyradiomics (BSD-3), slicerio (MIT), "
-        "pydicom-data (MIT), deid-data (MIT)",
+        f"- sources and licences: {d.get('sources') or 'not recorded'}",
         "",
         "## Training",
         f"- {metadata.get('train_steps')} steps of batch {t.get('batch_size')}, AdamW lr "
