@@ -31,8 +31,10 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def volume_from_image(image: sitk.Image, what: str = "the input") -> Volume:
-    """Convert a SimpleITK image (LPS) to a :class:`Volume` (RAS, float32 KJI)."""
+def volume_from_image(image: sitk.Image, what: str = "the input", check: bool = True) -> Volume:
+    """Convert a SimpleITK image (LPS) to a :class:`Volume` (RAS, float32 KJI); ``check``:
+    refuse what :meth:`Volume.check_usable` refuses (off for results such as an uncertainty
+    map, which may be constant)."""
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise UserError(
             f"{what} has {image.GetNumberOfComponentsPerPixel()} values per voxel (a vector or "
@@ -45,7 +47,8 @@ def volume_from_image(image: sitk.Image, what: str = "the input") -> Volume:
     lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
     lps[:3, 3] = image.GetOrigin()
     volume = Volume(sitk.GetArrayViewFromImage(image).astype(np.float32), _LPS_TO_RAS @ lps)
-    volume.check_usable(what)
+    if check:
+        volume.check_usable(what)
     return volume
 
 
@@ -60,18 +63,19 @@ def image_from_volume(volume: Volume) -> sitk.Image:
     return image
 
 
-def read_volume(path) -> Volume:
-    """Read a scalar 3D volume from a file (NRRD, NIfTI, MHA, ...) or a DICOM series folder."""
+def read_volume(path, check: bool = True) -> Volume:
+    """Read a scalar 3D volume from a file (NRRD, NIfTI, MHA, ...) or a DICOM series folder;
+    ``check=False`` accepts a constant volume (see :func:`volume_from_image`)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist.")
     if path.is_dir():
-        return volume_from_image(_read_dicom_series(path), f"the DICOM series in {path}")
+        return volume_from_image(_read_dicom_series(path), f"the DICOM series in {path}", check)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError:
         raise UserError(f"{path} is not a readable image file (NRRD, NIfTI, MHA or DICOM) or holds no voxels.") from None
-    return volume_from_image(image, str(path))
+    return volume_from_image(image, str(path), check)
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
