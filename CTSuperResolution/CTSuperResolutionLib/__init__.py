@@ -7,6 +7,7 @@ with slicer-core's MRML alone, without the Slicer application, ``qt`` or
 * :mod:`.engine`: where the ``ctsr`` engine and the Python that runs the worker are;
 * :mod:`.nodes`: volume node <-> :class:`ctsr.volume.Volume` (and so <-> file, via ``ctsr.io``);
 * :mod:`.jobs`: scale choice, output naming, the job file of ``python -m ctsr.worker``;
+* :mod:`.roi`: a markups ROI node -> the engine's ``ras:...`` box in the input's frame;
 * :mod:`.events`: parsing the worker's JSON-lines progress and formatting it for the panel;
 * :mod:`.runner`: the worker subprocess (its own process group, cancel = SIGTERM then SIGKILL);
 * :mod:`.dependencies`: which engine requirements are missing in this Python;

@@ -45,3 +45,15 @@ def status_text(event: dict) -> str:
 def percent(event: dict) -> int:
     """The progress bar value (0..100) of a ``progress`` event."""
     return int(round(100.0 * min(1.0, max(0.0, float(event.get("fraction", 0.0))))))
+
+
+def residual_text(provenance: dict) -> str:
+    """The LR residual of a result (``provenance["lr_residual"]``) in words, e.g.
+    ``"LR residual 5.23 HU RMS (1.7 % of the input's spread)"``; ``""`` when not reported."""
+    residual = provenance.get("lr_residual")
+    if not isinstance(residual, dict) or residual.get("rms_hu") is None:
+        return ""
+    text = f"LR residual {float(residual['rms_hu']):.2f} HU RMS"
+    if residual.get("relative") is not None:
+        text += f" ({100.0 * float(residual['relative']):.1f} % of the input's spread)"
+    return text

@@ -56,12 +56,37 @@ def engine_device(device: str) -> str:
 
 
 def build_job(input_path, output_path, scale: Scale, method: str, device: str = "auto",
-              seed: int = 0, options: dict | None = None, compress: bool = True) -> dict:
-    """The job dict of ``python -m ctsr.worker`` (schema in ``docs/progress-protocol.md``)."""
-    return {"input": str(input_path), "output": str(output_path),
-            "scale": format_scale(parse_scale(scale)), "method": method,
-            "device": engine_device(device), "seed": int(seed), "compress": bool(compress),
-            "options": dict(options or {})}
+              seed: int = 0, options: dict | None = None, compress: bool = True,
+              uncertainty_path=None) -> dict:
+    """The job dict of ``python -m ctsr.worker`` (schema in ``docs/progress-protocol.md``);
+    ``uncertainty_path``: where the worker writes the uncertainty volume, if it makes one."""
+    job = {"input": str(input_path), "output": str(output_path),
+           "scale": format_scale(parse_scale(scale)), "method": method,
+           "device": engine_device(device), "seed": int(seed), "compress": bool(compress),
+           "options": dict(options or {})}
+    if uncertainty_path is not None:
+        job["uncertainty_output"] = str(uncertainty_path)
+    return job
+
+
+def uncertainty_options(uncertainty, method: str) -> dict:
+    """The job ``options`` for ``uncertainty`` runs (0: none; K >= 2: the voxelwise standard
+    deviation over K seeds). Interpolation is deterministic, so it is refused there."""
+    from ctsr.baselines import METHODS as INTERPOLATION_METHODS
+    from ctsr.errors import UserError
+
+    try:
+        runs = int(uncertainty or 0)
+    except (TypeError, ValueError):
+        raise UserError(f"uncertainty runs must be a whole number, not {uncertainty!r}.") from None
+    if runs == 0:
+        return {}
+    if runs < 2:
+        raise UserError("uncertainty needs at least 2 runs (or 0 for none).")
+    if method in INTERPOLATION_METHODS:
+        raise UserError(f"{method} is deterministic, so it has no uncertainty; pick a zero-shot "
+                        "method or set the uncertainty runs to 0.")
+    return {"uncertainty": runs}
 
 
 def write_job(job: dict, path) -> Path:

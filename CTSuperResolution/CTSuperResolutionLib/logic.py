@@ -2,8 +2,9 @@
 
 Data flows one way: input node -> ``input.nrrd`` in a private temporary folder -> ``python -m
 ctsr.worker job.json`` (a subprocess) -> ``output.nrrd`` -> a new (or the given) volume node
-with exactly the geometry the engine computed. The temporary folder is removed whatever
-happens, and a node is only added to the scene once the result has been read, so a failed or
+with exactly the geometry the engine computed (and, with uncertainty runs,
+``output_uncertainty.nrrd`` -> a second node ``<output>_uncertainty``). The temporary folder is removed whatever
+happens, and nodes are only added to the scene once the results have been read, so a failed or
 cancelled job leaves nothing behind.
 
 All MRML work happens in the thread that calls :meth:`SuperResolutionJob.poll` (Slicer's GUI
@@ -23,7 +24,8 @@ from ctsr.io import read_volume, write_volume
 from ctsr.upsampling import DEFAULT_METHOD, METHODS
 
 from . import engine, jobs, nodes
-from .events import status_text
+from .events import residual_text, status_text
+from .roi import as_engine_roi
 from .runner import WorkerProcess
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
@@ -37,7 +39,10 @@ class SuperResolutionJob:
     """A running ``process(..., wait=False)`` job: poll it, cancel it, or wait for it.
 
     ``state`` is ``"running"``, ``"succeeded"``, ``"failed"`` or ``"cancelled"``;
-    ``outputVolume`` is the result node once succeeded; ``errorMessage`` one sentence once
+    ``outputVolume`` is the result node once succeeded, ``uncertaintyVolume`` the node of the
+    voxelwise standard deviation (HU) when uncertainty runs were asked for (else ``None``);
+    ``residualText`` the LR residual in words (``""`` when the engine did not report it);
+    ``errorMessage`` one sentence once
     failed; ``log`` the worker's log lines; ``lastProgress`` the latest progress event.
     ``progressCallback(event)`` gets every event of the protocol, in the polling thread.
     """
@@ -46,6 +51,8 @@ class SuperResolutionJob:
                  progressCallback, moduleDir):
         self.inputVolume = inputVolume
         self.outputVolume = None
+        self.uncertaintyVolume = None
+        self.residualText = ""
         self._givenOutput = outputVolume
         self.scale = scale
         self.method = method
@@ -65,7 +72,8 @@ class SuperResolutionJob:
             inputPath = write_volume(nodes.volume_from_node(inputVolume), self.workDir / "input.nrrd",
                                      compress=False)
             job = jobs.build_job(inputPath, self.workDir / "output.nrrd", scale, method, device,
-                                 seed, options, compress=False)
+                                 seed, options, compress=False,
+                                 uncertainty_path=self.workDir / "output_uncertainty.nrrd")
             jobPath = jobs.write_job(job, self.workDir / "job.json")
             self.process = WorkerProcess(
                 [engine.python_executable(), "-m", "ctsr.worker", jobPath],
@@ -106,7 +114,7 @@ class SuperResolutionJob:
     def _finish(self, returncode: int) -> None:
         try:
             if returncode == 0 and self._result is not None:
-                self._loadResult(Path(self._result["output"]))
+                self._loadResult(self._result)
                 self.state = SUCCEEDED
             elif self._error is not None and self._error.get("kind") == "cancelled":
                 self.state = CANCELLED
@@ -131,25 +139,51 @@ class SuperResolutionJob:
         self.errorMessage = message
         self.log.extend(self.process.stderr_tail())
 
-    def _loadResult(self, path: Path) -> None:
-        volume = read_volume(path)
+    def _loadResult(self, result: dict) -> None:
+        volume = read_volume(result["output"])
+        # a deterministic method has a constant (zero) spread: not an unusable volume here
+        spread = read_volume(result["uncertainty"], check=False) if result.get("uncertainty") else None
         scene = self.inputVolume.GetScene()
         node = self._givenOutput
-        created = node is None
-        if created:
-            node = nodes.add_volume_node(scene, jobs.output_name(self.inputVolume.GetName(), self.scale))
+        created = []
         try:
+            if node is None:
+                node = nodes.add_volume_node(scene, jobs.output_name(self.inputVolume.GetName(), self.scale))
+                created.append(node)
             nodes.update_node_from_volume(node, volume)
             nodes.match_display(self.inputVolume, node)
-            self.provenance = {"model": "none", **self._result.get("provenance", {}),
+            self.provenance = {"model": "none", **result.get("provenance", {}),
                                "input": self.inputVolume.GetName(),
                                "wall_time_s": round(time.monotonic() - self._started, 2)}
             nodes.set_provenance(node, self.provenance)
+            if spread is not None:
+                self.uncertaintyVolume = self._loadUncertainty(node, spread, created)
         except BaseException:
-            if created:
-                scene.RemoveNode(node)
+            for made in created:
+                scene.RemoveNode(made)
             raise
         self.outputVolume = node
+        self.residualText = residual_text(self.provenance)
+        if self.residualText:
+            self.log.append(self.residualText)
+
+    def _loadUncertainty(self, node, spread, created: list):
+        """Put the standard deviation volume into the node ``node`` refers to (a re-run), or a
+        new ``<output>_uncertainty`` node (appended to ``created``); shown with a colour map,
+        under the output's parent transform."""
+        scene = node.GetScene()
+        target = node.GetNodeReference(nodes.UNCERTAINTY_REFERENCE_ROLE)
+        if target is None:
+            target = nodes.add_volume_node(scene, node.GetName() + "_uncertainty")
+            created.append(target)
+            node.SetNodeReferenceID(nodes.UNCERTAINTY_REFERENCE_ROLE, target.GetID())
+        nodes.update_node_from_volume(target, spread)
+        target.SetAndObserveTransformNodeID(node.GetTransformNodeID())
+        nodes.show_as_uncertainty(target)
+        nodes.set_provenance(target, {"uncertaintyOf": node.GetName(),
+                                      "uncertainty_runs": self.provenance.get("uncertainty_runs", ""),
+                                      "unit": "HU (standard deviation over the runs)"})
+        return target
 
     # -- the caller's controls --------------------------------------------------------------
     def cancel(self) -> None:
@@ -216,7 +250,7 @@ class CTSuperResolutionLogicBase:
 
     def process(self, inputVolume, outputVolume=None, scale=2, method=DEFAULT_METHOD,
                 device="auto", wait=True, progressCallback=None, throughPlaneOnly=False,
-                seed=0, options=None, timeout=None):
+                seed=0, options=None, timeout=None, roi=None, uncertainty=0):
         """Super-resolve ``inputVolume`` (a scalar volume node, HU).
 
         :param outputVolume: node to fill; ``None`` makes a new node ``<input>_SRx<scale>``.
@@ -228,7 +262,18 @@ class CTSuperResolutionLogicBase:
             sentence) on failure or :class:`Cancelled`; False: return a
             :class:`SuperResolutionJob` to poll (the panel's way).
         :param progressCallback: called with every progress-protocol event dict.
-        :param options: extra engine options passed through the job file (``roi``, ...).
+        :param options: extra engine options passed through the job file.
+        :param roi: only this box: a markups ROI node (its axis-aligned bounds in the input's
+            frame, through both parent transforms; see :mod:`.roi`) or a string
+            ``"ras:R1,A1,S1,R2,A2,S2"`` (mm, the input's RAS frame) / ``"ijk:..."``. The output
+            covers that box at the new resolution, in place.
+        :param uncertainty: 0, or K >= 2 runs with seeds ``seed .. seed + K - 1`` of a zero-shot
+            method: the voxelwise standard deviation (HU) is loaded as a second node
+            ``<output>_uncertainty`` with a colour map (``job.uncertaintyVolume``).
+
+        The output node carries the provenance as ``CTSuperResolution.*`` attributes, with the
+        LR residual (how far the output, degraded like the input, is from it) as
+        ``CTSuperResolution.lrResidualHU`` and ``CTSuperResolution.lrResidualRelative``.
         """
         nodes.check_input_node(inputVolume)
         if outputVolume is not None and outputVolume is inputVolume:
@@ -236,6 +281,10 @@ class CTSuperResolutionLogicBase:
         if method not in METHODS:
             raise UserError(f"unknown method {method!r}; this engine offers {', '.join(METHODS)}.")
         fullScale = jobs.resolve_scale(scale, inputVolume.GetSpacing(), throughPlaneOnly)
+        options = {**(options or {}), **jobs.uncertainty_options(uncertainty, method)}
+        engineRoi = as_engine_roi(roi, inputVolume)
+        if engineRoi is not None:
+            options["roi"] = engineRoi
         self.ensureDependencies()
         job = SuperResolutionJob(inputVolume, outputVolume, fullScale, method, device, seed,
                                  options, progressCallback, self.moduleDir)

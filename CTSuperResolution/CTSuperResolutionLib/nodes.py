@@ -76,9 +76,18 @@ def match_display(source, target) -> None:
 
 
 def set_provenance(node, provenance: dict) -> None:
-    """Record how the node was made as attributes ``CTSuperResolution.<key>`` (strings)."""
+    """Record how the node was made as attributes ``CTSuperResolution.<key>`` (strings),
+    replacing those of an earlier run. The LR residual (``{"rms_hu", "relative"}``) becomes
+    ``CTSuperResolution.lrResidualHU`` and ``CTSuperResolution.lrResidualRelative``."""
+    for name in list(node.GetAttributeNames() or ()):
+        if name.startswith(ATTRIBUTE_PREFIX):
+            node.RemoveAttribute(name)
     for key, value in provenance.items():
-        node.SetAttribute(ATTRIBUTE_PREFIX + key, str(value))
+        if key == "lr_residual" and isinstance(value, dict):
+            node.SetAttribute(ATTRIBUTE_PREFIX + "lrResidualHU", str(value.get("rms_hu")))
+            node.SetAttribute(ATTRIBUTE_PREFIX + "lrResidualRelative", str(value.get("relative")))
+        else:
+            node.SetAttribute(ATTRIBUTE_PREFIX + key, str(value))
 
 
 def provenance(node) -> dict:
@@ -86,3 +95,29 @@ def provenance(node) -> dict:
     names = node.GetAttributeNames() or ()
     return {name[len(ATTRIBUTE_PREFIX):]: node.GetAttribute(name)
             for name in names if name.startswith(ATTRIBUTE_PREFIX)}
+
+
+#: Colour maps for the uncertainty volume, best first: node IDs of Slicer's default colour
+#: nodes (the first two are read from Slicer's colour files; slicer-core has only the third).
+UNCERTAINTY_COLOR_NODE_IDS = ("vtkMRMLColorTableNodeFileInferno.txt",
+                              "vtkMRMLColorTableNodeFileColdToHotRainbow.txt",
+                              "vtkMRMLColorTableNodeRainbow")
+
+#: Node reference role from an output node to its uncertainty volume.
+UNCERTAINTY_REFERENCE_ROLE = ATTRIBUTE_PREFIX + "uncertaintyVolume"
+
+
+def show_as_uncertainty(node) -> str | None:
+    """Display ``node`` (a standard deviation in HU, >= 0) with the first colour map of
+    :data:`UNCERTAINTY_COLOR_NODE_IDS` present in its scene and an automatic window. Returns
+    the colour node ID used, or ``None`` where the scene has none of them (grey stays)."""
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    display.SetAutoWindowLevel(True)
+    scene = node.GetScene()
+    for colorNodeID in UNCERTAINTY_COLOR_NODE_IDS:
+        if scene is not None and scene.GetNodeByID(colorNodeID) is not None:
+            display.SetAndObserveColorNodeID(colorNodeID)
+            return colorNodeID
+    return None

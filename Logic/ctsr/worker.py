@@ -4,6 +4,9 @@ The job file is one JSON object (schema: ``docs/progress-protocol.md``)::
 
     {"input": "/tmp/.../input.nrrd",     # LR volume (HU), any format ctsr.io reads
      "output": "/tmp/.../output.nrrd",   # HR volume to write (atomically)
+     "uncertainty_output": "/tmp/.../output_uncertainty.nrrd",
+                                         # where the voxelwise std over the uncertainty runs
+                                         # goes (default: the CLI's OUT_uncertainty.<ext>)
      "scale": "2",                       # "2", "1x1x4" (IJK order) or [sx, sy, sz]
      "method": "cubic",                  # one of ctsr.upsampling.METHODS
      "device": "auto",                   # "auto", "cpu" or "cuda"
@@ -37,7 +40,8 @@ from .cli import run_guarded
 from .errors import UserError
 from .progress import JsonLinesProgress, Progress
 
-JOB_FIELDS = ("input", "output", "scale", "method", "device", "seed", "compress", "options")
+JOB_FIELDS = ("input", "output", "uncertainty_output", "scale", "method", "device", "seed", "compress",
+              "options")
 REQUIRED_FIELDS = ("input", "output")
 
 
@@ -92,6 +96,8 @@ def run_job(job: dict, progress: Progress) -> dict:
     check_options(job["options"])
     output = Path(job["output"])
     check_writable(output)
+    if job.get("uncertainty_output"):
+        check_writable(job["uncertainty_output"])
     lr = read_volume(job["input"])
     progress.log(f"input {'x'.join(map(str, lr.shape_ijk))} voxels, spacing "
                  f"{'x'.join(f'{s:.3g}' for s in lr.spacing)} mm")
@@ -106,9 +112,21 @@ def run_job(job: dict, progress: Progress) -> dict:
         if "out of memory" in str(error).lower():
             raise MemoryError(str(error)) from None
         raise
-    write_volume(result.volume, output, compress=bool(job["compress"]))
-    return {"output": str(output), "shape_ijk": list(result.volume.shape_ijk),
-            "provenance": result.provenance}
+    fields = {"output": str(output), "shape_ijk": list(result.volume.shape_ijk),
+              "provenance": result.provenance}
+    if result.uncertainty is not None:
+        from .cli import uncertainty_path
+
+        spread = Path(job.get("uncertainty_output") or uncertainty_path(output))
+        write_volume(result.uncertainty, spread, compress=bool(job["compress"]))
+        fields["uncertainty"] = str(spread)
+    try:
+        write_volume(result.volume, output, compress=bool(job["compress"]))
+    except BaseException:
+        if "uncertainty" in fields:  # no half-made result: both files or neither
+            Path(fields["uncertainty"]).unlink(missing_ok=True)
+        raise
+    return fields
 
 
 def _run(args, progress: Progress) -> dict:
