@@ -19,10 +19,10 @@ import qt
 import vtk
 
 import slicer
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -126,7 +126,9 @@ class CTSuperResolutionParameterNode:
 
     inputVolume - the LR CT volume. scale - factor per axis (or along the slices only when
     throughPlaneOnly). method - an engine method. device - auto, GPU or CPU. outputVolume - the
-    node to fill; empty makes a new one named <input>_SRx<scale>.
+    node to fill; empty makes a new one named <input>_SRx<scale>. roi - a markups ROI: only
+    that box is processed (empty: the whole volume). uncertaintyRuns - 0 (off) or K >= 2 runs
+    whose voxelwise standard deviation becomes a second volume <output>_uncertainty.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -135,6 +137,8 @@ class CTSuperResolutionParameterNode:
     method: Annotated[str, Choice(_METHODS)] = _DEFAULT_METHOD
     device: Annotated[str, Choice(["auto", "GPU", "CPU"])] = "auto"
     outputVolume: Optional[vtkMRMLScalarVolumeNode] = None
+    roi: Optional[vtkMRMLMarkupsROINode] = None
+    uncertaintyRuns: Annotated[int, WithinRange(0, 16)] = 0
 
 
 #
@@ -237,7 +241,8 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         try:
             self._job = self.logic.process(
                 p.inputVolume, p.outputVolume, scale=p.scale, method=p.method, device=p.device,
-                throughPlaneOnly=p.throughPlaneOnly, wait=False, progressCallback=self._onEvent)
+                throughPlaneOnly=p.throughPlaneOnly, roi=p.roi, uncertainty=p.uncertaintyRuns,
+                wait=False, progressCallback=self._onEvent)
         except UserError as error:
             slicer.util.errorDisplay(str(error))
             return
@@ -266,8 +271,19 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.progressBar.hide()
         self._updateButtons()
         if job.state == SUCCEEDED:
-            slicer.util.setSliceViewerLayers(background=job.outputVolume, fit=True)
-            self._showStatus(_("Done in {seconds} s.").format(seconds=job.provenance.get("wall_time_s")))
+            status = _("Done in {seconds} s.").format(seconds=job.provenance.get("wall_time_s"))
+            if job.residualText:  # how well the output, degraded like the input, reproduces it
+                self.ui.logTextEdit.appendPlainText(job.residualText)
+                status += " " + job.residualText + "."
+            if job.uncertaintyVolume is not None:
+                self.ui.logTextEdit.appendPlainText(
+                    _("Uncertainty (standard deviation over the runs, HU): {name}").format(
+                        name=job.uncertaintyVolume.GetName()))
+                slicer.util.setSliceViewerLayers(background=job.outputVolume, foreground=job.uncertaintyVolume,
+                                                 foregroundOpacity=0.4, fit=True)
+            else:
+                slicer.util.setSliceViewerLayers(background=job.outputVolume, fit=True)
+            self._showStatus(status)
         elif job.state == FAILED:
             for line in job.log:
                 self.ui.logTextEdit.appendPlainText(line)
@@ -297,7 +313,7 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
 class CTSuperResolutionLogic(ScriptedLoadableModuleLogic, CTSuperResolutionLogicBase):
     """``process(inputVolume, outputVolume=None, scale=2, method=..., device="auto", wait=True,
-    progressCallback=None)``: see :class:`CTSuperResolutionLib.logic.CTSuperResolutionLogicBase`.
+    progressCallback=None, roi=None, uncertainty=0)``: see :class:`CTSuperResolutionLib.logic.CTSuperResolutionLogicBase`.
     Usable without the GUI (Python console, scripts, tests)."""
 
     def __init__(self) -> None:

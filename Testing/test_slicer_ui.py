@@ -65,6 +65,8 @@ def test_parameter_names_in_the_ui_match_the_parameter_node(ui_widgets, module_t
             assert kinds[name] == "QCheckBox", name
         elif "Choice" in annotation:
             assert kinds[name] == "QComboBox", name
+        elif annotation.startswith("Annotated[int"):
+            assert kinds[name] == "QSpinBox", name
 
 
 def test_node_selectors_accept_scalar_volumes_only(ui_widgets):
@@ -125,3 +127,20 @@ def test_resources_the_module_loads_exist():
     text = MODULE.read_text(encoding="utf-8")
     for relative in re.findall(r'resourcePath\("([^"]+)"\)', text):
         assert (REPO / "Resources" / relative).is_file(), relative
+
+
+def test_roi_selector_takes_markups_rois_and_defaults_to_the_whole_volume(ui_widgets):
+    props = {p.get("name"): p for p in ui_widgets["roiSelector"].findall("property")}
+    assert [s.text for s in props["nodeTypes"].iter("string")] == ["vtkMRMLMarkupsROINode"]
+    assert props["noneEnabled"].findtext("bool") == "true"
+
+
+def test_uncertainty_runs_sit_in_the_advanced_section_and_start_off(ui_widgets, module_tree):
+    advanced = ui_widgets["advancedCollapsibleButton"]
+    assert advanced.get("class") == "ctkCollapsibleButton"
+    assert "uncertaintySpinBox" in {w.get("name") for w in advanced.iter("widget")}
+    props = {p.get("name"): p for p in ui_widgets["uncertaintySpinBox"].findall("property")}
+    assert props["minimum"].findtext("number") == "0" and props["specialValueText"].findtext("string") == "off"
+    cls = next(n for n in module_tree.body if isinstance(n, ast.ClassDef) and n.name == "CTSuperResolutionParameterNode")
+    defaults = {s.target.id: ast.unparse(s.value) for s in cls.body if isinstance(s, ast.AnnAssign) and s.value}
+    assert defaults["uncertaintyRuns"] == "0" and defaults["roi"] == "None"
