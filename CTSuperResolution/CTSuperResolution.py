@@ -382,6 +382,8 @@ class CTSuperResolutionTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_processSampleKeepsGeometry()
         self.setUp()
+        self.test_roiCropsInPlace()
+        self.setUp()
         self.test_badInputIsOneMessage()
 
     def test_processSampleKeepsGeometry(self):
@@ -410,6 +412,31 @@ class CTSuperResolutionTest(ScriptedLoadableModuleTest):
                                    lrToRas.MultiplyPoint((0.0, 0.0, 0.0, 1.0)), atol=1e-6)
         self.assertEqual(outputVolume.GetAttribute("CTSuperResolution.method"), method)
         self.assertTrue(any(e["event"] == "result" for e in events))
+        self.delayDisplay("Test passed")
+
+    def test_roiCropsInPlace(self):
+        import numpy as np
+
+        import SampleData
+
+        registerSampleData()
+        inputVolume = SampleData.downloadSample("CTSuperResolutionChestCrop")
+        bounds = [0.0] * 6
+        inputVolume.GetRASBounds(bounds)
+        box = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+        box.SetCenter([(bounds[2 * a] + bounds[2 * a + 1]) / 2 for a in range(3)])
+        box.SetSize(30.0, 24.0, 18.0)
+        self.delayDisplay("Running cubic x2 in an ROI")
+        outputVolume = CTSuperResolutionLogic().process(inputVolume, scale=2, method="cubic", roi=box)
+
+        np.testing.assert_allclose(outputVolume.GetSpacing(), np.array(inputVolume.GetSpacing()) / 2)
+        got = [0.0] * 6
+        outputVolume.GetRASBounds(got)
+        spacing = 1.01 * max(inputVolume.GetSpacing())
+        for axis in range(3):  # the output covers the box (to within an input voxel), no more
+            low, high = box.GetCenter()[axis] - box.GetSize()[axis] / 2, box.GetCenter()[axis] + box.GetSize()[axis] / 2
+            self.assertAlmostEqual(got[2 * axis], low, delta=spacing)
+            self.assertAlmostEqual(got[2 * axis + 1], high, delta=spacing)
         self.delayDisplay("Test passed")
 
     def test_badInputIsOneMessage(self):

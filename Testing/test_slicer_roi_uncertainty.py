@@ -214,6 +214,12 @@ def test_uncertainty_comes_back_as_a_second_coloured_node_with_the_residual(scen
     assert job.log[-1] == job.residualText
     assert nodes.provenance(out)["uncertainty_runs"] == "2"
     assert list(Path(tempfile.tempdir).iterdir()) == []
+    # a re-run into the same output refills its uncertainty node instead of adding another
+    count = len(volume_nodes(scene))
+    again = CTSuperResolutionLogicBase().process(node, out, scale=2, method="fast", roi="ijk:3,4,2,11,12,10",
+                                                 uncertainty=2, wait=False).wait(timeout=300)
+    assert again.uncertaintyVolume is spread and len(volume_nodes(scene)) == count
+    assert spread.GetImageData().GetDimensions() == out.GetImageData().GetDimensions() == (16, 16, 16)
 
 
 def test_a_failure_while_loading_removes_both_new_nodes(scene, crop, monkeypatch):
