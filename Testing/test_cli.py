@@ -30,6 +30,7 @@ def test_simulate_upsample_evaluate_chain(tmp_path, oblique_sample):
     events = [json.loads(line) for line in run.stdout.splitlines()]
     assert events[-1]["event"] == "result" and events[-1]["output"] == str(tmp_path / "up.nrrd")
     assert events[-1]["provenance"]["method"] == "cubic" and events[-1]["provenance"]["scale"] == "1x1x4"
+    assert events[-1]["provenance"]["lr_residual"]["rms_hu"] > 0  # reported for every method
     fractions = [e["fraction"] for e in events if e["event"] == "progress"]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert read_volume(tmp_path / "up.nrrd").same_grid(oblique_sample)

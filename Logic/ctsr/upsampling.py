@@ -24,6 +24,7 @@ import numpy as np
 from . import __version__
 from .baselines import METHODS as INTERPOLATION_METHODS
 from .baselines import upsample_interpolate
+from .fidelity import lr_residual
 from .grids import Scale, format_scale, parse_scale
 from .progress import Progress, SilentProgress
 from .roi import Roi, crop_to_roi
@@ -76,6 +77,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         progress.update("upsample", 0.0, f"{method} x{format_scale(scale)}")
         hr = upsample_interpolate(lr, scale, method)
         provenance["device"] = "cpu"
+        provenance["lr_residual"] = lr_residual(hr, lr, scale)
         progress.update("upsample", 1.0, "done")
     else:
         if uncertainty == 1 or uncertainty < 0:
@@ -99,7 +101,6 @@ def _zero_shot(lr: Volume, scale: Scale, method: str, seed: int, device: str, pr
                progress: Progress):
     """One run of the zero-shot pipeline, in blocks when memory requires it."""
     from .blocks import upsample_in_blocks
-    from .fidelity import lr_residual
     from .pipeline import PRESETS, resolve_device, super_resolve
     from .planning import BLOCK_OVERLAP, plan_job
 
