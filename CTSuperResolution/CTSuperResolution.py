@@ -11,7 +11,6 @@ From the Python console::
     hr = logic.process(getNode("CT"), scale=4, method="cubic")
 """
 
-import logging
 import os
 from typing import Annotated, Optional
 

@@ -1,6 +1,5 @@
 """Blocked processing: ranges cover the axis, and blocks blend without seams."""
 
-import numpy as np
 import pytest
 
 from ctsr.baselines import upsample_interpolate

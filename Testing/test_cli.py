@@ -2,10 +2,8 @@
 one-line errors and no output file on failure."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -87,6 +87,7 @@ def test_blocked_and_whole_runs_agree(lr, hr):
 def test_presets_are_ordered_by_effort():
     fast, standard, quality = (PRESETS[k] for k in ("fast", "standard", "quality"))
     assert fast.n_views <= standard.n_views <= quality.n_views
+    assert fast.fit is None and standard.fit.iterations <= quality.fit.iterations
 
 
 def test_upsample_with_roi_and_uncertainty(oblique_sample):

@@ -15,13 +15,12 @@
    (the output, degraded by the LR simulation operator, reproduces the input).
 
 Everything runs under one :class:`ctsr.progress.Progress` (stage names ``upsample``,
-``project``, ``projection prior``, ``nab-gs``, ``consistency``), is cancellable at every
+``project``, ``projection prior``, ``nabgs``, ``consistency``), is cancellable at every
 progress event, and is deterministic for a seed on a given device.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -43,7 +42,7 @@ from .volume import Volume
 class Preset:
     """Knobs of one preset of the zero-shot method.
 
-    n_views:        projections over 180 degrees;
+    n_views:        projections over 180 degrees (0 when the preset makes none);
     prior_steps:    DDIM steps of the projection prior (0: no prior; ``Y`` = consistent ``P_up``);
     fit:            the NAB-GS settings (iterations, Gaussian counts, learning rates), or None
                     to skip the reconstruction (the output is then the cubic volume made
@@ -63,7 +62,7 @@ class Preset:
 
 
 PRESETS = {
-    "fast": Preset("fast", n_views=48, prior_steps=0, fit=None, consistency=12),
+    "fast": Preset("fast", n_views=0, prior_steps=0, fit=None, consistency=12),
     "standard": Preset("standard", n_views=72, prior_steps=0, fit=FitSettings.preset("standard"), consistency=12),
     "quality": Preset("quality", n_views=100, prior_steps=20, fit=FitSettings.preset("quality"), consistency=12),
 }
