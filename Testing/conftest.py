@@ -1,6 +1,7 @@
 """Shared fixtures: the real CT data of ../shared/data (skipped with a reason when absent) and
 the bundled sample."""
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,28 @@ def oblique_sample(sample) -> Volume:
                                     [0.0, np.cos(tilt), -np.sin(tilt)],
                                     [0.0, np.sin(tilt), np.cos(tilt)]])
     return Volume.from_spacing(sample.array, (0.8, 1.1, 2.5), (-31.5, 12.25, 80.0), rotation)
+
+
+@pytest.fixture()
+def scene(monkeypatch, tmp_path):
+    """A fresh slicer-core MRML scene as ``slicer.mrmlScene``, and a private temporary folder so
+    that a test can see every temporary file the Slicer logic makes."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
+    scene = slicer.vtkMRMLScene()
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    yield scene
+    scene.Clear(1)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one torch thread is fastest and immune to other processes on the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,13 +16,7 @@ from ctsr.prior.operators import pool
 from ctsr.prior.sampling import _ddnm_plus_weights, ddim_timesteps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest and immune to other processes on the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,31 +32,7 @@ from CTSuperResolutionLib.logic import (  # noqa: E402
     FAILED,
     CTSuperResolutionLogicBase,
 )
-
-
-@pytest.fixture()
-def scene(monkeypatch, tmp_path):
-    """A fresh MRML scene as ``slicer.mrmlScene``, and a private temporary folder so that the
-    test can see every temporary file the logic makes."""
-    scene = slicer.vtkMRMLScene()
-    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    yield scene
-    scene.Clear(1)
-
-
-def add_node(scene, volume: Volume, name="CT"):
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    nodes.update_node_from_volume(node, volume)
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
-def volume_nodes(scene) -> list:
-    return [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
-            for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+from mrml_scene import add_node, volume_nodes  # noqa: E402
 
 
 def wait_for_progress(job, timeout=60):

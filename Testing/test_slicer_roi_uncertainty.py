@@ -28,36 +28,13 @@ sys.path.insert(0, str(REPO / "CTSuperResolution"))
 
 from CTSuperResolutionLib import nodes, roi as roi_lib  # noqa: E402
 from CTSuperResolutionLib.logic import FAILED, CTSuperResolutionLogicBase  # noqa: E402
-
-
-@pytest.fixture()
-def scene(monkeypatch, tmp_path):
-    """A fresh scene as ``slicer.mrmlScene`` and a private temporary folder (to see leftovers)."""
-    scene = slicer.vtkMRMLScene()
-    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    yield scene
-    scene.Clear(1)
+from mrml_scene import add_node, volume_nodes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def crop(oblique_sample) -> Volume:
     """20 x 24 x 16 voxels of the real sample on an oblique, anisotropic, offset grid."""
     return Volume(oblique_sample.array[24:40, 20:44, 22:42], oblique_sample.ijk_to_ras)
-
-
-def add_node(scene, volume: Volume, name="CT"):
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    nodes.update_node_from_volume(node, volume)
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
-def volume_nodes(scene) -> list:
-    return [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
-            for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
 
 
 def rotation(axis: int, degrees: float) -> np.ndarray:
