@@ -49,6 +49,13 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 _TRIU = ([0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2])
 
 
+def unpack_gradients(grad: torch.Tensor):
+    """Split the kernels' per-Gaussian gradient rows [N, 10] (mean x, y, z; the six upper-triangle
+    precision entries in :data:`_TRIU` order; density) into the gradients of means [N, 3], the
+    symmetric precisions [N, 3, 3] and densities [N]."""
+    return grad[:, :3], grad[:, [3, 4, 5, 4, 6, 7, 5, 7, 8]].reshape(-1, 3, 3), grad[:, 9]
+
+
 @triton.jit
 def _tile_rays(frames_ptr, pid, tiles_v, tiles_u, n_v, n_u, d_v, d_u, dso,
                CONE: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
@@ -249,8 +256,7 @@ class _RenderFunction(torch.autograd.Function):
         _render_backward[launch.grid()](launch.frames, launch.boxes, launch.items, launch.offsets,
                                         means, prec6, density, grad_out.contiguous(), grad,
                                         *launch.args(), **launch.meta())
-        sym = grad[:, [3, 4, 5, 4, 6, 7, 5, 7, 8]].reshape(-1, 3, 3)
-        return grad[:, :3], sym, grad[:, 9], None
+        return unpack_gradients(grad) + (None,)
 
 
 def render_triton(gaussians: SignedGaussians, geometry: ConeGeometry, views=None,

@@ -27,7 +27,7 @@ from ...geometry import ConeGeometry
 from ..footprint import FOOTPRINT_SIGMAS
 from ..model import SignedGaussians
 from .binning import bin_boxes
-from .render_triton import _TRIU
+from .render_triton import _TRIU, unpack_gradients
 
 #: Default block side in voxels (8^3 = 512 voxels per program).
 BLOCK = 8
@@ -181,8 +181,7 @@ class _VoxelizeFunction(torch.autograd.Function):
         _voxelize_backward[launch.grid()](launch.geo, launch.boxes, launch.items, launch.offsets,
                                           means, prec6, density, grad_out.contiguous(), grad,
                                           *launch.args(), BLOCK=launch.block)
-        sym = grad[:, [3, 4, 5, 4, 6, 7, 5, 7, 8]].reshape(-1, 3, 3)
-        return grad[:, :3], sym, grad[:, 9], None
+        return unpack_gradients(grad) + (None,)
 
 
 def voxelize_triton(gaussians: SignedGaussians, geometry: ConeGeometry, region=None,
