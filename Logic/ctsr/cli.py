@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("truth", type=Path, help="ground truth on the same grid")
     _window(p)
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    _common(p)
     p.set_defaults(run=_run_evaluate)
 
     p = commands.add_parser("demo", help="super-resolve the bundled real CT sample and draw a montage")
@@ -144,7 +145,12 @@ def _run_evaluate(args, progress: Progress) -> dict:
     from .io import read_volume
     from .metrics import evaluate
 
-    scores = evaluate(read_volume(args.output), read_volume(args.truth), tuple(args.window))
+    progress.update("evaluate", 0.0, "reading")
+    output, truth = read_volume(args.output), read_volume(args.truth)
+    progress.update("evaluate", 0.2, "PSNR and SSIM")
+    scores = evaluate(output, truth, tuple(args.window))
+    progress.update("evaluate", 1.0, "done")
+    progress.close()
     if args.json:
         print(json.dumps(scores))
     else:
