@@ -33,3 +33,15 @@ def test_a_512x512x300_input_at_x2_is_blocked_to_fit(available_gib):
 def test_refused_with_the_memory_it_needs_when_nothing_fits():
     with pytest.raises(UserError, match=r"needs about [\d.]+ GiB of memory even in blocks, but only 2.0 GiB"):
         plan_job((300, 512, 512), (2, 2, 2), 72, 50_000, available=2 * GiB)
+
+
+def test_an_absurd_output_is_refused_before_any_work(sample):
+    """x16 of a 128 x 64 x 64 input is 2.1e9 output voxels: one sentence, no allocation."""
+    import numpy as np
+
+    from ctsr.upsampling import upsample
+    from ctsr.volume import Volume
+
+    lr = Volume(np.concatenate([sample.array, sample.array]), sample.ijk_to_ras)
+    with pytest.raises(UserError, match=r"the output would have 2,147,483,648 voxels .* use an ROI"):
+        upsample(lr, 16, "cubic")

@@ -73,6 +73,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     if roi is not None:
         provenance["roi"] = str(roi)
     std = None
+    _check_output_size(lr, scale)
     if method in INTERPOLATION_METHODS:
         progress.update("upsample", 0.0, f"{method} x{format_scale(scale)}")
         hr = upsample_interpolate(lr, scale, method)
@@ -95,6 +96,21 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         provenance.update(info)
     provenance["duration_s"] = round(time.monotonic() - start, 2)
     return UpsampleResult(hr, provenance, std)
+
+
+def _check_output_size(lr: Volume, scale: Scale) -> None:
+    """Refuse, before any work, an output larger than the engine accepts or than the free RAM
+    can hold (the interpolators need about three float32 copies of it)."""
+    from .errors import UserError
+    from .memory import available_ram_bytes, format_bytes
+    from .planning import SAFETY
+    from .volume import MAX_VOXELS
+
+    voxels = int(np.prod(lr.shape_ijk, dtype=np.int64)) * int(np.prod(scale))
+    needed = 12 * voxels
+    if voxels > MAX_VOXELS or needed > SAFETY * available_ram_bytes():
+        raise UserError(f"the output would have {voxels:,} voxels and need about {format_bytes(needed)} of "
+                        f"memory ({format_bytes(available_ram_bytes())} free); use an ROI or a smaller scale.")
 
 
 def _zero_shot(lr: Volume, scale: Scale, method: str, seed: int, device: str, prior_path,
