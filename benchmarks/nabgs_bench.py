@@ -27,6 +27,7 @@ from ctsr.gaussians.footprint import FOOTPRINT_SIGMAS, pixel_boxes
 from ctsr.io import read_volume
 from ctsr.metrics import DEFAULT_WINDOW, evaluate, normalize
 from ctsr.pipeline import consistent_p_up, detector_binning, scan_geometries
+from ctsr.roi import Roi, crop_to_roi
 from ctsr.projector import forward_project
 from ctsr.volume import Volume
 
@@ -36,12 +37,9 @@ CROPS = {"chest_cta_1.5mm.nrrd": "chest CTA", "abdomen_pelvis_3mm.nrrd": "abdome
 
 
 def centre_crop(volume: Volume, size: int) -> Volume:
-    starts = [max(0, (n - size) // 2) for n in volume.array.shape]
-    array = volume.array[tuple(slice(s, s + size) for s in starts)]
-    origin = volume.ijk_to_ras[:3, :3] @ np.array(starts[::-1], float) + volume.origin
-    matrix = volume.ijk_to_ras.copy()
-    matrix[:3, 3] = origin
-    return Volume(array, matrix)
+    """The central ``size``^3 voxels of ``volume``, in place in RAS."""
+    starts = [max(0, (n - size) // 2) for n in volume.shape_ijk]
+    return crop_to_roi(volume, Roi("ijk", tuple(starts), tuple(s + size for s in starts)))
 
 
 def peak_rss_mb() -> float:

@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data" / "ct"
@@ -39,13 +38,19 @@ SCALES = {"2": (2, 2, 2), "4": (4, 4, 4), "1x1x4": (1, 1, 4)}
 METHODS = ["trilinear", "cubic", "cubic+dc", "nabgs", "fast", "standard", "quality", "oracle"]
 
 
+def _crop(volume, kji_slices):
+    """The KJI slices of ``volume``, in place in RAS (:func:`ctsr.roi.crop_to_roi`)."""
+    from ctsr.roi import Roi, crop_to_roi
+
+    k, j, i = kji_slices
+    return crop_to_roi(volume, Roi("ijk", (i.start, j.start, k.start), (i.stop, j.stop, k.stop)))
+
+
 def _hr(case: str):
     from ctsr.io import read_volume
-    from ctsr.volume import Volume
 
     name, crop = CASES[case]
-    full = read_volume(DATA / name)
-    return Volume(full.array[crop], full.ijk_to_ras)
+    return _crop(read_volume(DATA / name), crop)
 
 
 def run_one(case: str, scale_name: str, method: str, work: Path) -> dict:
@@ -109,12 +114,9 @@ def thick_slice_montage(method: str) -> Path:
     from ctsr.io import read_volume
     from ctsr.montage import write_montage
     from ctsr.upsampling import upsample
-    from ctsr.volume import Volume
 
     full = read_volume(DATA / "chest_thick_5mm.nrrd")
-    crop = Volume(full.array[:, 160:352, 96:288], full.ijk_to_ras)
-    start = crop.ijk_to_ras @ np.array([96, 160, 0, 1.0])
-    crop.ijk_to_ras[:3, 3] = start[:3]
+    crop = _crop(full, (slice(0, full.array.shape[0]), slice(160, 352), slice(96, 288)))
     volumes = [crop] + [upsample(crop, "1x1x4", m, device="cpu").volume for m in ("cubic", method)]
     path = HERE / "montages" / "chest_thick_5mm_1x1x4.png"
     write_montage(path, volumes, (-1000.0, 500.0), inset=True)
