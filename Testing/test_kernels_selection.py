@@ -9,7 +9,7 @@ import torch
 from ctsr.errors import UserError
 from ctsr.gaussians import SignedGaussians, render, voxelize
 from ctsr.gaussians import kernels
-from ctsr.gaussians.kernels import BACKEND_ENV, select_backend, triton_available
+from ctsr.gaussians.kernels import BACKEND_ENV, numba_available, select_backend, triton_available
 from ctsr.gaussians.kernels.binning import bin_boxes
 from ctsr.geometry import ConeGeometry
 
@@ -20,8 +20,8 @@ def no_forced_backend(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
 
 
-def test_auto_picks_torch_on_cpu_and_triton_on_cuda():
-    assert select_backend("cpu") == "torch"
+def test_auto_picks_numba_on_cpu_and_triton_on_cuda():
+    assert select_backend("cpu") == ("numba" if numba_available() else "torch")
     assert select_backend("cuda") == ("triton" if triton_available() else "torch")
     assert select_backend(torch.device("cuda", 0), "auto") == select_backend("cuda")
 
@@ -37,10 +37,15 @@ def test_environment_variable_and_argument_force_a_backend(monkeypatch):
     with pytest.raises(UserError, match="needs a CUDA device|not installed"):
         select_backend("cpu")  # triton forced on CPU outside the interpreter
     assert select_backend("cpu", "torch") == "torch"  # the argument wins over the variable
+    monkeypatch.setenv(BACKEND_ENV, "numba")
+    if numba_available():
+        assert select_backend("cpu") == "numba"
+    with pytest.raises(UserError, match="runs on the CPU|not installed"):
+        select_backend("cuda")
 
 
 def test_bad_names_are_user_errors(monkeypatch):
-    with pytest.raises(UserError, match="one of auto, torch, triton"):
+    with pytest.raises(UserError, match="one of auto, torch, numba, triton"):
         select_backend("cpu", "cuda")
     monkeypatch.setenv(BACKEND_ENV, "fast")
     with pytest.raises(UserError, match=BACKEND_ENV):

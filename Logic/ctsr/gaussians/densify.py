@@ -12,7 +12,7 @@ import torch
 
 from ..geometry import ConeGeometry
 from .model import SignedGaussians
-from .voxelize import voxelize
+from .kernels import voxelize  # the fastest backend for the device (numba on CPU, Triton on CUDA)
 
 
 def initialize(residual: torch.Tensor, geometry: ConeGeometry, count: int, generator: torch.Generator,

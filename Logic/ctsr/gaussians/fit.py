@@ -22,7 +22,7 @@ from ..progress import Progress, SilentProgress
 from ..projector import fdk
 from .densify import densify, initialize, prune
 from .footprint import FOOTPRINT_SIGMAS
-from .kernels import render, voxelize  # the Triton kernels on CUDA, the torch reference otherwise
+from .kernels import render, voxelize  # Triton on CUDA, numba on CPU, the torch reference otherwise
 from .model import SignedGaussians
 
 

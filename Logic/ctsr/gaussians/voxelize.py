@@ -28,15 +28,10 @@ def voxelize(gaussians: SignedGaussians, geometry: ConeGeometry, region=None,
     if region is None:
         region = (0, 0, 0, *geometry.nVoxel)
     lo = torch.tensor(region[:3], device=device)
-    hi = torch.tensor(region[3:], device=device)
     shape = tuple(int(h - l) for l, h in zip(region[:3], region[3:]))
-    spacing = torch.tensor(geometry.dVoxel, device=device, dtype=dtype)  # z, y, x
-    offset = torch.tensor(geometry.offOrigin, device=device, dtype=dtype)
-    half = (torch.tensor(geometry.nVoxel, device=device, dtype=dtype) - 1) / 2
-    centre_index = (means.detach().flip(-1) - offset) / spacing + half  # [N, 3] k, j, i
-    reach = (sigmas * gaussians.log_scales.detach().amax(-1).exp())[:, None] / spacing
-    start = torch.maximum(torch.ceil(centre_index - reach).long(), lo)
-    stop = torch.minimum(torch.floor(centre_index + reach).long() + 1, hi)
+    half, spacing, offset = grid_constants(geometry, device, dtype)
+    radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
+    start, stop = voxel_boxes(means.detach(), radius, geometry, region)
     sizes = (stop - start).clamp(min=0)
     counts = sizes.prod(-1)
     out = torch.zeros(shape[0] * shape[1] * shape[2], device=device, dtype=dtype)
@@ -52,6 +47,30 @@ def voxelize(gaussians: SignedGaussians, geometry: ConeGeometry, region=None,
         flat = (local[:, 0] * shape[1] + local[:, 1]) * shape[2] + local[:, 2]
         out = out.index_add(0, flat, value)
     return out.reshape(shape)
+
+
+def grid_constants(geometry: ConeGeometry, device, dtype):
+    """``half``, ``spacing`` and ``offset``, each [3] in KJI order, such that the centre of voxel
+    (k, j, i) is ``(index - half) * spacing + offset`` in scene (z, y, x)."""
+    spacing = torch.tensor(geometry.dVoxel, device=device, dtype=dtype)
+    offset = torch.tensor(geometry.offOrigin, device=device, dtype=dtype)
+    half = (torch.tensor(geometry.nVoxel, device=device, dtype=dtype) - 1) / 2
+    return half, spacing, offset
+
+
+def voxel_boxes(means, radius, geometry: ConeGeometry, region):
+    """Per Gaussian (centres ``means`` [N, 3] scene x, y, z; bounding radii ``radius`` [N]), the
+    voxels inside its bounding sphere's box, clipped to ``region`` = (k0, j0, i0, k1, j1, i1):
+    half-open global KJI index bounds ``start``, ``stop`` (long [N, 3]; empty when
+    ``stop <= start`` on some axis)."""
+    half, spacing, offset = grid_constants(geometry, means.device, means.dtype)
+    centre = (means.flip(-1) - offset) / spacing + half  # [N, 3] k, j, i (fractional)
+    reach = radius[:, None] / spacing
+    lo = torch.tensor(region[:3], device=means.device)
+    hi = torch.tensor(region[3:], device=means.device)
+    start = torch.maximum(torch.ceil(centre - reach).long(), lo)
+    stop = torch.minimum(torch.floor(centre + reach).long() + 1, hi)
+    return start, stop
 
 
 def _chunks(counts):

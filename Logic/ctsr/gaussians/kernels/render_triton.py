@@ -41,19 +41,11 @@ from ...geometry import ConeGeometry
 from ..footprint import FOOTPRINT_SIGMAS, pixel_boxes
 from ..model import SignedGaussians
 from .binning import bin_boxes
+from .packing import pack_precisions, unpack_gradients
 
 #: Default tile (rows, columns) of one program; 16 x 16 = 256 rays.
 TILE = (16, 16)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
-#: Upper-triangle order of the packed precision: xx, xy, xz, yy, yz, zz.
-_TRIU = ([0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2])
-
-
-def unpack_gradients(grad: torch.Tensor):
-    """Split the kernels' per-Gaussian gradient rows [N, 10] (mean x, y, z; the six upper-triangle
-    precision entries in :data:`_TRIU` order; density) into the gradients of means [N, 3], the
-    symmetric precisions [N, 3, 3] and densities [N]."""
-    return grad[:, :3], grad[:, [3, 4, 5, 4, 6, 7, 5, 7, 8]].reshape(-1, 3, 3), grad[:, 9]
 
 
 @triton.jit
@@ -239,7 +231,7 @@ class _Launch:
 class _RenderFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, precision, density, launch: _Launch):
-        prec6 = precision[:, _TRIU[0], _TRIU[1]].contiguous()
+        prec6 = pack_precisions(precision)
         means, density = means.contiguous(), density.contiguous()
         out = torch.empty(launch.n_views, launch.n_v, launch.n_u, device=means.device, dtype=torch.float32)
         _render_forward[launch.grid()](launch.frames, launch.boxes, launch.items, launch.offsets,

@@ -26,8 +26,9 @@ import triton.language as tl
 from ...geometry import ConeGeometry
 from ..footprint import FOOTPRINT_SIGMAS
 from ..model import SignedGaussians
+from ..voxelize import grid_constants, voxel_boxes
 from .binning import bin_boxes
-from .render_triton import _TRIU, unpack_gradients
+from .packing import pack_precisions, unpack_gradients
 
 #: Default block side in voxels (8^3 = 512 voxels per program).
 BLOCK = 8
@@ -140,16 +141,11 @@ class _Launch:
         self.shape = tuple(int(h) - int(l) for l, h in zip(region[:3], region[3:]))
         self.block = int(block)
         self.blocks = tuple(-(-s // self.block) for s in self.shape)
-        spacing = torch.tensor(geometry.dVoxel, device=device, dtype=means.dtype)  # k, j, i
-        offset = torch.tensor(geometry.offOrigin, device=device, dtype=means.dtype)  # z, y, x
-        half = (torch.tensor(geometry.nVoxel, device=device, dtype=means.dtype) - 1) / 2
+        half, spacing, offset = grid_constants(geometry, device, means.dtype)
         self.geo = torch.cat([half, spacing, offset]).to(torch.float32).contiguous()
-        centre = (means.flip(-1) - offset) / spacing + half  # [N, 3] k, j, i (fractional)
-        reach = radius[:, None] / spacing
         lo = torch.tensor(self.lo, device=device)
-        hi = torch.tensor(region[3:], device=device)
-        first = torch.maximum(torch.ceil(centre - reach).long(), lo)
-        last = torch.minimum(torch.floor(centre + reach).long() + 1, hi) - 1
+        first, stop = voxel_boxes(means, radius, geometry, region)
+        last = stop - 1
         self.boxes = torch.stack([first, last], -1).reshape(-1, 6).to(torch.int32).contiguous()
         self.items, self.offsets = bin_boxes(first - lo, last - lo, (self.block,) * 3, self.shape)
         self.pairs = int((last - first + 1).clamp(min=0).prod(-1).sum())
@@ -164,7 +160,7 @@ class _Launch:
 class _VoxelizeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, precision, density, launch: _Launch):
-        prec6 = precision[:, _TRIU[0], _TRIU[1]].contiguous()
+        prec6 = pack_precisions(precision)
         means, density = means.contiguous(), density.contiguous()
         out = torch.empty(launch.shape, device=means.device, dtype=torch.float32)
         _voxelize_forward[launch.grid()](launch.geo, launch.boxes, launch.items, launch.offsets,

@@ -1,0 +1,210 @@
+"""CPU kernels (numba) of the exact line-integral renderer, forward and backward.
+
+The maths and the footprint boxes are those of :func:`ctsr.gaussians.render` (the torch
+reference) and of :mod:`.render_triton`: for a pixel's ray ``o + t r`` and a Gaussian
+(``rho``, mean ``m``, precision ``P``), ``d`` = the ray point closest to ``m`` minus ``m``,
+``a = r.P.r``, ``b = r.P.d``, ``c = d.P.d``, ``value = rho sqrt(2 pi / a) exp(-(c - b^2/a) / 2)``,
+summed over the Gaussians whose box (:func:`ctsr.gaussians.footprint.pixel_boxes`) holds the
+pixel; no other cut-off. Rays are built from the per-view frames as
+:meth:`ConeGeometry.rays` builds them.
+
+Why: the reference materializes every Gaussian-pixel pair as tensors and is memory-bound
+(about 1-2 M pairs/s on a CPU core); these loops keep each pair in registers.
+
+Precision and order: everything is computed and accumulated in float64 and the images are
+returned in the Gaussians' dtype. Forward: the work is split into (view, band of detector rows)
+tasks, and each pixel sums its Gaussians in increasing index; backward: one task per Gaussian,
+which sums its pixels in view, row, column order. Both are deterministic and independent of
+the number of threads.
+
+Gradients (as in :mod:`.render_triton`): with ``w = d - (b / a) r``,
+``dv/drho = sqrt(2 pi / a) exp(-q / 2)``, ``dv/dm = v P w``,
+``dv/dP = -(v / 2) (r r^T / a + w w^T)``; log-scales, quaternions and raw densities follow by
+torch autograd through :meth:`SignedGaussians.precisions` and :meth:`SignedGaussians.density`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+
+from ...geometry import ConeGeometry
+from ..footprint import FOOTPRINT_SIGMAS, pixel_boxes
+from ..model import SignedGaussians
+from .packing import pack_precisions, unpack_gradients
+
+_TWO_PI = 2.0 * math.pi
+
+
+def set_threads() -> int:
+    """Run the kernels on as many threads as torch uses (``torch.set_num_threads``), within
+    numba's pool; returns that number."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
+
+
+def as_float64(tensor: torch.Tensor) -> np.ndarray:
+    """A contiguous float64 NumPy view (or copy) of a CPU tensor, detached."""
+    return np.ascontiguousarray(tensor.detach().to(torch.float64).numpy())
+
+
+@numba.njit(inline="always")
+def _ray(frame, row, col, n_v, n_u, d_v, d_u, dso, cone):
+    """Origin and unit direction of the ray of pixel (row, col); ``frame`` = source (cone) or
+    direction stand-in, detector centre, e_u, e_v, toward-source (15 numbers)."""
+    u = (col - (n_u - 1) * 0.5) * d_u
+    v = (row - (n_v - 1) * 0.5) * d_v
+    px = frame[3] + u * frame[6] + v * frame[9]
+    py = frame[4] + u * frame[7] + v * frame[10]
+    pz = frame[5] + u * frame[8] + v * frame[11]
+    if cone:
+        ox, oy, oz = frame[0], frame[1], frame[2]
+        rx, ry, rz = px - ox, py - oy, pz - oz
+        norm = math.sqrt(rx * rx + ry * ry + rz * rz)
+        rx, ry, rz = rx / norm, ry / norm, rz / norm
+    else:
+        rx, ry, rz = -frame[12], -frame[13], -frame[14]
+        ox, oy, oz = px - dso * rx, py - dso * ry, pz - dso * rz
+    return ox, oy, oz, rx, ry, rz
+
+
+@numba.njit(inline="always")
+def _pair(ox, oy, oz, rx, ry, rz, mx, my, mz, pxx, pxy, pxz, pyy, pyz, pzz):
+    """The line-integral terms of one ray and one Gaussian: the shape (value / rho), ``b / a``,
+    ``w = d - (b / a) r`` and ``a``."""
+    t = (mx - ox) * rx + (my - oy) * ry + (mz - oz) * rz
+    dx, dy, dz = ox + t * rx - mx, oy + t * ry - my, oz + t * rz - mz
+    prx = pxx * rx + pxy * ry + pxz * rz
+    pry = pxy * rx + pyy * ry + pyz * rz
+    prz = pxz * rx + pyz * ry + pzz * rz
+    pdx = pxx * dx + pxy * dy + pxz * dz
+    pdy = pxy * dx + pyy * dy + pyz * dz
+    pdz = pxz * dx + pyz * dy + pzz * dz
+    a = rx * prx + ry * pry + rz * prz
+    b = dx * prx + dy * pry + dz * prz
+    c = dx * pdx + dy * pdy + dz * pdz
+    ratio = b / a
+    shape = math.sqrt(_TWO_PI / a) * math.exp(-0.5 * (c - b * ratio))
+    return shape, ratio, dx - ratio * rx, dy - ratio * ry, dz - ratio * rz, a
+
+
+@numba.njit(parallel=True, cache=True)
+def _forward(frames, boxes, means, prec6, density, n_v, n_u, d_v, d_u, dso, cone, bands, out):
+    n_views, n_gauss = boxes.shape[0], boxes.shape[1]
+    band = (n_v + bands - 1) // bands
+    for task in numba.prange(n_views * bands):
+        view = task // bands
+        first_row = (task % bands) * band
+        last_row = min(n_v, first_row + band) - 1
+        frame = frames[view]
+        for g in range(n_gauss):
+            row0 = max(boxes[view, g, 0], first_row)
+            row1 = min(boxes[view, g, 1], last_row)
+            col0, col1 = boxes[view, g, 2], boxes[view, g, 3]
+            if row1 < row0 or col1 < col0:
+                continue
+            mx, my, mz = means[g, 0], means[g, 1], means[g, 2]
+            p = prec6[g]
+            rho = density[g]
+            for row in range(row0, row1 + 1):
+                for col in range(col0, col1 + 1):
+                    ox, oy, oz, rx, ry, rz = _ray(frame, row, col, n_v, n_u, d_v, d_u, dso, cone)
+                    shape = _pair(ox, oy, oz, rx, ry, rz, mx, my, mz,
+                                  p[0], p[1], p[2], p[3], p[4], p[5])[0]
+                    out[view, row, col] += rho * shape
+
+
+@numba.njit(parallel=True, cache=True)
+def _backward(frames, boxes, means, prec6, density, grad_out, n_v, n_u, d_v, d_u, dso, cone, grad):
+    n_views, n_gauss = boxes.shape[0], boxes.shape[1]
+    for g in numba.prange(n_gauss):
+        mx, my, mz = means[g, 0], means[g, 1], means[g, 2]
+        p = prec6[g]
+        rho = density[g]
+        gmx = gmy = gmz = 0.0
+        gxx = gxy = gxz = gyy = gyz = gzz = 0.0
+        grho = 0.0
+        for view in range(n_views):
+            frame = frames[view]
+            for row in range(boxes[view, g, 0], boxes[view, g, 1] + 1):
+                for col in range(boxes[view, g, 2], boxes[view, g, 3] + 1):
+                    upstream = grad_out[view, row, col]
+                    if upstream == 0.0:
+                        continue
+                    ox, oy, oz, rx, ry, rz = _ray(frame, row, col, n_v, n_u, d_v, d_u, dso, cone)
+                    shape, ratio, wx, wy, wz, a = _pair(ox, oy, oz, rx, ry, rz, mx, my, mz,
+                                                        p[0], p[1], p[2], p[3], p[4], p[5])
+                    grho += upstream * shape
+                    gv = upstream * rho * shape
+                    gmx += gv * (p[0] * wx + p[1] * wy + p[2] * wz)
+                    gmy += gv * (p[1] * wx + p[3] * wy + p[4] * wz)
+                    gmz += gv * (p[2] * wx + p[4] * wy + p[5] * wz)
+                    h = -0.5 * gv
+                    ha = h / a
+                    gxx += ha * rx * rx + h * wx * wx
+                    gxy += ha * rx * ry + h * wx * wy
+                    gxz += ha * rx * rz + h * wx * wz
+                    gyy += ha * ry * ry + h * wy * wy
+                    gyz += ha * ry * rz + h * wy * wz
+                    gzz += ha * rz * rz + h * wz * wz
+        grad[g, 0], grad[g, 1], grad[g, 2] = gmx, gmy, gmz
+        grad[g, 3], grad[g, 4], grad[g, 5] = gxx, gxy, gxz
+        grad[g, 6], grad[g, 7], grad[g, 8] = gyy, gyz, gzz
+        grad[g, 9] = grho
+
+
+class _Launch:
+    """The non-differentiable part of one render call: the per-view frames and footprint boxes."""
+
+    def __init__(self, means, radius, geometry: ConeGeometry, views):
+        self.dtype = means.dtype
+        self.n_gauss = means.shape[0]
+        self.n_views = len(views)
+        self.n_v, self.n_u = geometry.nDetector
+        index = torch.as_tensor(views, dtype=torch.long)
+        frames = geometry.view_frames(None, torch.float64)
+        self.frames = torch.cat([t[index] for t in frames], -1).numpy()
+        boxes = torch.stack([torch.stack(pixel_boxes(means, radius, geometry, v), -1) for v in views])
+        self.boxes = boxes.numpy().astype(np.int64).reshape(self.n_views, self.n_gauss, 4)
+        (d_v, d_u) = geometry.dDetector
+        self.constants = (self.n_v, self.n_u, float(d_v), float(d_u), float(geometry.DSO),
+                          geometry.mode == "cone")
+
+
+class _RenderFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means, precision, density, launch: _Launch):
+        arrays = (as_float64(means), as_float64(pack_precisions(precision)), as_float64(density))
+        threads = set_threads()
+        bands = max(1, min(launch.n_v, -(-2 * threads // max(1, launch.n_views))))
+        out = np.zeros((launch.n_views, launch.n_v, launch.n_u))
+        _forward(launch.frames, launch.boxes, *arrays, *launch.constants, bands, out)
+        ctx.arrays = arrays
+        ctx.launch = launch
+        return torch.from_numpy(out).to(launch.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        launch = ctx.launch
+        set_threads()
+        grad = np.zeros((launch.n_gauss, 10))
+        _backward(launch.frames, launch.boxes, *ctx.arrays, as_float64(grad_out), *launch.constants, grad)
+        return unpack_gradients(torch.from_numpy(grad).to(launch.dtype)) + (None,)
+
+
+def render_numba(gaussians: SignedGaussians, geometry: ConeGeometry, views=None,
+                 sigmas: float = FOOTPRINT_SIGMAS) -> torch.Tensor:
+    """:func:`ctsr.gaussians.render` by the numba kernels (CPU tensors): projections
+    [len(views), nv, nu] in normalized intensity x scene units, differentiable in every
+    parameter."""
+    views = list(range(geometry.n_views)) if views is None else [int(v) for v in views]
+    means = gaussians.means
+    if means.device.type != "cpu":
+        raise ValueError(f"the numba renderer runs on CPU tensors, not {means.device}")
+    radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
+    launch = _Launch(means.detach(), radius, geometry, views)
+    return _RenderFunction.apply(means, gaussians.precisions(), gaussians.density(), launch)
