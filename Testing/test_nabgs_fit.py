@@ -87,3 +87,18 @@ def test_presets_and_bad_shapes():
     g = ConeGeometry.from_volume(Volume.from_spacing(np.zeros((8, 8, 8), np.float32)), n_views=2)
     with pytest.raises(ValueError):
         fit_residual(torch.zeros(3, 4, 4), torch.zeros(3, 4, 4), torch.zeros(8, 8, 8), g)
+
+
+def test_fit_ssim_loss_is_scikit_image_ssim():
+    from skimage.metrics import structural_similarity
+
+    from ctsr.gaussians.fit import _ssim, _ssim_window
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 30, 26, generator=gen, dtype=torch.float64)
+    b = (a + 0.2 * torch.randn(3, 30, 26, generator=gen, dtype=torch.float64)).clamp(0, 1)
+    ours = _ssim(a, b, _ssim_window(a.dtype, a.device), data_range=1.0)
+    theirs = np.mean([structural_similarity(x.numpy(), y.numpy(), data_range=1.0, gaussian_weights=True,
+                                            sigma=1.5, use_sample_covariance=False)
+                      for x, y in zip(a, b)])
+    assert abs(float(ours) - theirs) < 1e-6 and 0.1 < theirs < 0.95

@@ -1,11 +1,12 @@
 """Throughput of the signed-Gaussian renderer and voxelizer: Gaussian-pixel (and Gaussian-voxel)
-pairs per second, forward and forward+backward, torch reference vs Triton kernels.
+pairs per second, forward and forward+backward: the torch reference, the numba CPU kernels and
+the Triton GPU kernels.
 
     python benchmarks/kernels_bench.py   # writes benchmarks/kernels_bench.{json,md}
 
-Every device present is measured: the CPU (torch reference; the kernels run on CPU only in
-Triton's interpreter, which is a correctness tool, not a speed, so it is not timed) and, when
-CUDA is available, the GPU with both backends. A GPU that is absent is recorded as not measured.
+Every device present is measured: the CPU with the torch reference and the numba kernels (the
+Triton kernels run on CPU only in Triton's interpreter, a correctness tool, not a speed, so it
+is not timed) and, when CUDA is available, the GPU with the reference and Triton. A GPU that is absent is recorded as not measured.
 The case: Gaussians of about 1.5 voxels (128^3 grid, 2 scene units across), signed densities,
 a 128 x 128 cone-beam detector (4 views); voxelization of the whole 128^3 grid. The pair counts
 are those both backends evaluate (the footprint boxes). Median of ``REPEATS`` runs, seconds.
@@ -100,6 +101,8 @@ def device_name(device) -> str:
 def main() -> None:
     torch.set_num_threads(2)
     rows = [measure(torch.device("cpu"), "torch")]
+    if kernels.numba_available():
+        rows.append(measure(torch.device("cpu"), "numba"))
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
         rows.append(measure(gpu, "torch"))

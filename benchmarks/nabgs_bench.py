@@ -21,7 +21,8 @@ import torch
 from ctsr.baselines import upsample_interpolate
 from ctsr.degrade import simulate_lr
 from ctsr.geometry import ConeGeometry
-from ctsr.gaussians import SignedGaussians, render
+from ctsr.gaussians import SignedGaussians
+from ctsr.gaussians.kernels import numba_available, render, select_backend
 from ctsr.gaussians.fit import FitSettings, fit_residual
 from ctsr.gaussians.footprint import FOOTPRINT_SIGMAS, pixel_boxes
 from ctsr.io import read_volume
@@ -77,7 +78,7 @@ def _scores(out: Volume, truth: Volume) -> dict:
     return {"psnr": round(s["psnr"], 2), "ssim": round(s["ssim"], 4)}
 
 
-def throughput(n_gaussians=20000, size=64) -> dict:
+def throughput(backend: str, n_gaussians=20000, size=64) -> dict:
     volume = Volume.from_spacing(np.zeros((size,) * 3, np.float32), (1.5,) * 3)
     g = ConeGeometry.from_volume(volume, n_views=100)
     gen = torch.Generator().manual_seed(0)
@@ -92,8 +93,9 @@ def throughput(n_gaussians=20000, size=64) -> dict:
     for v in views:
         r0, r1, c0, c1 = pixel_boxes(G.means.detach(), radius, g, v)
         pairs += int(((r1 - r0 + 1).clamp(min=0) * (c1 - c0 + 1).clamp(min=0)).sum())
+    render(G, g, views[:1], backend=backend)  # warm-up (loads or compiles the numba kernels)
     t = time.monotonic()
-    image = render(G, g, views)
+    image = render(G, g, views, backend=backend)
     forward = time.monotonic() - t
     t = time.monotonic()
     image.square().sum().backward()
@@ -115,28 +117,40 @@ def main():
     settings = FitSettings.preset("fast", iterations=args.iterations, init_gaussians=args.gaussians,
                                   max_gaussians=2 * args.gaussians)
     results = {"settings": settings.__dict__, "size": args.size, "views": args.views,
-               "throughput": throughput(), "cases": []}
-    for name, label in CROPS.items():
-        if not (DATA / name).exists():
-            raise SystemExit(f"missing {DATA / name}: the benchmark needs ../shared/data")
-        hr = centre_crop(read_volume(DATA / name), args.size)
-        for scale in args.scales:
+               "backend": select_backend("cpu"),
+               "throughput": {backend: throughput(backend) for backend in ("torch", "numba")
+                              if backend != "numba" or numba_available()}, "cases": []}
+    missing = [name for name in CROPS if not (DATA / name).exists()]
+    if missing:
+        raise SystemExit(f"missing {DATA / missing[0]}: the benchmark needs ../shared/data")
+    crops = {label: centre_crop(read_volume(DATA / name), args.size) for name, label in CROPS.items()}
+    for scale in args.scales:  # scale by scale, so the x2 rows of every crop come first
+        for label, hr in crops.items():
             rows = run_case(hr, scale, settings, args.views)
             results["cases"].append({"volume": label, "scale": scale, "rows": rows})
             print(json.dumps(results["cases"][-1]), flush=True)
+            write(results, args)  # after every case, so a long run leaves what it finished
+
+
+def write(results: dict, args) -> None:
+    """benchmarks/nabgs.json and benchmarks/nabgs.md from the cases run so far."""
     (HERE / "nabgs.json").write_text(json.dumps(results, indent=1, default=str))
     lines = [f"Crops {args.size}^3 (centre), {args.views} cone-beam views, fast fit settings with "
              f"{args.iterations} iterations and {args.gaussians} initial Gaussians, {args.threads} CPU "
-             f"threads.", "", f"Command: python benchmarks/nabgs_bench.py --size {args.size} --iterations "
-             f"{args.iterations} --views {args.views} --gaussians {args.gaussians}", "",
-             "| volume | scale | method | PSNR dB | SSIM | seconds | Gaussians |", "|---|---|---|---|---|---|---|"]
+             f"threads, {results['backend']} renderer.", "", f"Command: python benchmarks/nabgs_bench.py "
+             f"--size {args.size} --scales {' '.join(map(str, args.scales))} --iterations {args.iterations} "
+             f"--views {args.views} --gaussians {args.gaussians}", "",
+             "| volume | scale | method | PSNR dB | SSIM | seconds | Gaussians | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for case in results["cases"]:
         for row in case["rows"]:
             lines.append(f"| {case['volume']} | x{case['scale']} | {row['method']} | {row['psnr']} | "
-                         f"{row['ssim']} | {row['seconds']} | {row.get('gaussians', '')} |")
-    tp = results["throughput"]
-    lines += ["", f"Renderer (CPU): {tp['pairs']:,} Gaussian-pixel pairs; forward "
-                  f"{tp['forward_pairs_per_s']:,} pairs/s, backward {tp['backward_pairs_per_s']:,} pairs/s."]
+                         f"{row['ssim']} | {row['seconds']} | {row.get('gaussians', '')} | "
+                         f"{row.get('peak_rss_mb', '')} |")
+    lines += ["", "Renderer throughput on this CPU (Gaussian-pixel pairs per second, forward / backward):"]
+    for name, tp in results["throughput"].items():
+        lines.append(f"- {name}: {tp['forward_pairs_per_s']:,} / {tp['backward_pairs_per_s']:,} "
+                     f"({tp['pairs']:,} pairs)")
     (HERE / "nabgs.md").write_text("\n".join(lines) + "\n")
 
 
