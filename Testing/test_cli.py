@@ -37,6 +37,19 @@ def test_simulate_upsample_evaluate_chain(tmp_path, oblique_sample):
     assert 25 < scores["psnr"] < 60 and 0.5 < scores["ssim"] < 1.0
 
 
+def test_evaluate_of_identical_volumes_is_strict_json(tmp_path, sample):
+    """Identical volumes have an infinite PSNR: null in JSON (never the non-standard Infinity)."""
+    path = write_volume(sample, tmp_path / "same.nrrd")
+    run = ctsr("evaluate", path, path, "--json")
+    assert run.returncode == 0, run.stderr
+    scores = json.loads(run.stdout, parse_constant=lambda name: pytest.fail(f"non-JSON {name}"))
+    assert scores["psnr"] is None and scores["ssim"] == pytest.approx(1.0)
+    run = ctsr("evaluate", path, path, "--json-progress")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1], parse_constant=lambda name: pytest.fail(name))
+    assert result["event"] == "result" and result["psnr"] is None
+
+
 def test_upsample_with_no_flags_runs_the_default_zero_shot_preset(tmp_path, sample):
     """`ctsr upsample LR OUT --scale 2` runs the default method and reports the LR residual."""
     from ctsr.degrade import simulate_lr

@@ -9,14 +9,13 @@ output file.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from pathlib import Path
 
 from . import __version__
 from .errors import Cancelled, UserError
-from .progress import JsonLinesProgress, Progress, SilentProgress, TerminalProgress
+from .progress import JsonLinesProgress, Progress, SilentProgress, TerminalProgress, to_json
 
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY = 0, 1, 2, 3, 4
 
@@ -152,7 +151,7 @@ def _run_evaluate(args, progress: Progress) -> dict:
     progress.update("evaluate", 1.0, "done")
     progress.close()
     if args.json:
-        print(json.dumps(scores))
+        print(to_json(scores))  # PSNR of identical volumes: null
     else:
         print(f"PSNR {scores['psnr']:.2f} dB  SSIM {scores['ssim']:.4f}  "
               f"(window {args.window[0]:g} to {args.window[1]:g} HU)")

@@ -22,6 +22,7 @@ makes the next :meth:`Progress.update` or :meth:`Progress.check` raise :class:`C
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
@@ -136,17 +137,33 @@ class JsonLinesProgress(Progress):
         self._lock = threading.Lock()
 
     def emit(self, event):
-        line = json.dumps(event, allow_nan=False, default=_jsonable)
+        line = to_json(event)
         with self._lock:
             self._stream.write(line + "\n")
             self._stream.flush()
 
 
+def to_json(value) -> str:
+    """Strict JSON of ``value``: NumPy and torch scalars and arrays as numbers and lists, and
+    infinite or NaN floats (the PSNR of identical volumes) as ``null``."""
+    return json.dumps(_finite(value), allow_nan=False, default=_jsonable)
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _jsonable(value):
     if hasattr(value, "item"):
-        return value.item()
+        return _finite(value.item())
     if hasattr(value, "tolist"):
-        return value.tolist()
+        return _finite(value.tolist())
     return str(value)
 
 
