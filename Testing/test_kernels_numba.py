@@ -81,15 +81,16 @@ def test_backward_passes_gradcheck(mode):
     geo = geometry(mode)
     g = random_gaussians(4, seed=5, reach=0.4)
     inputs = (g.means, g.precisions().detach().requires_grad_(True), g.density().detach().requires_grad_(True))
-    from ctsr.gaussians.kernels.render_numba import _Launch as RenderLaunch, _RenderFunction
-    from ctsr.gaussians.kernels.voxelize_numba import _Launch as VoxelLaunch, _VoxelizeFunction
+    from ctsr.gaussians.kernels.numba_function import KernelFunction
+    from ctsr.gaussians.kernels.render_numba import _Launch as RenderLaunch
+    from ctsr.gaussians.kernels.voxelize_numba import _Launch as VoxelLaunch
     radius = 3.5 * g.log_scales.detach().amax(-1).exp()
     render_launch = RenderLaunch(g.means.detach(), radius, geo, [1, 2])
     voxel_launch = VoxelLaunch(g.means.detach(), radius, geo, (0, 0, 0, *geo.nVoxel))
     # precisions perturbed symmetrically: the kernels read the upper triangle only
     symmetric = lambda f, launch: (lambda m, p, d: f(m, (p + p.transpose(1, 2)) / 2, d, launch))
-    assert torch.autograd.gradcheck(symmetric(_RenderFunction.apply, render_launch), inputs, atol=1e-7)
-    assert torch.autograd.gradcheck(symmetric(_VoxelizeFunction.apply, voxel_launch), inputs, atol=1e-7)
+    assert torch.autograd.gradcheck(symmetric(KernelFunction.apply, render_launch), inputs, atol=1e-7)
+    assert torch.autograd.gradcheck(symmetric(KernelFunction.apply, voxel_launch), inputs, atol=1e-7)
 
 
 def test_results_do_not_depend_on_the_thread_count():

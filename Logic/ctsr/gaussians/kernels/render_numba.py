@@ -34,22 +34,9 @@ import torch
 from ...geometry import ConeGeometry
 from ..footprint import FOOTPRINT_SIGMAS, pixel_boxes
 from ..model import SignedGaussians
-from .packing import pack_precisions, unpack_gradients
+from .numba_function import KernelFunction
 
 _TWO_PI = 2.0 * math.pi
-
-
-def set_threads() -> int:
-    """Run the kernels on as many threads as torch uses (``torch.set_num_threads``), within
-    numba's pool; returns that number."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
-    return threads
-
-
-def as_float64(tensor: torch.Tensor) -> np.ndarray:
-    """A contiguous float64 NumPy view (or copy) of a CPU tensor, detached."""
-    return np.ascontiguousarray(tensor.detach().to(torch.float64).numpy())
 
 
 @numba.njit(inline="always")
@@ -125,9 +112,7 @@ def _backward(frames, boxes, means, prec6, density, grad_out, n_v, n_u, d_v, d_u
         mx, my, mz = means[g, 0], means[g, 1], means[g, 2]
         p = prec6[g]
         rho = density[g]
-        gmx = gmy = gmz = 0.0
-        gxx = gxy = gxz = gyy = gyz = gzz = 0.0
-        grho = 0.0
+        acc = grad[g]  # this task's own row: mean x, y, z; P xx, xy, xz, yy, yz, zz; rho
         for view in range(n_views):
             frame = frames[view]
             for row in range(boxes[view, g, 0], boxes[view, g, 1] + 1):
@@ -138,62 +123,44 @@ def _backward(frames, boxes, means, prec6, density, grad_out, n_v, n_u, d_v, d_u
                     ox, oy, oz, rx, ry, rz = _ray(frame, row, col, n_v, n_u, d_v, d_u, dso, cone)
                     shape, ratio, wx, wy, wz, a = _pair(ox, oy, oz, rx, ry, rz, mx, my, mz,
                                                         p[0], p[1], p[2], p[3], p[4], p[5])
-                    grho += upstream * shape
+                    acc[9] += upstream * shape
                     gv = upstream * rho * shape
-                    gmx += gv * (p[0] * wx + p[1] * wy + p[2] * wz)
-                    gmy += gv * (p[1] * wx + p[3] * wy + p[4] * wz)
-                    gmz += gv * (p[2] * wx + p[4] * wy + p[5] * wz)
+                    acc[0] += gv * (p[0] * wx + p[1] * wy + p[2] * wz)
+                    acc[1] += gv * (p[1] * wx + p[3] * wy + p[4] * wz)
+                    acc[2] += gv * (p[2] * wx + p[4] * wy + p[5] * wz)
                     h = -0.5 * gv
                     ha = h / a
-                    gxx += ha * rx * rx + h * wx * wx
-                    gxy += ha * rx * ry + h * wx * wy
-                    gxz += ha * rx * rz + h * wx * wz
-                    gyy += ha * ry * ry + h * wy * wy
-                    gyz += ha * ry * rz + h * wy * wz
-                    gzz += ha * rz * rz + h * wz * wz
-        grad[g, 0], grad[g, 1], grad[g, 2] = gmx, gmy, gmz
-        grad[g, 3], grad[g, 4], grad[g, 5] = gxx, gxy, gxz
-        grad[g, 6], grad[g, 7], grad[g, 8] = gyy, gyz, gzz
-        grad[g, 9] = grho
+                    acc[3] += ha * rx * rx + h * wx * wx
+                    acc[4] += ha * rx * ry + h * wx * wy
+                    acc[5] += ha * rx * rz + h * wx * wz
+                    acc[6] += ha * ry * ry + h * wy * wy
+                    acc[7] += ha * ry * rz + h * wy * wz
+                    acc[8] += ha * rz * rz + h * wz * wz
 
 
 class _Launch:
     """The non-differentiable part of one render call: the per-view frames and footprint boxes."""
 
     def __init__(self, means, radius, geometry: ConeGeometry, views):
-        self.dtype = means.dtype
-        self.n_gauss = means.shape[0]
         self.n_views = len(views)
         self.n_v, self.n_u = geometry.nDetector
         index = torch.as_tensor(views, dtype=torch.long)
         frames = geometry.view_frames(None, torch.float64)
         self.frames = torch.cat([t[index] for t in frames], -1).numpy()
         boxes = torch.stack([torch.stack(pixel_boxes(means, radius, geometry, v), -1) for v in views])
-        self.boxes = boxes.numpy().astype(np.int64).reshape(self.n_views, self.n_gauss, 4)
+        self.boxes = boxes.numpy().astype(np.int64).reshape(self.n_views, means.shape[0], 4)
         (d_v, d_u) = geometry.dDetector
         self.constants = (self.n_v, self.n_u, float(d_v), float(d_u), float(geometry.DSO),
                           geometry.mode == "cone")
 
+    def run_forward(self, means, prec6, density):
+        bands = max(1, min(self.n_v, -(-2 * numba.get_num_threads() // max(1, self.n_views))))
+        out = np.zeros((self.n_views, self.n_v, self.n_u))
+        _forward(self.frames, self.boxes, means, prec6, density, *self.constants, bands, out)
+        return out
 
-class _RenderFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, means, precision, density, launch: _Launch):
-        arrays = (as_float64(means), as_float64(pack_precisions(precision)), as_float64(density))
-        threads = set_threads()
-        bands = max(1, min(launch.n_v, -(-2 * threads // max(1, launch.n_views))))
-        out = np.zeros((launch.n_views, launch.n_v, launch.n_u))
-        _forward(launch.frames, launch.boxes, *arrays, *launch.constants, bands, out)
-        ctx.arrays = arrays
-        ctx.launch = launch
-        return torch.from_numpy(out).to(launch.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        launch = ctx.launch
-        set_threads()
-        grad = np.zeros((launch.n_gauss, 10))
-        _backward(launch.frames, launch.boxes, *ctx.arrays, as_float64(grad_out), *launch.constants, grad)
-        return unpack_gradients(torch.from_numpy(grad).to(launch.dtype)) + (None,)
+    def run_backward(self, means, prec6, density, grad_out, grad):
+        _backward(self.frames, self.boxes, means, prec6, density, grad_out, *self.constants, grad)
 
 
 def render_numba(gaussians: SignedGaussians, geometry: ConeGeometry, views=None,
@@ -207,4 +174,4 @@ def render_numba(gaussians: SignedGaussians, geometry: ConeGeometry, views=None,
         raise ValueError(f"the numba renderer runs on CPU tensors, not {means.device}")
     radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
     launch = _Launch(means.detach(), radius, geometry, views)
-    return _RenderFunction.apply(means, gaussians.precisions(), gaussians.density(), launch)
+    return KernelFunction.apply(means, gaussians.precisions(), gaussians.density(), launch)

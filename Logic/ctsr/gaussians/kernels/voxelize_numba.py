@@ -24,8 +24,7 @@ from ...geometry import ConeGeometry
 from ..footprint import FOOTPRINT_SIGMAS
 from ..model import SignedGaussians
 from ..voxelize import grid_constants, voxel_boxes
-from .packing import pack_precisions, unpack_gradients
-from .render_numba import as_float64, set_threads
+from .numba_function import KernelFunction
 
 
 @numba.njit(inline="always")
@@ -72,9 +71,7 @@ def _backward(grid, start, stop, lo, means, prec6, density, grad_out, grad):
         mx, my, mz = means[g, 0], means[g, 1], means[g, 2]
         p = prec6[g]
         rho = density[g]
-        gmx = gmy = gmz = 0.0
-        gxx = gxy = gxz = gyy = gyz = gzz = 0.0
-        grho = 0.0
+        acc = grad[g]  # this task's own row: mean x, y, z; P xx, xy, xz, yy, yz, zz; rho
         for k in range(start[g, 0], stop[g, 0]):
             for j in range(start[g, 1], stop[g, 1]):
                 for i in range(start[g, 2], stop[g, 2]):
@@ -83,56 +80,38 @@ def _backward(grid, start, stop, lo, means, prec6, density, grad_out, grad):
                         continue
                     dx, dy, dz = _offset(grid, k, j, i, mx, my, mz)
                     shape = math.exp(-0.5 * _quadratic(p, dx, dy, dz))
-                    grho += upstream * shape
+                    acc[9] += upstream * shape
                     gv = upstream * rho * shape
-                    gmx += gv * (p[0] * dx + p[1] * dy + p[2] * dz)
-                    gmy += gv * (p[1] * dx + p[3] * dy + p[4] * dz)
-                    gmz += gv * (p[2] * dx + p[4] * dy + p[5] * dz)
+                    acc[0] += gv * (p[0] * dx + p[1] * dy + p[2] * dz)
+                    acc[1] += gv * (p[1] * dx + p[3] * dy + p[4] * dz)
+                    acc[2] += gv * (p[2] * dx + p[4] * dy + p[5] * dz)
                     h = -0.5 * gv
-                    gxx += h * dx * dx
-                    gxy += h * dx * dy
-                    gxz += h * dx * dz
-                    gyy += h * dy * dy
-                    gyz += h * dy * dz
-                    gzz += h * dz * dz
-        grad[g, 0], grad[g, 1], grad[g, 2] = gmx, gmy, gmz
-        grad[g, 3], grad[g, 4], grad[g, 5] = gxx, gxy, gxz
-        grad[g, 6], grad[g, 7], grad[g, 8] = gyy, gyz, gzz
-        grad[g, 9] = grho
+                    acc[3] += h * dx * dx
+                    acc[4] += h * dx * dy
+                    acc[5] += h * dx * dz
+                    acc[6] += h * dy * dy
+                    acc[7] += h * dy * dz
+                    acc[8] += h * dz * dz
 
 
 class _Launch:
     """The non-differentiable part of one voxelize call: grid constants and voxel boxes."""
 
     def __init__(self, means, radius, geometry: ConeGeometry, region):
-        self.dtype = means.dtype
-        self.n_gauss = means.shape[0]
         self.lo = np.asarray(region[:3], dtype=np.int64)
         self.shape = tuple(int(h) - int(l) for l, h in zip(region[:3], region[3:]))
         self.grid = torch.cat(grid_constants(geometry, None, torch.float64)).numpy()
         start, stop = voxel_boxes(means, radius, geometry, region)  # the reference's boxes
         self.start, self.stop = start.numpy(), stop.numpy()
 
+    def run_forward(self, means, prec6, density):
+        slabs = max(1, min(self.shape[0], 4 * numba.get_num_threads()))
+        out = np.zeros(self.shape)
+        _forward(self.grid, self.start, self.stop, self.lo, means, prec6, density, slabs, out)
+        return out
 
-class _VoxelizeFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, means, precision, density, launch: _Launch):
-        arrays = (as_float64(means), as_float64(pack_precisions(precision)), as_float64(density))
-        slabs = max(1, min(launch.shape[0], 4 * set_threads()))
-        out = np.zeros(launch.shape)
-        _forward(launch.grid, launch.start, launch.stop, launch.lo, *arrays, slabs, out)
-        ctx.arrays = arrays
-        ctx.launch = launch
-        return torch.from_numpy(out).to(launch.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        launch = ctx.launch
-        set_threads()
-        grad = np.zeros((launch.n_gauss, 10))
-        _backward(launch.grid, launch.start, launch.stop, launch.lo, *ctx.arrays,
-                  as_float64(grad_out), grad)
-        return unpack_gradients(torch.from_numpy(grad).to(launch.dtype)) + (None,)
+    def run_backward(self, means, prec6, density, grad_out, grad):
+        _backward(self.grid, self.start, self.stop, self.lo, means, prec6, density, grad_out, grad)
 
 
 def voxelize_numba(gaussians: SignedGaussians, geometry: ConeGeometry, region=None,
@@ -145,4 +124,4 @@ def voxelize_numba(gaussians: SignedGaussians, geometry: ConeGeometry, region=No
     region = (0, 0, 0, *geometry.nVoxel) if region is None else tuple(int(r) for r in region)
     radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
     launch = _Launch(means.detach(), radius, geometry, region)
-    return _VoxelizeFunction.apply(means, gaussians.precisions(), gaussians.density(), launch)
+    return KernelFunction.apply(means, gaussians.precisions(), gaussians.density(), launch)
