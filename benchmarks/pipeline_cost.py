@@ -4,6 +4,8 @@ machine's CPU threads (or the GPU when one is present).
 
     python benchmarks/pipeline_cost.py [--size 128] [--fit fast standard] [--views 72] [--threads 2]
 
+A run keeps, in its output, the rows of the other fit settings from an earlier run with the
+same size, views and device.
 The input is the central ``size``^3 crop of the chest CTA in ../shared/data, degraded to LR by
 :func:`ctsr.degrade.simulate_lr`; the pipeline runs with no prior (the target is the consistent
 ``P_up``, as in the ``standard`` preset), so the time is that of projecting, fitting and
@@ -87,9 +89,15 @@ def main():
         print(json.dumps(rows[-1]), flush=True)
     result = {"size": args.size, "scale": 2, "views": args.views, "device": device,
               "cubic": {"psnr": round(cubic["psnr"], 2), "ssim": round(cubic["ssim"], 4)}, "rows": rows}
-    (HERE / "pipeline_cost.json").write_text(json.dumps(result, indent=1) + "\n")
+    path = HERE / "pipeline_cost.json"
+    if path.exists():  # keep the rows of other fit settings measured in the same conditions
+        earlier = json.loads(path.read_text())
+        if all(earlier.get(k) == result[k] for k in ("size", "views", "device")):
+            done = {r["fit"] for r in rows}
+            rows[:0] = [r for r in earlier["rows"] if r["fit"] not in done]
+    path.write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Pipeline cost: {args.size}^3 HR output at x2 ({device})", "",
-             f"Command: `python benchmarks/pipeline_cost.py --size {args.size} --fit {' '.join(args.fit)} "
+             f"Command: `python benchmarks/pipeline_cost.py --size {args.size} --fit {' '.join(r['fit'] for r in rows)} "
              f"--views {args.views} --threads {args.threads}`. Chest CTA crop; no prior (target = "
              f"consistent P_up); {args.views} views; final consistency step on. Cubic: "
              f"{result['cubic']['psnr']} dB / {result['cubic']['ssim']}.", "",
