@@ -7,7 +7,8 @@ footprint boxes, so the same Gaussian-pixel (and Gaussian-voxel) pairs are summe
 - ``"torch"``: :func:`ctsr.gaussians.render` and :func:`ctsr.gaussians.voxelize`, the reference
   (CPU and CUDA, the oracle of the kernels' tests);
 - ``"numba"``: CPU loops (:mod:`.render_numba`, :mod:`.voxelize_numba`), float64 inside,
-  deterministic; about 30x the reference's pair rate on a CPU core (``benchmarks/kernels_bench.py``);
+  deterministic; 8x (render) to 20x (voxelize) the reference's pair rate on 2 CPU cores
+  (``benchmarks/kernels_bench.md``);
 - ``"triton"``: tile-binned GPU kernels (:mod:`.render_triton`, :mod:`.voxelize_triton`);
   float32 only.
 
