@@ -9,7 +9,7 @@ pixel; no other cut-off. Rays are built from the per-view frames as
 :meth:`ConeGeometry.rays` builds them.
 
 Why: the reference materializes every Gaussian-pixel pair as tensors and is memory-bound
-(about 1-2 M pairs/s on a CPU core); these loops keep each pair in registers.
+(benchmarks/kernels_bench.md); these loops keep each pair in registers.
 
 Precision and order: everything is computed and accumulated in float64 and the images are
 returned in the Gaussians' dtype. Forward: the work is split into (view, band of detector rows)
