@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ctsr.gaussians import SignedGaussians, render, voxelize
+from ctsr.gaussians.footprint import bounding_radius
 from ctsr.gaussians.kernels import numba_available
 from ctsr.geometry import ConeGeometry
 
@@ -84,7 +85,7 @@ def test_backward_passes_gradcheck(mode):
     from ctsr.gaussians.kernels.numba_function import KernelFunction
     from ctsr.gaussians.kernels.render_numba import _Launch as RenderLaunch
     from ctsr.gaussians.kernels.voxelize_numba import _Launch as VoxelLaunch
-    radius = 3.5 * g.log_scales.detach().amax(-1).exp()
+    radius = bounding_radius(g)
     render_launch = RenderLaunch(g.means.detach(), radius, geo, [1, 2])
     voxel_launch = VoxelLaunch(g.means.detach(), radius, geo, (0, 0, 0, *geo.nVoxel))
     # precisions perturbed symmetrically: the kernels read the upper triangle only

@@ -24,7 +24,7 @@ from ctsr.geometry import ConeGeometry
 from ctsr.gaussians import SignedGaussians
 from ctsr.gaussians.kernels import numba_available, render, select_backend
 from ctsr.gaussians.fit import FitSettings, fit_residual
-from ctsr.gaussians.footprint import FOOTPRINT_SIGMAS, pixel_boxes
+from ctsr.gaussians.footprint import bounding_radius, view_boxes
 from ctsr.io import read_volume
 from ctsr.metrics import DEFAULT_WINDOW, evaluate, normalize
 from ctsr.pipeline import consistent_p_up, detector_binning, scan_geometries
@@ -88,11 +88,9 @@ def throughput(backend: str, n_gaussians=20000, size=64) -> dict:
     for p in G.parameters():
         p.requires_grad_(True)
     views = list(range(0, 100, 25))
-    radius = FOOTPRINT_SIGMAS * G.log_scales.detach().amax(-1).exp()
-    pairs = 0
-    for v in views:
-        r0, r1, c0, c1 = pixel_boxes(G.means.detach(), radius, g, v)
-        pairs += int(((r1 - r0 + 1).clamp(min=0) * (c1 - c0 + 1).clamp(min=0)).sum())
+    boxes = view_boxes(G.means.detach(), bounding_radius(G), g, views)
+    rows, cols = boxes[..., 1] - boxes[..., 0] + 1, boxes[..., 3] - boxes[..., 2] + 1
+    pairs = int((rows.clamp(min=0) * cols.clamp(min=0)).sum())
     render(G, g, views[:1], backend=backend)  # warm-up (loads or compiles the numba kernels)
     t = time.monotonic()
     image = render(G, g, views, backend=backend)

@@ -17,6 +17,18 @@ from ..geometry import ConeGeometry
 FOOTPRINT_SIGMAS = 3.5
 
 
+def bounding_radius(gaussians, sigmas: float = FOOTPRINT_SIGMAS) -> torch.Tensor:
+    """Radius [N] (scene units, detached) of each Gaussian's bounding sphere: ``sigmas`` times
+    its largest standard deviation."""
+    return sigmas * gaussians.log_scales.detach().amax(-1).exp()
+
+
+def view_boxes(means, radius, geometry: ConeGeometry, views) -> torch.Tensor:
+    """:func:`pixel_boxes` for several views, stacked: long [len(views), N, 4] holding
+    (row0, row1, col0, col1) per view and Gaussian."""
+    return torch.stack([torch.stack(pixel_boxes(means, radius, geometry, v), -1) for v in views])
+
+
 def pixel_boxes(means, radius, geometry: ConeGeometry, view: int):
     """Inclusive pixel ranges (row0, row1, col0, col1) [N] each, of the Gaussians with centres
     ``means`` [N, 3] and bounding radii ``radius`` [N] (scene units) in ``view``; empty boxes

@@ -18,7 +18,7 @@ import math
 import torch
 
 from ..geometry import ConeGeometry
-from .footprint import FOOTPRINT_SIGMAS, enumerate_boxes, pixel_boxes
+from .footprint import FOOTPRINT_SIGMAS, bounding_radius, enumerate_boxes, pixel_boxes
 from .model import SignedGaussians
 
 
@@ -29,7 +29,7 @@ def render(gaussians: SignedGaussians, geometry: ConeGeometry, views=None,
     means = gaussians.means
     density = gaussians.density()
     precision = gaussians.precisions()
-    radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
+    radius = bounding_radius(gaussians, sigmas)
     origin, direction = geometry.rays(list(views), means.device, means.dtype)
     n_v, n_u = geometry.nDetector
     p6 = _six(precision)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..geometry import ConeGeometry
-from .footprint import FOOTPRINT_SIGMAS, enumerate_boxes
+from .footprint import FOOTPRINT_SIGMAS, bounding_radius, enumerate_boxes
 from .model import SignedGaussians
 from .render import _quad, _six
 
@@ -30,7 +30,7 @@ def voxelize(gaussians: SignedGaussians, geometry: ConeGeometry, region=None,
     lo = torch.tensor(region[:3], device=device)
     shape = tuple(int(h - l) for l, h in zip(region[:3], region[3:]))
     half, spacing, offset = grid_constants(geometry, device, dtype)
-    radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
+    radius = bounding_radius(gaussians, sigmas)
     start, stop = voxel_boxes(means.detach(), radius, geometry, region)
     sizes = (stop - start).clamp(min=0)
     counts = sizes.prod(-1)

@@ -10,12 +10,10 @@ import torch
 from .packing import pack_precisions, unpack_gradients
 
 
-def set_threads() -> int:
+def set_threads() -> None:
     """Run the kernels on as many threads as torch uses (``torch.set_num_threads``), within
-    numba's pool; returns that number."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
-    return threads
+    numba's pool (launches read it back with ``numba.get_num_threads()``)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
 def as_float64(tensor: torch.Tensor) -> np.ndarray:

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from ...geometry import ConeGeometry
-from ..footprint import FOOTPRINT_SIGMAS, pixel_boxes
+from ..footprint import FOOTPRINT_SIGMAS, bounding_radius, view_boxes
 from ..model import SignedGaussians
 from .numba_function import KernelFunction
+from .packing import pack_frames
 
 _TWO_PI = 2.0 * math.pi
 
@@ -144,11 +145,8 @@ class _Launch:
     def __init__(self, means, radius, geometry: ConeGeometry, views):
         self.n_views = len(views)
         self.n_v, self.n_u = geometry.nDetector
-        index = torch.as_tensor(views, dtype=torch.long)
-        frames = geometry.view_frames(None, torch.float64)
-        self.frames = torch.cat([t[index] for t in frames], -1).numpy()
-        boxes = torch.stack([torch.stack(pixel_boxes(means, radius, geometry, v), -1) for v in views])
-        self.boxes = boxes.numpy().astype(np.int64).reshape(self.n_views, means.shape[0], 4)
+        self.frames = pack_frames(geometry, views).numpy()
+        self.boxes = view_boxes(means, radius, geometry, views).numpy()  # int64 [V, N, 4]
         (d_v, d_u) = geometry.dDetector
         self.constants = (self.n_v, self.n_u, float(d_v), float(d_u), float(geometry.DSO),
                           geometry.mode == "cone")
@@ -172,6 +170,6 @@ def render_numba(gaussians: SignedGaussians, geometry: ConeGeometry, views=None,
     means = gaussians.means
     if means.device.type != "cpu":
         raise ValueError(f"the numba renderer runs on CPU tensors, not {means.device}")
-    radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
+    radius = bounding_radius(gaussians, sigmas)
     launch = _Launch(means.detach(), radius, geometry, views)
     return KernelFunction.apply(means, gaussians.precisions(), gaussians.density(), launch)

@@ -38,10 +38,10 @@ import triton
 import triton.language as tl
 
 from ...geometry import ConeGeometry
-from ..footprint import FOOTPRINT_SIGMAS, pixel_boxes
+from ..footprint import FOOTPRINT_SIGMAS, bounding_radius, view_boxes
 from ..model import SignedGaussians
 from .binning import bin_boxes
-from .packing import pack_precisions, unpack_gradients
+from .packing import pack_frames, pack_precisions, unpack_gradients
 
 #: Default tile (rows, columns) of one program; 16 x 16 = 256 rays.
 TILE = (16, 16)
@@ -203,10 +203,8 @@ class _Launch:
         self.tile = tuple(int(t) for t in tile)
         self.tiles_v = -(-self.n_v // self.tile[0])
         self.tiles_u = -(-self.n_u // self.tile[1])
-        index = torch.as_tensor(views, device=device, dtype=torch.long)
-        frames = geometry.view_frames(device, torch.float64)
-        self.frames = torch.cat([t[index] for t in frames], -1).to(torch.float32).contiguous()
-        boxes = torch.stack([torch.stack(pixel_boxes(means, radius, geometry, v), -1) for v in views])
+        self.frames = pack_frames(geometry, views, device).to(torch.float32).contiguous()
+        boxes = view_boxes(means, radius, geometry, views)
         self.boxes = boxes.to(torch.int32).contiguous()  # [V, N, 4]: row0, row1, col0, col1
         view_col = torch.arange(self.n_views, device=device).repeat_interleave(self.n_gauss)
         flat = boxes.reshape(-1, 4)
@@ -259,7 +257,7 @@ def render_triton(gaussians: SignedGaussians, geometry: ConeGeometry, views=None
     means = gaussians.means
     if means.dtype != torch.float32:
         raise ValueError(f"the Triton renderer needs float32 Gaussians, got {means.dtype}")
-    radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
+    radius = bounding_radius(gaussians, sigmas)
     launch = _Launch(means.detach(), radius, geometry, views, tile)
     return _RenderFunction.apply(means, gaussians.precisions(), gaussians.density(), launch)
 
@@ -268,5 +266,5 @@ def render_pairs(gaussians: SignedGaussians, geometry: ConeGeometry, views=None,
                  sigmas: float = FOOTPRINT_SIGMAS) -> int:
     """The number of Gaussian-pixel pairs a render evaluates (both backends), for throughput."""
     views = list(range(geometry.n_views)) if views is None else [int(v) for v in views]
-    radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
+    radius = bounding_radius(gaussians, sigmas)
     return _Launch(gaussians.means.detach(), radius, geometry, views, TILE).pairs

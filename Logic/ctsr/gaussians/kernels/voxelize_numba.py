@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ...geometry import ConeGeometry
-from ..footprint import FOOTPRINT_SIGMAS
+from ..footprint import FOOTPRINT_SIGMAS, bounding_radius
 from ..model import SignedGaussians
 from ..voxelize import grid_constants, voxel_boxes
 from .numba_function import KernelFunction
@@ -122,6 +122,6 @@ def voxelize_numba(gaussians: SignedGaussians, geometry: ConeGeometry, region=No
     if means.device.type != "cpu":
         raise ValueError(f"the numba voxelizer runs on CPU tensors, not {means.device}")
     region = (0, 0, 0, *geometry.nVoxel) if region is None else tuple(int(r) for r in region)
-    radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
+    radius = bounding_radius(gaussians, sigmas)
     launch = _Launch(means.detach(), radius, geometry, region)
     return KernelFunction.apply(means, gaussians.precisions(), gaussians.density(), launch)

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from ...geometry import ConeGeometry
-from ..footprint import FOOTPRINT_SIGMAS
+from ..footprint import FOOTPRINT_SIGMAS, bounding_radius
 from ..model import SignedGaussians
 from ..voxelize import grid_constants, voxel_boxes
 from .binning import bin_boxes
@@ -188,7 +188,7 @@ def voxelize_triton(gaussians: SignedGaussians, geometry: ConeGeometry, region=N
     if means.dtype != torch.float32:
         raise ValueError(f"the Triton voxelizer needs float32 Gaussians, got {means.dtype}")
     region = (0, 0, 0, *geometry.nVoxel) if region is None else tuple(int(r) for r in region)
-    radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
+    radius = bounding_radius(gaussians, sigmas)
     launch = _Launch(means.detach(), radius, geometry, region, block)
     return _VoxelizeFunction.apply(means, gaussians.precisions(), gaussians.density(), launch)
 
@@ -197,5 +197,5 @@ def voxelize_pairs(gaussians: SignedGaussians, geometry: ConeGeometry, region=No
                    sigmas: float = FOOTPRINT_SIGMAS) -> int:
     """The number of Gaussian-voxel pairs a voxelization evaluates (both backends)."""
     region = (0, 0, 0, *geometry.nVoxel) if region is None else tuple(int(r) for r in region)
-    radius = sigmas * gaussians.log_scales.detach().amax(-1).exp()
+    radius = bounding_radius(gaussians, sigmas)
     return _Launch(gaussians.means.detach(), radius, geometry, region, BLOCK).pairs
