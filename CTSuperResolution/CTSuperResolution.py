@@ -128,6 +128,8 @@ class CTSuperResolutionParameterNode:
     node to fill; empty makes a new one named <input>_SRx<scale>. roi - a markups ROI: only
     that box is processed (empty: the whole volume). uncertaintyRuns - 0 (off) or K >= 2 runs
     whose voxelwise standard deviation becomes a second volume <output>_uncertainty.
+    lrModel - how the input was made (engine grammar, e.g. "box,noise:15"); empty: from
+    DICOM SliceThickness, then estimated.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -138,6 +140,7 @@ class CTSuperResolutionParameterNode:
     outputVolume: Optional[vtkMRMLScalarVolumeNode] = None
     roi: Optional[vtkMRMLMarkupsROINode] = None
     uncertaintyRuns: Annotated[int, WithinRange(0, 16)] = 0
+    lrModel: str = ""
 
 
 #
@@ -241,7 +244,7 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._job = self.logic.process(
                 p.inputVolume, p.outputVolume, scale=p.scale, method=p.method, device=p.device,
                 throughPlaneOnly=p.throughPlaneOnly, roi=p.roi, uncertainty=p.uncertaintyRuns,
-                wait=False, progressCallback=self._onEvent)
+                lrModel=p.lrModel, wait=False, progressCallback=self._onEvent)
         except UserError as error:
             slicer.util.errorDisplay(str(error))
             return

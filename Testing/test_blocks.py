@@ -4,7 +4,7 @@ import pytest
 
 from ctsr.baselines import upsample_interpolate
 from ctsr.blocks import axis_blocks, upsample_in_blocks
-from ctsr.degrade import simulate_lr
+from ctsr.lrmodel import simulate_lr
 from ctsr.memory import available_ram_bytes, format_bytes
 from ctsr.metrics import evaluate, normalize, psnr
 

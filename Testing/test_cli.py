@@ -52,7 +52,7 @@ def test_evaluate_of_identical_volumes_is_strict_json(tmp_path, sample):
 
 def test_upsample_with_no_flags_runs_the_default_zero_shot_preset(tmp_path, sample):
     """`ctsr upsample LR OUT --scale 2` runs the default method and reports the LR residual."""
-    from ctsr.degrade import simulate_lr
+    from ctsr.lrmodel import simulate_lr
     from ctsr.upsampling import DEFAULT_METHOD
 
     lr_path = write_volume(simulate_lr(sample, (2, 2, 2)), tmp_path / "lr.nrrd")
@@ -109,7 +109,15 @@ def test_demo_writes_the_volume_and_the_montage(tmp_path):
     sample = read_volume(sample_volume_path())
     assert hr.shape_ijk == tuple(2 * n for n in sample.shape_ijk)
     png = sitk.ReadImage(str(tmp_path / "demo" / "montage.png"))
-    # columns input | output, rows axial | coronal | sagittal, each panel 128 px, 4 px gaps
-    assert (png.GetWidth(), png.GetHeight()) == (2 * 128 + 4, 3 * 128 + 2 * 4)
+    # columns input | output, rows axial | coronal | sagittal, each panel 128 px, 4 px gaps,
+    # a 14 px strip of column titles above and one with the window below
+    assert (png.GetWidth(), png.GetHeight()) == (2 * 128 + 4, 3 * 128 + 2 * 4 + 2 * 14)
     pixels = sitk.GetArrayFromImage(png)
-    assert pixels.std() > 20  # real anatomy, not a blank image
+    assert pixels[14:-14].std() > 20  # real anatomy, not a blank image
+    titles, footer = pixels[:14], pixels[-14:]
+    assert titles[:, :128].max() > 200 and titles[:, 132:].max() > 200 and footer.max() > 200  # text
+    # No overshoot: the output stays within the input's HU range widened by the stated margin.
+    from ctsr.fidelity import hu_bounds
+
+    low, high = hu_bounds(sample)
+    assert low - 1e-3 <= hr.array.min() and hr.array.max() <= high + 1e-3

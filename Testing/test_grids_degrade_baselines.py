@@ -6,10 +6,10 @@ import SimpleITK as sitk
 
 from conftest import require_shared_data
 from ctsr.baselines import upsample_interpolate
-from ctsr.degrade import simulate_lr
 from ctsr.errors import UserError
 from ctsr.grids import format_scale, hr_grid, lr_grid, parse_scale
 from ctsr.io import image_from_volume, read_volume
+from ctsr.lrmodel import simulate_lr
 from ctsr.metrics import normalize, psnr
 from ctsr.volume import Volume
 

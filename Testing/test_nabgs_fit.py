@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from ctsr.baselines import upsample_interpolate
-from ctsr.degrade import simulate_lr
 from ctsr.errors import Cancelled
-from ctsr.geometry import ConeGeometry
 from ctsr.gaussians.fit import FitSettings, fit_residual
+from ctsr.geometry import ConeGeometry
 from ctsr.io import read_volume
+from ctsr.lrmodel import simulate_lr
 from ctsr.metrics import normalize, psnr
 from ctsr.progress import CallbackProgress
 from ctsr.projector import forward_project

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from ctsr.blocks import upsample_in_blocks
-from ctsr.degrade import simulate_lr
+from ctsr.fidelity import enforce_lr_consistency
 from ctsr.errors import Cancelled
 from ctsr.gaussians.fit import FitSettings
 from ctsr.gaussians.kernels import numba_available
 from ctsr.grids import hr_grid
+from ctsr.lrmodel import PAPER, simulate_lr
 from ctsr.metrics import evaluate, normalize, psnr
 from ctsr.pipeline import PRESETS, Preset, super_resolve
 from ctsr.progress import CallbackProgress
@@ -22,7 +23,7 @@ from ctsr.volume import Volume
 TINY = Preset("tiny", n_views=8, prior_steps=2,
               fit=FitSettings(iterations=6, init_gaussians=400, max_gaussians=800, densify_from=2,
                               densify_every=2, tv_crop=8),
-              consistency=4)
+              consistency=True)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def lr(hr):
 
 def test_output_grid_progress_and_determinism(lr):
     events = []
-    out, info = super_resolve(lr, (2, 2, 2), TINY, device="cpu", seed=3, progress=CallbackProgress(events.append))
+    out, info = super_resolve(lr, (2, 2, 2), TINY, PAPER, device="cpu", seed=3, progress=CallbackProgress(events.append))
     matrix, shape = hr_grid(lr.ijk_to_ras, lr.shape_ijk, (2, 2, 2))
     assert out.shape_ijk == shape and np.allclose(out.ijk_to_ras, matrix)
     assert np.isfinite(out.array).all()
@@ -51,7 +52,7 @@ def test_output_grid_progress_and_determinism(lr):
     assert info["render_backend"] == cpu_backend
     assert any(f"{cpu_backend} renderer" in e.get("message", "") for e in events if e["event"] == "log")
     assert info["lr_residual"]["rms_hu"] < 30.0
-    again, _ = super_resolve(lr, (2, 2, 2), TINY, device="cpu", seed=3)
+    again, _ = super_resolve(lr, (2, 2, 2), TINY, PAPER, device="cpu", seed=3)
     np.testing.assert_array_equal(out.array, again.array)
 
 
@@ -61,7 +62,7 @@ def test_cancel_stops_the_fit(lr):
             raise Cancelled("user pressed cancel")
 
     with pytest.raises(Cancelled):
-        super_resolve(lr, (2, 2, 2), TINY, device="cpu", progress=CallbackProgress(cancel_in_fit))
+        super_resolve(lr, (2, 2, 2), TINY, PAPER, device="cpu", progress=CallbackProgress(cancel_in_fit))
 
 
 def test_prior_path_runs_with_a_diffusion_model(lr):
@@ -69,7 +70,7 @@ def test_prior_path_runs_with_a_diffusion_model(lr):
 
     torch.manual_seed(0)
     prior = Prior.from_unet(make_unet("tiny", sample_size=32))
-    out, info = super_resolve(lr, (2, 2, 2), TINY, prior=prior, device="cpu")
+    out, info = super_resolve(lr, (2, 2, 2), TINY, PAPER, prior=prior, device="cpu")
     assert info["target"].startswith("diffusion prior") and 0 <= info["prior_steps_mean"] <= TINY.prior_steps
     assert np.isfinite(out.array).all()
 
@@ -78,9 +79,10 @@ def test_blocked_and_whole_runs_agree(lr, hr):
     """The same small volume in one piece and in 4 overlapping blocks: their PSNRs against the
     truth agree to 0.1 dB, and the blend leaves no seam (the two outputs are close everywhere)."""
     preset = replace(TINY, prior_steps=0, fit=replace(TINY.fit, iterations=3))
-    run = lambda piece, progress: super_resolve(piece, (2, 2, 2), preset, device="cpu", progress=progress)[0]
+    run = lambda piece, progress: super_resolve(piece, (2, 2, 2), preset, PAPER, device="cpu", progress=progress)[0]
     whole = run(lr, CallbackProgress(lambda e: None))
     blocked = upsample_in_blocks(lr, (2, 2, 2), run, (16, 10, 10), overlap=4)
+    blocked, _ = enforce_lr_consistency(blocked, lr, (2, 2, 2), PAPER)  # as ctsr.upsampling does on the blend
     assert blocked.same_grid(whole)
     assert abs(evaluate(blocked, hr)["psnr"] - evaluate(whole, hr)["psnr"]) < 0.1
     assert psnr(normalize(blocked.array), normalize(whole.array)) > 40.0

@@ -1,42 +1,58 @@
-"""Properties of the projection degradation operators (A = block mean, A_pinv = replicate)."""
+"""Properties of the projection degradation operators: ``A`` (the LR model's detector
+binning; the block mean as the paper's special case) and its pseudo-inverse."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from ctsr.prior.operators import (bicubic, from_model_range, minmax_bounds, normalize_image, pool,
-                                  project_to_range, to_model_range, unpool)
+from ctsr.lrmodel import LRModel, Profile
+from ctsr.prior.operators import (DetectorBinning, bicubic, from_model_range, minmax_bounds, normalize_image,
+                                  project_to_range, to_model_range)
 
 SCALES = [(2, 2), (4, 4), (8, 8), (1, 4), (4, 1), (3, 2)]
+OPERATORS = [DetectorBinning.average(s) for s in SCALES] + [
+    DetectorBinning(Profile("gauss", 1.0), Profile("gauss", 0.5), (2, 2)),
+    DetectorBinning(Profile("slab", 5.0), Profile("box"), (4, 1), (1.25, 0.7)),
+    DetectorBinning.from_lr_model(LRModel.parse("xy=gauss:1.5,z=slab:3mm"), (4, 2), (1.0, 0.8)),
+]
 
 
 @pytest.mark.parametrize("scale", SCALES)
-def test_pinv_is_right_inverse_and_adjoint_up_to_block_size(scale):
+def test_average_binning_is_average_pooling_and_its_pinv_replicates(scale):
     g = torch.Generator().manual_seed(1)
     sy, sx = scale
     x = torch.randn(3, 1, 8 * sy, 8 * sx, generator=g, dtype=torch.float64)
     y = torch.randn(3, 1, 8, 8, generator=g, dtype=torch.float64)
-    assert torch.allclose(pool(unpool(y, scale), scale), y)
-    # A^T = A_pinv / (sy * sx): <A x, y> == <x, A^T y>
-    assert torch.allclose((pool(x, scale) * y).sum(), (x * unpool(y, scale)).sum() / (sy * sx))
-    # A_pinv A is an orthogonal projection: idempotent and symmetric
-    p = lambda v: unpool(pool(v, scale), scale)
-    assert torch.allclose(p(p(x)), p(x))
+    a = DetectorBinning.average(scale)
+    assert torch.allclose(a(x), F.avg_pool2d(x, scale, scale))
+    assert torch.allclose(a.pinv(y), y.repeat_interleave(sy, -2).repeat_interleave(sx, -1))
+
+
+@pytest.mark.parametrize("operator", OPERATORS, ids=repr)
+def test_pinv_is_right_inverse_and_a_pinv_a_is_an_orthogonal_projection(operator):
+    g = torch.Generator().manual_seed(1)
+    sy, sx = operator.scale
+    x = torch.randn(3, 1, 8 * sy, 8 * sx, generator=g, dtype=torch.float64)
+    y = torch.randn(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    assert torch.allclose(operator(operator.pinv(y)), y, atol=1e-8)
+    p = lambda v: operator.pinv(operator(v))
+    assert torch.allclose(p(p(x)), p(x), atol=1e-8)
     z = torch.randn(x.shape, generator=g, dtype=torch.float64)
     assert torch.allclose((p(x) * z).sum(), (x * p(z)).sum())
 
 
-@pytest.mark.parametrize("scale", SCALES)
-def test_range_projection_matches_target_and_keeps_null_space(scale):
+@pytest.mark.parametrize("operator", OPERATORS, ids=repr)
+def test_range_projection_matches_target_and_keeps_null_space(operator):
     g = torch.Generator().manual_seed(2)
-    sy, sx = scale
+    sy, sx = operator.scale
     x = torch.randn(2, 1, 4 * sy, 4 * sx, generator=g, dtype=torch.float64)
     target = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64)
-    out = project_to_range(x, target, scale)
-    assert torch.allclose(pool(out, scale), target)
-    null = lambda v: v - unpool(pool(v, scale), scale)
-    assert torch.allclose(null(out), null(x))
-    half = project_to_range(x, target, scale, weight=0.5)
-    assert torch.allclose(pool(half, scale), (pool(x, scale) + target) / 2)
+    out = project_to_range(x, target, operator)
+    assert torch.allclose(operator(out), target, atol=1e-8)
+    null = lambda v: v - operator.pinv(operator(v))
+    assert torch.allclose(null(out), null(x), atol=1e-8)
+    half = project_to_range(x, target, operator, weight=0.5)
+    assert torch.allclose(operator(half), (operator(x) + target) / 2, atol=1e-8)
 
 
 def test_normalization_round_trip_and_range():

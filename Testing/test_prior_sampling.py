@@ -12,7 +12,7 @@ from diffusers import UNet2DModel
 
 from ctsr.prior import Prior, consistent_init, upsample_projections
 from ctsr.prior.model import make_scheduler
-from ctsr.prior.operators import pool
+from ctsr.prior.operators import DetectorBinning
 from ctsr.prior.sampling import _ddnm_plus_weights, ddim_timesteps
 
 
@@ -39,8 +39,21 @@ def test_output_block_means_equal_lr(prior, scale):
     lr = _lr(3, 4, 4)
     out = upsample_projections(prior, lr, scale, steps=4, pas=True)
     assert out.images.shape == (3, 1, 4 * scale[0], 4 * scale[1])
-    err = (pool(out.images, scale) - lr).abs().max() / (lr.max() - lr.min())
+    err = (DetectorBinning.average(scale)(out.images) - lr).abs().max() / (lr.max() - lr.min())
     assert err < 1e-3
+
+
+def test_output_lies_in_the_matched_range_space(prior):
+    """With the LR model's binning (blur + binning), A(output) == y for that A, not for the
+    block mean."""
+    from ctsr.lrmodel import Profile
+
+    operator = DetectorBinning(Profile("gauss", 1.0), Profile("slab", 2.0), (2, 2), (1.0, 0.5))
+    lr = _lr(2, 8, 8, seed=4)
+    out = upsample_projections(prior, lr, operator, steps=4, pas=True)
+    spread = lr.max() - lr.min()
+    assert (operator(out.images) - lr).abs().max() / spread < 1e-3
+    assert (DetectorBinning.average((2, 2))(out.images) - lr).abs().max() / spread > 1e-2
 
 
 def test_pas_never_runs_more_steps_than_full(prior):
@@ -73,7 +86,7 @@ def test_batching_does_not_change_per_projection_consistency(prior):
     lr = _lr(5, 8, 8)
     res = upsample_projections(prior, lr, (2, 2), steps=3, batch_size=2)
     assert res.images.shape[0] == 5 and res.steps.shape == (5,)
-    assert (pool(res.images, (2, 2)) - lr).abs().max() / 50 < 1e-3
+    assert (DetectorBinning.average((2, 2))(res.images) - lr).abs().max() / 50 < 1e-3
 
 
 def test_uncertainty_over_samples(prior):
@@ -87,7 +100,7 @@ def test_range_target_init_matches_block_means_of_init(prior):
     lr = _lr(2, 8, 8)
     init = _lr(2, 16, 16, seed=5)
     res = upsample_projections(prior, lr, (2, 2), steps=3, init=init, range_target="init")
-    assert (pool(res.images, (2, 2)) - pool(init, (2, 2))).abs().max() / 50 < 1e-3
+    assert (DetectorBinning.average((2, 2))(res.images) - DetectorBinning.average((2, 2))(init)).abs().max() / 50 < 1e-3
 
 
 def test_bad_arguments_are_user_errors(prior):
@@ -134,7 +147,7 @@ def test_oracle_denoiser_recovers_the_truth(pas):
     g = torch.Generator().manual_seed(4)
     truth = torch.rand(2, 1, 16, 16, generator=g) * 2 - 1
     truth[:, :, 0, 0], truth[:, :, -1, -1] = -1.0, 1.0  # its own min-max range: [-1, 1]
-    lr = pool(truth, (4, 4))
+    lr = DetectorBinning.average((4, 4))(truth)
     # the sampler normalizes by the LR min/max: give it an init that carries the true range
     init = truth.clone()
     abar = make_scheduler().alphas_cumprod.to(torch.float64)

@@ -240,6 +240,11 @@ def test_provenance_attributes_flatten_the_residual_and_replace_an_earlier_run(s
     node = add_node(scene, crop)
     nodes.set_provenance(node, {"method": "fast", "lr_residual": {"rms_hu": 5.25, "relative": 0.0171}})
     assert nodes.provenance(node) == {"method": "fast", "lrResidualHU": "5.25", "lrResidualRelative": "0.0171"}
+    nodes.set_provenance(node, {"method": "fast", "lr_residual": {"rms_hu": 5.25, "relative": 0.0171, "noise_hu": 5.1},
+                                "lr_model": {"model": "box,noise:5.1", "source": {"x": "given", "noise": "estimated"}}})
+    assert nodes.provenance(node) == {"method": "fast", "lrResidualHU": "5.25", "lrResidualRelative": "0.0171",
+                                      "lrNoiseHU": "5.1", "lrModel": "box,noise:5.1",
+                                      "lrModelSource": "x: given; noise: estimated"}
     nodes.set_provenance(node, {"method": "cubic"})
     assert nodes.provenance(node) == {"method": "cubic"}
 

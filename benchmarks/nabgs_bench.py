@@ -19,17 +19,17 @@ import numpy as np
 import torch
 
 from ctsr.baselines import upsample_interpolate
-from ctsr.degrade import simulate_lr
-from ctsr.geometry import ConeGeometry
 from ctsr.gaussians import SignedGaussians
-from ctsr.gaussians.kernels import numba_available, render, select_backend
 from ctsr.gaussians.fit import FitSettings, fit_residual
 from ctsr.gaussians.footprint import bounding_radius, view_boxes
+from ctsr.gaussians.kernels import numba_available, render, select_backend
+from ctsr.geometry import ConeGeometry
 from ctsr.io import read_volume
+from ctsr.lrmodel import simulate_lr
 from ctsr.metrics import DEFAULT_WINDOW, evaluate, normalize
 from ctsr.pipeline import consistent_p_up, detector_binning, scan_geometries
-from ctsr.roi import Roi, crop_to_roi
 from ctsr.projector import forward_project
+from ctsr.roi import Roi, crop_to_roi
 from ctsr.volume import Volume
 
 HERE = Path(__file__).resolve().parent

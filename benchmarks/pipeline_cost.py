@@ -22,16 +22,15 @@ import time
 from pathlib import Path
 
 import torch
+from nabgs_bench import DATA, centre_crop
 
 from ctsr.baselines import upsample_interpolate
-from ctsr.degrade import simulate_lr
 from ctsr.gaussians.fit import FitSettings
 from ctsr.io import read_volume
+from ctsr.lrmodel import PAPER, simulate_lr
 from ctsr.metrics import evaluate
 from ctsr.pipeline import Preset, super_resolve
 from ctsr.progress import CallbackProgress
-
-from nabgs_bench import DATA, centre_crop
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,9 +76,9 @@ def main():
     rows = []
     for name in args.fit:
         settings = FitSettings.preset(name)
-        preset = Preset(f"{name} fit", n_views=args.views, prior_steps=0, fit=settings, consistency=12)
+        preset = Preset(f"{name} fit", n_views=args.views, prior_steps=0, fit=settings, consistency=True)
         clock = StageClock()
-        out, info = super_resolve(lr, (2, 2, 2), preset, progress=CallbackProgress(clock))
+        out, info = super_resolve(lr, (2, 2, 2), preset, PAPER, progress=CallbackProgress(clock))
         total = clock.total()
         scores = evaluate(out, hr)
         rows.append({"fit": name, "iterations": settings.iterations, "gaussians": info["gaussians"],

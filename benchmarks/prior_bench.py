@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from ctsr.baselines import upsample_interpolate
-from ctsr.degrade import simulate_lr
 from ctsr.geometry import ConeGeometry
 from ctsr.io import read_volume
+from ctsr.lrmodel import simulate_lr
 from ctsr.metrics import normalize, psnr, ssim_along_axis
 from ctsr.prior import consistent_init, load_prior, upsample_projections
-from ctsr.prior.operators import bicubic, pool
+from ctsr.prior.operators import DetectorBinning, bicubic
 from ctsr.projector import forward_project
 from ctsr.resources import sample_volume_path
 
@@ -72,7 +72,7 @@ def run_scale(hr, s: int, prior, args) -> list[dict]:
         {"method": "P_up", **score(p_up, truth)},
         {"method": "consistent P_up", **score(consistent_init(p_up, y, (s, s)), truth)},
     ]
-    mismatch = float((pool(p_up, (s, s)) - y).norm() / y.norm())
+    mismatch = float((DetectorBinning.average((s, s))(p_up) - y).norm() / y.norm())
     runs = [("DDNM (from noise)", dict(pas=False)),
             (f"DDNM+PAS {args.pas_thresholds[0]:g}, no init", dict(pas_threshold=args.pas_thresholds[0]))]
     for threshold in args.pas_thresholds:

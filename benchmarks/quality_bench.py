@@ -1,8 +1,10 @@
-"""Quality benchmark of the whole product (issue 7): real CT crops, simulated LR, every method.
+"""Quality benchmark of the whole product (issue 7): real CT crops, the paper's LR, every method.
 
 For each real CT of ../shared/data/ct (an HR crop of at least 96^3 voxels) and each scale
-(x2, x4, through-plane 1x1x4), the LR input is made by ``ctsr simulate-lr``'s operator, then
-super-resolved by: trilinear, cubic, cubic + the data-consistency step, NAB-GS without prior,
+(x2, x4, through-plane 1x1x4), the LR input is made by the paper's operator (``gauss:1``, no
+noise: a gain here is a gain on that simulation only; benchmarks/degradation_bench.py measures
+other LR models), then super-resolved by: trilinear, cubic, cubic + the data-consistency step
+given that operator, NAB-GS without prior,
 the zero-shot presets, and the oracle (NAB-GS fitted to the true HR projections: the ceiling).
 Each run happens in a fresh process so that its wall time and peak memory (max RSS) are its
 own. Writes benchmarks/quality.json, benchmarks/quality.md and PNG montages
@@ -58,8 +60,8 @@ def run_one(case: str, scale_name: str, method: str, work: Path) -> dict:
     import torch
 
     from ctsr.baselines import upsample_interpolate
-    from ctsr.degrade import simulate_lr
     from ctsr.fidelity import enforce_lr_consistency, lr_residual
+    from ctsr.lrmodel import PAPER, simulate_lr
     from ctsr.io import write_volume
     from ctsr.metrics import evaluate
     from ctsr.pipeline import PRESETS, super_resolve
@@ -72,10 +74,9 @@ def run_one(case: str, scale_name: str, method: str, work: Path) -> dict:
     start = time.monotonic()
     info = {}
     if method == "cubic+dc":
-        out = enforce_lr_consistency(upsample_interpolate(lr, scale, "cubic"), lr, scale,
-                                     iterations=PRESETS["standard"].consistency)
+        out, _ = enforce_lr_consistency(upsample_interpolate(lr, scale, "cubic"), lr, scale, PAPER)
     elif method == "oracle":
-        out, info = super_resolve(lr, scale, PRESETS["standard"], oracle=hr, device="cpu")
+        out, info = super_resolve(lr, scale, PRESETS["standard"], PAPER, oracle=hr, device="cpu")
     else:
         result = upsample(lr, scale, method, device="cpu")
         out, info = result.volume, result.provenance
@@ -85,12 +86,12 @@ def run_one(case: str, scale_name: str, method: str, work: Path) -> dict:
     return {"case": case, "scale": scale_name, "method": method, "psnr": round(scores["psnr"], 3),
             "ssim": round(scores["ssim"], 4), "seconds": round(seconds, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "gaussians": info.get("gaussians"), "lr_residual_hu": lr_residual(out, lr, scale)["rms_hu"],
+            "gaussians": info.get("gaussians"), "lr_residual_hu": lr_residual(out, lr, scale, PAPER)["rms_hu"],
             "target": info.get("target")}
 
 
 def montage(case: str, scale_name: str, method: str, work: Path) -> Path:
-    from ctsr.degrade import simulate_lr
+    from ctsr.lrmodel import simulate_lr
     from ctsr.io import read_volume
     from ctsr.montage import write_montage
 

@@ -250,7 +250,7 @@ class CTSuperResolutionLogicBase:
 
     def process(self, inputVolume, outputVolume=None, scale=2, method=DEFAULT_METHOD,
                 device="auto", wait=True, progressCallback=None, throughPlaneOnly=False,
-                seed=0, options=None, timeout=None, roi=None, uncertainty=0):
+                seed=0, options=None, timeout=None, roi=None, uncertainty=0, lrModel=None):
         """Super-resolve ``inputVolume`` (a scalar volume node, HU).
 
         :param outputVolume: node to fill; ``None`` makes a new node ``<input>_SRx<scale>``.
@@ -270,10 +270,15 @@ class CTSuperResolutionLogicBase:
         :param uncertainty: 0, or K >= 2 runs with seeds ``seed .. seed + K - 1`` of a zero-shot
             method: the voxelwise standard deviation (HU) is loaded as a second node
             ``<output>_uncertainty`` with a colour map (``job.uncertaintyVolume``).
+        :param lrModel: how the input was made (the engine's ``--lr-model`` grammar, e.g.
+            ``"box,noise:15"``); empty or None: the z profile from the DICOM database's
+            SliceThickness when the node was loaded from DICOM, the rest estimated.
 
         The output node carries the provenance as ``CTSuperResolution.*`` attributes, with the
         LR residual (how far the output, degraded like the input, is from it) as
-        ``CTSuperResolution.lrResidualHU`` and ``CTSuperResolution.lrResidualRelative``.
+        ``CTSuperResolution.lrResidualHU`` and ``CTSuperResolution.lrResidualRelative``, the
+        LR model used as ``CTSuperResolution.lrModel`` (where each part came from:
+        ``CTSuperResolution.lrModelSource``) and its noise as ``CTSuperResolution.lrNoiseHU``.
         """
         nodes.check_input_node(inputVolume)
         if outputVolume is not None and outputVolume is inputVolume:
@@ -285,6 +290,11 @@ class CTSuperResolutionLogicBase:
         engineRoi = as_engine_roi(roi, inputVolume)
         if engineRoi is not None:
             options["roi"] = engineRoi
+        if lrModel:
+            options["lr_model"] = str(lrModel)
+        thickness = nodes.dicom_slice_thickness(inputVolume)
+        if thickness is not None:
+            options["slice_thickness_mm"] = thickness
         self.ensureDependencies()
         job = SuperResolutionJob(inputVolume, outputVolume, fullScale, method, device, seed,
                                  options, progressCallback, self.moduleDir)

@@ -77,8 +77,9 @@ def match_display(source, target) -> None:
 
 def set_provenance(node, provenance: dict) -> None:
     """Record how the node was made as attributes ``CTSuperResolution.<key>`` (strings),
-    replacing those of an earlier run. The LR residual (``{"rms_hu", "relative"}``) becomes
-    ``CTSuperResolution.lrResidualHU`` and ``CTSuperResolution.lrResidualRelative``."""
+    replacing those of an earlier run. The LR residual (``{"rms_hu", "relative", "noise_hu"}``)
+    becomes ``CTSuperResolution.lrResidualHU``, ``.lrResidualRelative`` and ``.lrNoiseHU``;
+    the LR model (``{"model", "source"}``) ``.lrModel`` and ``.lrModelSource``."""
     for name in list(node.GetAttributeNames() or ()):
         if name.startswith(ATTRIBUTE_PREFIX):
             node.RemoveAttribute(name)
@@ -86,8 +87,30 @@ def set_provenance(node, provenance: dict) -> None:
         if key == "lr_residual" and isinstance(value, dict):
             node.SetAttribute(ATTRIBUTE_PREFIX + "lrResidualHU", str(value.get("rms_hu")))
             node.SetAttribute(ATTRIBUTE_PREFIX + "lrResidualRelative", str(value.get("relative")))
+            if value.get("noise_hu") is not None:
+                node.SetAttribute(ATTRIBUTE_PREFIX + "lrNoiseHU", str(value["noise_hu"]))
+        elif key == "lr_model" and isinstance(value, dict):
+            node.SetAttribute(ATTRIBUTE_PREFIX + "lrModel", str(value.get("model")))
+            node.SetAttribute(ATTRIBUTE_PREFIX + "lrModelSource",
+                              "; ".join(f"{k}: {v}" for k, v in (value.get("source") or {}).items()))
         else:
             node.SetAttribute(ATTRIBUTE_PREFIX + key, str(value))
+
+
+def dicom_slice_thickness(node, database=None) -> float | None:
+    """SliceThickness (0018,0050, mm) of the DICOM series ``node`` was loaded from (its
+    ``DICOM.instanceUIDs`` attribute, looked up in ``database``, by default Slicer's DICOM
+    database); None when the node did not come from DICOM or the tag is missing."""
+    uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    if database is None:
+        database = getattr(slicer, "dicomDatabase", None)
+    if not uids or database is None:
+        return None
+    try:
+        value = database.fileValue(database.fileForInstance(uids[0]), "0018,0050")
+        return float(value) if value and float(value) > 0 else None
+    except (ValueError, TypeError):
+        return None
 
 
 def provenance(node) -> dict:

@@ -33,6 +33,10 @@ def _window(parser: argparse.ArgumentParser) -> None:
                         default=[-1024.0, 3071.0], help="HU window (default -1024 3071)")
 
 
+def _lr_model(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--lr-model", metavar="MODEL", help=text + " (README, 'The LR model')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .upsampling import DEFAULT_METHOD, METHODS
 
@@ -53,13 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the voxelwise std over K runs with different seeds (OUT_uncertainty.*)")
     p.add_argument("--prior", help="prior model folder for the zero-shot presets (default: the shipped "
                                    "model), or 'none' for no prior")
+    _lr_model(p, "how the input was made (default: DICOM SliceThickness for z, then estimated from the "
+                 "input); e.g. gauss:1, box, z=slab:5mm, noise:15, joined by commas")
     _common(p)
     p.set_defaults(run=_run_upsample)
 
-    p = commands.add_parser("simulate-lr", help="degrade an HR volume (smoothing + windowed sinc)")
+    p = commands.add_parser("simulate-lr", help="degrade an HR volume with an LR model")
     p.add_argument("input", type=Path, help="HR volume")
     p.add_argument("output", type=Path, help="LR volume to write")
     p.add_argument("--scale", default="2", help="2, 4, 8 or per axis x, y, z like 1x1x4 (default 2)")
+    _lr_model(p, "blur and noise (default gauss:1, the paper's); e.g. box, gauss:1.5,noise:20, z=slab:5mm")
+    p.add_argument("--seed", type=int, default=0, help="seed of the added noise (default 0)")
     _common(p)
     p.set_defaults(run=_run_simulate)
 
@@ -97,20 +105,26 @@ def _say(args, text: str) -> None:
 
 
 def _run_upsample(args, progress: Progress) -> dict:
-    from .io import check_writable, read_volume, write_volume
+    from .io import check_writable, read_slice_thickness, read_volume, write_volume
+    from .lrmodel import LRModel
     from .upsampling import upsample
 
     check_writable(args.output)
+    model = LRModel.parse(args.lr_model)
     lr = read_volume(args.input)
     result = upsample(lr, args.scale, args.method, progress, seed=args.seed, device=args.device,
-                      roi=args.roi, uncertainty=args.uncertainty, prior=args.prior)
+                      roi=args.roi, uncertainty=args.uncertainty, prior=args.prior, lr_model=model,
+                      slice_thickness_mm=read_slice_thickness(args.input))
     outputs = {"output": str(write_volume(result.volume, args.output))}
     if result.uncertainty is not None:
         outputs["uncertainty"] = str(write_volume(result.uncertainty, uncertainty_path(args.output)))
     residual = result.provenance.get("lr_residual")
     _say(args, f"wrote {args.output} ({'x'.join(map(str, result.volume.shape_ijk))} voxels, "
                f"{args.method}, {result.provenance['duration_s']} s"
-               + (f", LR residual {residual['rms_hu']:.2f} HU RMS" if residual else "") + ")")
+               + (f", LR residual {residual['rms_hu']:.2f} HU RMS at noise {residual['noise_hu']:.2f} HU"
+                  if residual else "") + ")")
+    _say(args, f"LR model: {result.provenance['lr_model']['model']} ("
+               + "; ".join(f"{k}: {v}" for k, v in result.provenance["lr_model"]["source"].items()) + ")")
     return {**outputs, "provenance": result.provenance}
 
 
@@ -122,22 +136,27 @@ def uncertainty_path(output: Path) -> Path:
 
 
 def _run_simulate(args, progress: Progress) -> dict:
-    from .degrade import simulate_lr
     from .grids import parse_scale
     from .io import check_writable, read_volume, write_volume
+    from .lrmodel import PAPER, LRModel, simulate_lr
 
     scale = parse_scale(args.scale)
+    model = LRModel.parse(args.lr_model) if args.lr_model else PAPER
+    missing = [a for a, p, s in zip("xyz", model.profiles, scale) if s > 1 and p is None]
+    if missing:
+        raise UserError(f"--lr-model {args.lr_model!r} gives no blur for the {', '.join(missing)} axis; "
+                        "add one (like gauss:1, box or z=slab:5mm).")
     check_writable(args.output)
     hr = read_volume(args.input)
-    progress.update("simulate-lr", 0.0, "smoothing and resampling")
-    lr = simulate_lr(hr, scale)
+    progress.update("simulate-lr", 0.0, f"degrading with {model}")
+    lr = simulate_lr(hr, scale, model, seed=args.seed)
     write_volume(lr, args.output)
     progress.update("simulate-lr", 1.0, "done")
     dropped = [h - l * s for h, l, s in zip(hr.shape_ijk, lr.shape_ijk, scale)]
     if any(dropped):
         _say(args, f"note: the last {dropped} HR voxels (x, y, z) do not fill a whole block and were left out")
-    _say(args, f"wrote {args.output} ({'x'.join(map(str, lr.shape_ijk))} voxels)")
-    return {"output": str(args.output)}
+    _say(args, f"wrote {args.output} ({'x'.join(map(str, lr.shape_ijk))} voxels, LR model {model})")
+    return {"output": str(args.output), "lr_model": str(model)}
 
 
 def _run_evaluate(args, progress: Progress) -> dict:
@@ -162,7 +181,8 @@ def _run_demo(args, progress: Progress) -> dict:
     from .demo import run_demo
 
     paths = run_demo(args.out, args.method, progress)
-    _say(args, f"demo written to {args.out}:\n  HR volume: {paths['output']}\n  montage:   {paths['montage']}")
+    _say(args, f"demo written to {args.out}:\n  HR volume: {paths['output']}\n  montage:   {paths['montage']}\n"
+               f"  LR model:  {paths['lr_model']} (estimated from the sample, a real scan)")
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -78,20 +78,40 @@ def read_volume(path, check: bool = True) -> Volume:
     return volume_from_image(image, str(path), check)
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
+def _dicom_series_files(folder: Path) -> tuple:
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
         raise UserError(f"{folder} is a folder with no DICOM series in it.")
     # Several series in one folder: take the one with the most slices.
-    files = max((reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series), key=len)
+    return max((reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series), key=len)
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    files = _dicom_series_files(folder)
     if len(files) < 2:
         raise UserError(f"the DICOM series in {folder} has a single slice; a 3D volume is needed.")
+    reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError:
         raise UserError(f"the DICOM series in {folder} could not be read.") from None
+
+
+def read_slice_thickness(path) -> float | None:
+    """DICOM SliceThickness (0018,0050, mm) of the series :func:`read_volume` reads from the
+    folder ``path``; None for a file input or when the tag is absent or not a number."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(_dicom_series_files(path)[0])
+    try:
+        reader.ReadImageInformation()
+        return float(reader.GetMetaData("0018|0050"))
+    except (RuntimeError, ValueError):
+        return None
 
 
 def check_writable(path) -> None:

@@ -3,7 +3,8 @@
 Rows are the axial, coronal and sagittal mid planes of the finest volume's grid; columns are the
 volumes in the order given. Every volume is first resampled (nearest neighbour) onto the first
 finest grid (most voxels), so an LR input shows its real blockiness, and each slice is stretched to square
-millimetres. Written with SimpleITK, no plotting library needed.
+millimetres. With ``labels``, each column's name is drawn above it and the window below the
+picture (Pillow's built-in bitmap font). Written with SimpleITK.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def _inset(axial: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(centre, 2, axis=0), 2, axis=1)
 
 
-def montage(volumes: list[Volume], window, inset: bool = False) -> np.ndarray:
+def montage(volumes: list[Volume], window, inset: bool = False, labels: list[str] | None = None) -> np.ndarray:
     """uint8 image: rows = axial, coronal, sagittal (and, with ``inset``, the axial centre
-    zoomed x2); columns = ``volumes``."""
+    zoomed x2); columns = ``volumes``, titled by ``labels`` (with the window written below)."""
     reference = max(volumes, key=lambda v: v.array.size)
     columns = [_planes(normalize(_on_grid(v, reference), window), reference.spacing) for v in volumes]
     if inset:
@@ -57,10 +58,28 @@ def montage(volumes: list[Volume], window, inset: bool = False) -> np.ndarray:
         rows.append(np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, _GAP), (0, width - r.shape[1]))) for r in rows]
-    return (255 * np.concatenate(rows, axis=0)[:-_GAP]).round().astype(np.uint8)
+    picture = (255 * np.concatenate(rows, axis=0)[:-_GAP]).round().astype(np.uint8)
+    if labels is None:
+        return picture
+    starts = np.cumsum([0] + [c[0].shape[1] + _GAP for c in columns])[:-1]
+    return _annotate(picture, list(zip(starts, labels)), f"window {window[0]:g} to {window[1]:g} HU")
 
 
-def write_montage(path, volumes: list[Volume], window, inset: bool = False) -> None:
+def _annotate(picture: np.ndarray, titles, footer: str) -> np.ndarray:
+    """``picture`` with a title strip above (text at the given x offsets) and ``footer`` below."""
+    from PIL import Image, ImageDraw
+
+    strip = 14
+    canvas = Image.new("L", (picture.shape[1], picture.shape[0] + 2 * strip), 0)
+    canvas.paste(Image.fromarray(picture), (0, strip))
+    draw = ImageDraw.Draw(canvas)
+    for x, text in titles:
+        draw.text((int(x) + 2, 1), text, fill=255)
+    draw.text((2, picture.shape[0] + strip + 1), footer, fill=255)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def write_montage(path, volumes: list[Volume], window, inset: bool = False, labels: list[str] | None = None) -> None:
     """Write :func:`montage` of ``volumes`` to a PNG file at ``path`` (atomically)."""
-    image = sitk.GetImageFromArray(montage(volumes, window, inset))
+    image = sitk.GetImageFromArray(montage(volumes, window, inset, labels))
     write_atomically(path, lambda tmp: sitk.WriteImage(image, str(tmp)))

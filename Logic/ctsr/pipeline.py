@@ -5,14 +5,15 @@
 2. The scan: a cone-beam geometry around the HR grid (:class:`ctsr.geometry.ConeGeometry`,
    scene units), ``P_up`` = projections of ``V_up`` on the HR detector, ``y`` = projections
    of the LR volume on the LR detector (HR detector binned by the scale: rows by ``sz``,
-   columns by ``sx``).
+   columns by ``sx``); ``A``, the projection-domain image of the LR model
+   (:class:`ctsr.prior.operators.DetectorBinning`), relates the two detectors.
 3. ``Y``, the target HR projections: the diffusion prior super-resolves ``y`` starting from,
    and filling its null space with, ``P_up`` (:func:`ctsr.prior.upsample_projections`); a
    preset whose prior does not beat ``P_up`` uses the consistent ``P_up`` instead
-   (``A_pinv(y) + P_up - A_pinv(A(P_up))``), see :data:`PRESETS`.
+   (``A_pinv(y) + P_up - A_pinv(A(P_up))``, in ``A``'s range space), see :data:`PRESETS`.
 4. NAB-GS: signed Gaussians fitted to the residual ``Y - P_up`` and voxelized: ``dV``.
 5. ``max(0, V_up + dV)`` back to HU, then the data-consistency step of :mod:`ctsr.fidelity`
-   (the output, degraded by the LR simulation operator, reproduces the input).
+   (the output, degraded by the LR model, reproduces the input down to its noise).
 
 Everything runs under one :class:`ctsr.progress.Progress` (stage names ``upsample``,
 ``project``, ``projection prior``, ``nabgs``, ``consistency``), is cancellable at every
@@ -32,6 +33,7 @@ from .fidelity import enforce_lr_consistency, lr_residual
 from .gaussians.fit import FitSettings, fit_residual
 from .geometry import ConeGeometry
 from .grids import Scale
+from .lrmodel import LRModel
 from .metrics import DEFAULT_WINDOW, normalize
 from .progress import Progress, SilentProgress
 from .projector import forward_project
@@ -47,14 +49,14 @@ class Preset:
     fit:            the NAB-GS settings (iterations, Gaussian counts, learning rates), or None
                     to skip the reconstruction (the output is then the cubic volume made
                     consistent with the input);
-    consistency:    back-projection iterations of the final data-consistency step (0: off).
+    consistency:    whether the final data-consistency step runs.
     """
 
     name: str
     n_views: int
     prior_steps: int
     fit: FitSettings | None
-    consistency: int
+    consistency: bool
 
     @property
     def max_gaussians(self) -> int:
@@ -62,9 +64,9 @@ class Preset:
 
 
 PRESETS = {
-    "fast": Preset("fast", n_views=0, prior_steps=0, fit=None, consistency=12),
-    "standard": Preset("standard", n_views=72, prior_steps=0, fit=FitSettings.preset("standard"), consistency=12),
-    "quality": Preset("quality", n_views=100, prior_steps=20, fit=FitSettings.preset("quality"), consistency=12),
+    "fast": Preset("fast", n_views=0, prior_steps=0, fit=None, consistency=True),
+    "standard": Preset("standard", n_views=72, prior_steps=0, fit=FitSettings.preset("standard"), consistency=True),
+    "quality": Preset("quality", n_views=100, prior_steps=20, fit=FitSettings.preset("quality"), consistency=True),
 }
 """The presets. ``fast`` keeps only the stages that helped on the measured data (README, "Why
 ``fast`` is the default"); ``standard`` skips the prior because the shipped one does not beat
@@ -99,19 +101,30 @@ def scan_geometries(lr: Volume, hr: Volume, scale: Scale, n_views: int):
     return geometry, lr_geometry
 
 
-def consistent_p_up(p_up: torch.Tensor, y: torch.Tensor, binning) -> torch.Tensor:
-    """``A_pinv(y) + P_up - A_pinv(A(P_up))``: ``P_up`` with its block means replaced by ``y``
-    (``A`` = average pooling by ``binning`` (rows, cols), ``A_pinv`` = replication)."""
+def projection_operator(lr_model: LRModel, hr: Volume, scale: Scale):
+    """``A`` of the scan: the LR model's profiles on the detector (rows: z, columns: x), binned
+    by :func:`detector_binning`; widths in HR voxels (``slab`` via the HR spacing)."""
+    from .prior.operators import DetectorBinning
+
+    return DetectorBinning.from_lr_model(lr_model, detector_binning(scale), (hr.spacing[2], hr.spacing[0]))
+
+
+def consistent_p_up(p_up: torch.Tensor, y: torch.Tensor, operator) -> torch.Tensor:
+    """``A_pinv(y) + P_up - A_pinv(A(P_up))``: ``P_up`` with its range-space part replaced by
+    ``y``'s (``operator``: ``A``, see :func:`projection_operator`)."""
     from .prior.operators import project_to_range
 
-    return project_to_range(p_up[:, None], y[:, None], binning)[:, 0]
+    return project_to_range(p_up[:, None], y[:, None], operator)[:, 0]
 
 
-def super_resolve(lr: Volume, scale: Scale, preset: Preset, *, prior=None, device: str = "auto",
+def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *, prior=None, device: str = "auto",
                   seed: int = 0, progress: Progress | None = None, window=DEFAULT_WINDOW,
                   oracle: Volume | None = None) -> tuple[Volume, dict]:
     """Super-resolve ``lr`` (HU) by ``scale`` (IJK) with ``preset``; returns the HR volume (HU)
     and a dict of what was done (device, views, detector, target, Gaussians, LR residual).
+
+    lr_model: the complete LR model (:func:`ctsr.lrmodel.resolve_lr_model`): the range space
+            of the projections and the forward model of the consistency step;
 
     prior:  a loaded :class:`ctsr.prior.model.Prior`, or None for no prior (``Y`` = consistent
             ``P_up``); ignored when the preset has ``prior_steps == 0``;
@@ -127,18 +140,20 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, *, prior=None, devic
     progress.update("upsample", 0.0, "cubic upsampling")
     hr = upsample_interpolate(lr, scale, "cubic")
     if preset.fit is not None or oracle is not None:
-        hr = _reconstruct(lr, hr, scale, preset, prior, torch_device, seed, window, oracle, progress, info)
+        hr = _reconstruct(lr, hr, scale, preset, lr_model, prior, torch_device, seed, window, oracle, progress,
+                          info)
     else:
         info["target"] = "none: the preset keeps the cubic volume and only enforces consistency"
     if preset.consistency:
-        progress.update("consistency", 0.95, "matching the LR input")
-        hr = enforce_lr_consistency(hr, lr, scale, iterations=preset.consistency)
-    info["lr_residual"] = lr_residual(hr, lr, scale)
+        progress.update("consistency", 0.95, f"matching the LR input ({lr_model})")
+        hr, info["consistency"] = enforce_lr_consistency(hr, lr, scale, lr_model)
+    info["lr_residual"] = lr_residual(hr, lr, scale, lr_model)
     progress.update("consistency", 1.0, "done")
     return hr, info
 
 
-def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, prior, device: torch.device,
+def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, lr_model: LRModel, prior,
+                 device: torch.device,
                  seed: int, window, oracle: Volume | None, progress: Progress, info: dict) -> Volume:
     """Stages 2 to 4: projections, the target ``Y``, the NAB-GS fit; ``relu(V_up + dV)`` in HU."""
     low, high = window
@@ -147,7 +162,7 @@ def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, prior, 
 
     progress.update("project", 0.03, f"{preset.n_views} cone-beam views")
     geometry, lr_geometry = scan_geometries(lr, v_up, scale, preset.n_views)
-    binning = detector_binning(scale)
+    operator = projection_operator(lr_model, v_up, scale)
     with torch.no_grad():
         p_up = forward_project(v_up_n, geometry)
         y = forward_project(lr_n, lr_geometry)
@@ -160,14 +175,14 @@ def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, prior, 
     elif prior is not None and preset.prior_steps > 0:
         from .prior import upsample_projections
 
-        result = upsample_projections(prior, y[:, None], binning, steps=preset.prior_steps, pas=True,
+        result = upsample_projections(prior, y[:, None], operator, steps=preset.prior_steps, pas=True,
                                       generator=torch.Generator().manual_seed(seed), init=p_up[:, None],
                                       progress=progress.span(0.08, 0.40))
         target = result.images[:, 0].to(device)
         info["target"] = "diffusion prior (DDNM with PAS, init P_up)"
         info["prior_steps_mean"] = round(float(result.steps.float().mean()), 2)
     else:
-        target = consistent_p_up(p_up, y, binning)
+        target = consistent_p_up(p_up, y, operator)
         info["target"] = "consistent P_up (no prior)"
 
     from .gaussians.kernels import select_backend

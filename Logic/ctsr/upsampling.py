@@ -24,8 +24,9 @@ import numpy as np
 from . import __version__
 from .baselines import METHODS as INTERPOLATION_METHODS
 from .baselines import upsample_interpolate
-from .fidelity import lr_residual
+from .fidelity import enforce_lr_consistency, lr_residual
 from .grids import Scale, format_scale, parse_scale
+from .lrmodel import LRModel, resolve_lr_model
 from .progress import Progress, SilentProgress
 from .roi import Roi, crop_to_roi
 from .volume import Volume
@@ -49,14 +50,20 @@ class UpsampleResult:
 
 def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress | None = None,
              seed: int = 0, device: str = "auto", roi: str | Roi | None = None,
-             uncertainty: int = 0, prior: str | None = None) -> UpsampleResult:
+             uncertainty: int = 0, prior: str | None = None, lr_model: str | LRModel | None = None,
+             slice_thickness_mm: float | None = None) -> UpsampleResult:
     """Super-resolve ``lr`` (HU) by ``scale`` (int, "1x1x4" or an IJK tuple) with ``method``.
 
     roi:         only this box of the input (``"ras:..."`` / ``"ijk:..."``, see :mod:`ctsr.roi`);
     uncertainty: K > 1 runs the zero-shot method K times (seeds ``seed .. seed + K - 1``) and
                  returns the voxelwise standard deviation beside the first run's volume;
     prior:       a prior model folder for the zero-shot presets (None: the shipped model;
-                 "none": no prior, ``Y`` = consistent ``P_up``).
+                 "none": no prior, ``Y`` = consistent ``P_up``);
+    lr_model:    how the input was made from the HR scan (:class:`ctsr.lrmodel.LRModel` or its
+                 text, e.g. ``"gauss:1"``, ``"box,noise:15"``, ``"z=slab:5mm"``); what it leaves
+                 out is read from ``slice_thickness_mm`` (DICOM SliceThickness, for the z
+                 profile) or estimated from the input (:func:`ctsr.lrmodel.resolve_lr_model`);
+                 the model used is ``provenance["lr_model"]``.
     """
     from .errors import UserError
 
@@ -74,11 +81,15 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         provenance["roi"] = str(roi)
     std = None
     _check_output_size(lr, scale)
+    progress.update("lr model", 0.0, "reading or estimating how the input was made")
+    model = resolve_lr_model(lr, scale, lr_model, slice_thickness_mm)
+    provenance["lr_model"] = model.describe()
+    progress.log(f"LR model: {model} ({'; '.join(f'{k}: {v}' for k, v in model.source.items())})")
     if method in INTERPOLATION_METHODS:
         progress.update("upsample", 0.0, f"{method} x{format_scale(scale)}")
         hr = upsample_interpolate(lr, scale, method)
         provenance["device"] = "cpu"
-        provenance["lr_residual"] = lr_residual(hr, lr, scale)
+        provenance["lr_residual"] = lr_residual(hr, lr, scale, model)
         progress.update("upsample", 1.0, "done")
     else:
         if uncertainty == 1 or uncertainty < 0:
@@ -86,7 +97,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         runs = max(1, uncertainty)
         volumes = []
         for k in range(runs):
-            hr, info = _zero_shot(lr, scale, method, seed + k, device, prior,
+            hr, info = _zero_shot(lr, scale, method, model, seed + k, device, prior,
                                   progress.span(k / runs, (k + 1) / runs))
             volumes.append(hr.array)
         hr = hr.with_array(volumes[0])
@@ -113,7 +124,7 @@ def _check_output_size(lr: Volume, scale: Scale) -> None:
                         f"memory ({format_bytes(available_ram_bytes())} free); use an ROI or a smaller scale.")
 
 
-def _zero_shot(lr: Volume, scale: Scale, method: str, seed: int, device: str, prior_path,
+def _zero_shot(lr: Volume, scale: Scale, method: str, model: LRModel, seed: int, device: str, prior_path,
                progress: Progress):
     """One run of the zero-shot pipeline, in blocks when memory requires it."""
     from .blocks import upsample_in_blocks
@@ -134,7 +145,7 @@ def _zero_shot(lr: Volume, scale: Scale, method: str, seed: int, device: str, pr
     info["memory_plan"] = plan.describe()
 
     def run(piece: Volume, piece_progress: Progress) -> Volume:
-        hr, details = super_resolve(piece, scale, preset, prior=prior, device=str(torch_device), seed=seed,
+        hr, details = super_resolve(piece, scale, preset, model, prior=prior, device=str(torch_device), seed=seed,
                                     progress=piece_progress)
         info.update(details)
         return hr
@@ -142,5 +153,8 @@ def _zero_shot(lr: Volume, scale: Scale, method: str, seed: int, device: str, pr
     if plan.block_shape_kji is None:
         return run(lr, progress), info
     hr = upsample_in_blocks(lr, scale, run, plan.block_shape_kji, BLOCK_OVERLAP, progress)
-    info["lr_residual"] = lr_residual(hr, lr, scale)  # of the blend, not of the last block
+    # The step once more on the whole blend (it is cheap and global): no seams where blocks
+    # met; the residual reported is the blend's, not the last block's.
+    hr, info["consistency"] = enforce_lr_consistency(hr, lr, scale, model)
+    info["lr_residual"] = lr_residual(hr, lr, scale, model)
     return hr, info

@@ -40,8 +40,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .model import Prior
-from .operators import (bicubic, from_model_range, minmax_bounds, pool, project_to_range,
-                        to_model_range)
+from .operators import as_binning, bicubic, from_model_range, minmax_bounds, project_to_range, to_model_range
 
 RANGE_TARGETS = ("y", "init")
 
@@ -165,7 +164,9 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
                          init: torch.Tensor | None = None, range_target: str | None = None,
                          pas_threshold: float = 0.003, pas_candidates: int = 10, n_samples: int = 1,
                          batch_size: int = 16, progress=None) -> ProjectionSR:
-    """Super-resolve LR projections ``lr [N, 1, h, w]`` by ``scale = (sy, sx)`` with the prior.
+    """Super-resolve LR projections ``lr [N, 1, h, w]`` with the prior; ``scale``: the range
+    operator ``A``, a :class:`~ctsr.prior.operators.DetectorBinning` (the pipeline passes the
+    LR model's) or ``(sy, sx)`` for the block mean.
 
     model:        a :class:`~ctsr.prior.model.Prior` (see :func:`~ctsr.prior.model.load_prior`);
     steps:        DDIM steps of full sampling; eta: DDIM stochasticity (0 deterministic, 1 DDPM);
@@ -189,11 +190,10 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
     Returns a :class:`ProjectionSR` (``.images``, ``.steps``, ``.start_t``, ``.std``).
     """
     prior = model if isinstance(model, Prior) else Prior.from_unet(model)
-    sy, sx = (int(s) for s in scale)
+    operator = as_binning(scale)
+    sy, sx = operator.scale
     if lr.ndim != 4 or lr.shape[1] != 1:
         raise UserError(f"LR projections must be [N, 1, rows, cols], not {list(lr.shape)}.")
-    if sy < 1 or sx < 1:
-        raise UserError(f"the projection scale must be positive integers, not {scale}.")
     out_shape = (lr.shape[0], 1, lr.shape[2] * sy, lr.shape[3] * sx)
     if init is not None and tuple(init.shape) != out_shape:
         raise UserError(f"init must be {list(out_shape)} (the HR detector), not {list(init.shape)}.")
@@ -222,8 +222,8 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
         low, high = minmax_bounds(y, hr_init) if hr_init is not None else minmax_bounds(y)
         y_n = to_model_range(y, low, high)
         init_n = to_model_range(hr_init, low, high) if hr_init is not None else bicubic(y_n, (sy, sx))
-        target = pool(init_n, (sy, sx)) if range_target == "init" else y_n
-        x_start = project_to_range(init_n, target, (sy, sx))
+        target = operator(init_n) if range_target == "init" else y_n
+        x_start = project_to_range(init_n, target, operator)
 
         def report(i, sample=0):
             if progress is not None:
@@ -231,10 +231,10 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
                 progress.update("projection prior", done, f"projections {chunk.start + 1}-"
                                 f"{min(chunk.stop, lr.shape[0])} of {lr.shape[0]}, step {i + 1}/{len(ts)}")
 
-        start = (_pas_start(prior, x_start, target, (sy, sx), ts, abar, candidates, pas_threshold, generator)
+        start = (_pas_start(prior, x_start, target, operator, ts, abar, candidates, pas_threshold, generator)
                  if pas else torch.zeros(y.shape[0], dtype=torch.long))
         samples = torch.stack([
-            _sample_once(prior, x_start, target, (sy, sx), ts, abar, start, eta, sigma_y, generator,
+            _sample_once(prior, x_start, target, operator, ts, abar, start, eta, sigma_y, generator,
                          lambda i, k=k: report(i, k), from_noise=not pas)
             for k in range(n_samples)])
         samples = from_model_range(samples, low, high)

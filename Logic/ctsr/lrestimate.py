@@ -1,0 +1,118 @@
+"""Estimating the LR model from the LR volume alone (blind): its noise SD and its blur width.
+
+* **Noise** (:func:`estimate_noise_hu`): the median absolute deviation of the finest 3D Haar
+  wavelet band (each 2x2x2 block's alternating-sign sum over sqrt(8)), divided by 0.6745
+  (Donoho's estimator). White noise of SD sigma gives that band an SD of exactly sigma, while
+  smooth anatomy gives it almost nothing; edges are rare enough for the median to ignore.
+  Blocks touching the volume's minimum are left out (CT padding clipped at -1024 HU is flat,
+  and would pull the median to zero).
+* **Blur** (:func:`estimate_profile`): cross-scale self-consistency. CT anatomy is close to
+  self-similar across scales (a power-law spectrum), so the LR volume relates to the HR one as
+  the LR volume degraded once more relates to the LR volume. For each candidate profile ``k``
+  we degrade the LR volume once more along the axis with ``k`` (``L2 = D_k(L)``) and compare a
+  scale-free sharpness statistic, the ratio of the spectral energy in the top octave
+  (0.25 to 0.5 cycles per voxel) to that of the octave below, of ``L2`` with that of ``L``
+  (after taking the estimated noise out of both). The candidate whose ``L2`` is as sharp as
+  ``L`` is the estimate. Measured on the degradation matrix (benchmarks/degradation_bench.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import chi2
+
+from .grids import Scale
+from .volume import Volume
+
+#: The blur family searched by :func:`estimate_profile` (the profiles of :mod:`ctsr.lrmodel`).
+CANDIDATE_SIGMAS = (0.5, 1.0, 1.5, 2.0)
+#: Noise: tiles of WINDOW^3 band coefficients; the QUANTILE-th tile energy, unbiased for
+#: white noise by the chi-square quantile (tiles holding anatomy are the energetic ones).
+WINDOW, QUANTILE = 4, 0.25
+#: Fewest voxels along an axis, after the extra degradation, to estimate its blur.
+MIN_SAMPLES = 16
+
+
+def estimate_noise_hu(array: np.ndarray) -> float:
+    """Robust SD (HU) of white noise in a KJI volume (HU); 0 for a volume without noise."""
+    a = np.asarray(array, dtype=np.float32)
+    a = a[: a.shape[0] // 2 * 2, : a.shape[1] // 2 * 2, : a.shape[2] // 2 * 2]
+    if min(a.shape) < 2:
+        return 0.0
+    blocks = a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2, a.shape[2] // 2, 2)
+    sign = np.array([1.0, -1.0], dtype=np.float32)
+    band = np.einsum("aibjck,i,j,k->abc", blocks, sign, sign, sign) / np.float32(math.sqrt(8.0))
+    usable = blocks.min(axis=(1, 3, 5)) > float(a.min())
+    w = WINDOW
+    shape = [n // w * w for n in band.shape]
+    if min(shape) == 0:
+        return round(float(np.median(np.abs(band))) / 0.6745, 3)
+    tiles = lambda x: x[: shape[0], : shape[1], : shape[2]].reshape(
+        shape[0] // w, w, shape[1] // w, w, shape[2] // w, w)
+    energy = (tiles(band) ** 2).mean(axis=(1, 3, 5))
+    clean = tiles(usable).all(axis=(1, 3, 5))
+    energy = energy[clean] if clean.any() else energy.ravel()
+    quantile = chi2.ppf(QUANTILE, w**3) / w**3
+    return round(math.sqrt(float(np.quantile(energy, QUANTILE)) / quantile), 3)
+
+
+def _sharpness(array: np.ndarray, axis: int, noise_var: float) -> float | None:
+    """Top-octave over next-octave spectral energy along ``axis`` (Hann-windowed, averaged over
+    the other axes), white noise of variance ``noise_var`` removed; None if too few samples."""
+    n = array.shape[axis]
+    if n < MIN_SAMPLES:
+        return None
+    moved = np.moveaxis(np.asarray(array, dtype=np.float64), axis, -1)
+    moved = moved - moved.mean(axis=-1, keepdims=True)
+    window = np.hanning(n)
+    power = (np.abs(np.fft.rfft(moved * window, axis=-1)) ** 2).reshape(-1, n // 2 + 1).mean(axis=0)
+    freq = np.fft.rfftfreq(n)
+    noise = noise_var * float(np.sum(window**2))  # white noise's flat power per bin
+    hi = (freq >= 0.25) & (freq <= 0.5)
+    lo = (freq >= 0.125) & (freq < 0.25)
+    if not hi.any() or not lo.any():
+        return None
+    e_hi = max(float(np.mean(power[hi])) - noise, 0.0)
+    e_lo = max(float(np.mean(power[lo])) - noise, 1e-12)
+    return e_hi / e_lo
+
+
+def candidate_profiles():
+    from .lrmodel import Profile
+
+    return [Profile("gauss", s) for s in CANDIDATE_SIGMAS] + [Profile("box")]
+
+
+def estimate_profile(lr: Volume, scale: Scale, axis: int, noise_hu: float):
+    """(profile, how) for image axis ``axis`` (0 = x, 1 = y, 2 = z) of ``lr`` (HU) at ``scale``;
+    (None, reason) when the volume is too small along that axis to tell."""
+    from .lrmodel import LRModel, LROperator
+
+    s = int(scale[axis])
+    array_axis = 2 - axis
+    n = lr.array.shape[array_axis]
+    if n // s < MIN_SAMPLES:
+        return None, f"default (too few voxels along {'xyz'[axis]} to estimate the blur)"
+    target = _sharpness(lr.array, array_axis, noise_hu**2)
+    if target is None or target <= 0:
+        return None, "default (no detail left to estimate the blur from)"
+    hr_spacing = float(lr.spacing[axis]) / s
+    only_axis = [1, 1, 1]
+    only_axis[axis] = s
+    best, best_gap = None, math.inf
+    for profile in candidate_profiles():
+        operator = LROperator(LRModel(tuple(profile for _ in range(3))), tuple(only_axis), lr.array.shape,
+                              (hr_spacing, hr_spacing, hr_spacing))
+        degraded = operator(lr.array)
+        noise_var = (noise_hu * operator.noise_gain()) ** 2
+        value = _sharpness(degraded, array_axis, noise_var)
+        if value is None or value <= 0:
+            continue
+        gap = abs(math.log(value / target))
+        if gap < best_gap:
+            best, best_gap = profile, gap
+    if best is None:
+        return None, "default (the blur could not be estimated)"
+    return best, f"estimated (cross-scale sharpness, log gap {best_gap:.2f})"

@@ -1,0 +1,174 @@
+"""Degradation benchmark: the gain over cubic on LR inputs made in ways the method did not choose.
+
+For each real CT crop of ../shared/data (the cases of quality_bench.py: chest CTA, abdomen,
+head; 96^3 HR voxels), each scale (x2, x4, through-plane 1x1x4), each blur that makes the LR
+(Gaussian sigma 0.5, 1.0, 1.5 HR voxels then Lanczos-3 sampling; the block mean) and each
+noise (0, 10, 30 HU white noise on the LR), the LR is made by ``ctsr.lrmodel.simulate_lr``
+and super-resolved by:
+
+* ``cubic``, ``lanczos``: the interpolation baselines;
+* ``default``: ``ctsr upsample`` as a user runs it (method ``fast``, LR model estimated);
+* ``true model``: the same given the LR model that made the input (blur and noise): the upper
+  bound of knowing it;
+* ``standard`` (``--standard``, slow: minutes per cell on a CPU): NAB-GS + consistency, LR
+  model estimated, only on the cells listed by ``--standard-cells``.
+
+Reports PSNR / SSIM (ctsr.metrics), the estimated model beside the true one, the mean gain
+and the worst cell of each column per scale. Writes benchmarks/degradation.json,
+benchmarks/degradation.md and montages (cubic | default | truth, labelled, window written) in
+benchmarks/montages/, plus a through-plane x4 montage of the real thick-slice scan.
+
+    python benchmarks/degradation_bench.py                   # the matrix, ~10 min on 2 cores
+    python benchmarks/degradation_bench.py --cases head --scales 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from quality_bench import CASES, DATA, SCALES, _crop, _hr, _label  # noqa: E402
+
+BLURS = ("gauss:0.5", "gauss:1", "gauss:1.5", "box")
+NOISES = (0, 10, 30)
+METHODS = ("cubic", "lanczos", "default", "true model")
+#: Display windows of the montages (HU).
+WINDOWS = {"chest": (-1000.0, 500.0), "abdomen": (-160.0, 240.0), "head": (-100.0, 200.0)}
+
+
+def run_cell(hr, scale, blur: str, noise: int, standard: bool) -> dict:
+    """Every method on one LR input; returns scores and the models, plus the volumes."""
+    from ctsr.lrmodel import LRModel, simulate_lr
+    from ctsr.metrics import evaluate
+    from ctsr.upsampling import upsample
+
+    true = LRModel.parse(f"{blur},noise:{noise}")
+    lr = simulate_lr(hr, scale, true, seed=1)
+    runs = {"cubic": dict(method="cubic"), "lanczos": dict(method="lanczos"), "default": {},
+            "true model": dict(lr_model=true)}
+    if standard:
+        runs["standard"] = dict(method="standard", prior="none")
+    row, volumes = {"lr_model": str(true)}, {}
+    for name, options in runs.items():
+        start = time.monotonic()
+        result = upsample(lr, scale, device="cpu", **options)
+        scores = evaluate(result.volume, hr)
+        row[name] = {"psnr": round(scores["psnr"], 3), "ssim": round(scores["ssim"], 4),
+                     "seconds": round(time.monotonic() - start, 2),
+                     "lr_residual_hu": result.provenance["lr_residual"]["rms_hu"],
+                     "hu_range": [round(float(result.volume.array.min())), round(float(result.volume.array.max()))]}
+        if name == "default":
+            row["estimated"] = result.provenance["lr_model"]["model"]
+        volumes[name] = result.volume
+    return row, volumes, lr
+
+
+def summary(rows: list[dict], columns) -> list[dict]:
+    """Per scale and column: mean PSNR / SSIM gain over cubic and the worst cell."""
+    out = []
+    for scale in dict.fromkeys(r["scale"] for r in rows):
+        cells = [r for r in rows if r["scale"] == scale]
+        for column in columns:
+            have = [r for r in cells if column in r]
+            if not have:
+                continue
+            dp = np.array([r[column]["psnr"] - r["cubic"]["psnr"] for r in have])
+            ds = np.array([r[column]["ssim"] - r["cubic"]["ssim"] for r in have])
+            worst = have[int(np.argmin(dp))]
+            out.append({"scale": scale, "method": column, "cells": len(have),
+                        "mean_psnr_gain": round(float(dp.mean()), 3), "worst_psnr_gain": round(float(dp.min()), 3),
+                        "worst_psnr_cell": f"{worst['case']} {worst['lr_model']}",
+                        "mean_ssim_gain": round(float(ds.mean()), 4), "worst_ssim_gain": round(float(ds.min()), 4)})
+    return out
+
+
+def markdown(rows, summaries, meta) -> str:
+    lines = [f"Degradation benchmark ({meta['date']}, CPU, {meta['threads']} threads; "
+             "`python benchmarks/degradation_bench.py`)", "",
+             "Gain over cubic (PSNR dB / SSIM) per scale: the mean over the cells and the worst cell.", "",
+             "| scale | method | cells | mean PSNR gain | worst PSNR gain (cell) | mean SSIM gain | worst SSIM gain |",
+             "|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        lines.append(f"| {_label(s['scale'])} | {s['method']} | {s['cells']} | {s['mean_psnr_gain']:+.2f} | "
+                     f"{s['worst_psnr_gain']:+.2f} ({s['worst_psnr_cell']}) | {s['mean_ssim_gain']:+.4f} | "
+                     f"{s['worst_ssim_gain']:+.4f} |")
+    lines += ["", "Every cell: PSNR dB / SSIM; the LR model that made the input and the one the default estimated.", "",
+              "| case | scale | LR made by | estimated | cubic | lanczos | default | true model | standard |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    cell = lambda r, k: f"{r[k]['psnr']:.2f} / {r[k]['ssim']:.4f}" if k in r else "-"
+    for r in rows:
+        lines.append(f"| {r['case']} | {_label(r['scale'])} | {r['lr_model']} | {r['estimated']} | "
+                     + " | ".join(cell(r, k) for k in METHODS + ("standard",)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def thick_slice_montage() -> Path:
+    """The real thick-slice chest (0.57 x 0.57 x 5 mm) at through-plane x4: input | cubic |
+    default. No truth exists: look for ringing and halos."""
+    from ctsr.io import read_volume
+    from ctsr.montage import write_montage
+    from ctsr.upsampling import upsample
+
+    full = read_volume(DATA / "chest_thick_5mm.nrrd")
+    crop = _crop(full, (slice(0, full.array.shape[0]), slice(160, 352), slice(96, 288)))
+    result = upsample(crop, "1x1x4", device="cpu")
+    volumes = [crop, upsample(crop, "1x1x4", "cubic").volume, result.volume]
+    path = HERE / "montages" / "degradation_chest_thick_5mm_1x1x4.png"
+    write_montage(path, volumes, (-1000.0, 500.0), inset=True,
+                  labels=["input 5 mm", "cubic", f"default ({result.provenance['lr_model']['model']})"])
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES))
+    parser.add_argument("--standard-cells", nargs="*", default=[], metavar="CASE:SCALE:BLUR:NOISE",
+                        help="also run the standard preset on these cells (slow), e.g. head:2:box:10")
+    parser.add_argument("--out", default="degradation")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"benchmark data not found at {DATA}")
+    import torch
+
+    from ctsr.montage import write_montage
+
+    torch.set_num_threads(2)
+    rows = []
+    (HERE / "montages").mkdir(exist_ok=True)
+    for case in args.cases:
+        hr = _hr(case)
+        for scale_name in args.scales:
+            for blur in BLURS:
+                for noise in NOISES:
+                    standard = f"{case}:{scale_name}:{blur}:{noise}" in args.standard_cells
+                    row, volumes, _ = run_cell(hr, SCALES[scale_name], blur, noise, standard)
+                    row.update(case=case, scale=scale_name)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    if blur == "box" and noise == 10:
+                        write_montage(HERE / "montages" / f"degradation_{case}_{_label(scale_name)}_box_noise10.png",
+                                      [volumes["cubic"], volumes["default"], hr], WINDOWS[case], inset=True,
+                                      labels=["cubic", f"default ({row['estimated']})", "truth"])
+    if "1x1x4" in args.scales:
+        thick_slice_montage()
+    columns = [c for c in ("lanczos", "default", "true model", "standard") if any(c in r for r in rows)]
+    summaries = summary(rows, columns)
+    meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "threads": 2, "date": time.strftime("%Y-%m-%d"), "blurs": BLURS, "noises_hu": NOISES}
+    (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "summary": summaries, "rows": rows}, indent=1))
+    (HERE / f"{args.out}.md").write_text(markdown(rows, summaries, meta))
+    print(markdown(rows, summaries, meta))
+
+
+if __name__ == "__main__":
+    main()
