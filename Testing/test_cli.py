@@ -121,3 +121,45 @@ def test_demo_writes_the_volume_and_the_montage(tmp_path):
 
     low, high = hu_bounds(sample)
     assert low - 1e-3 <= hr.array.min() and hr.array.max() <= high + 1e-3
+
+
+def test_lr_model_given_on_the_command_line_is_used_and_reported(tmp_path, sample):
+    """--lr-model reaches the consistency step; the result event, the provenance and the
+    terminal line say which model was used and where each part came from."""
+    hr_path = write_volume(sample, tmp_path / "hr.nrrd")
+    run = ctsr("simulate-lr", hr_path, tmp_path / "lr.nrrd", "--lr-model", "box,noise:8", "--seed", "4")
+    assert run.returncode == 0 and "LR model box,noise:8" in run.stdout, run.stderr
+    run = ctsr("upsample", tmp_path / "lr.nrrd", tmp_path / "out.nrrd", "--lr-model", "box,noise:8",
+               "--json-progress")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    model = result["provenance"]["lr_model"]
+    assert model["model"] == "box,noise:8" and set(model["source"].values()) == {"given"}
+    residual = result["provenance"]["lr_residual"]
+    assert residual["noise_hu"] == 8.0 and residual["rms_hu"] >= 0.97 * 8.0  # stopped at the noise
+    run = ctsr("upsample", tmp_path / "lr.nrrd", tmp_path / "auto.nrrd")
+    assert run.returncode == 0 and "LR model: " in run.stdout and "estimated" in run.stdout, run.stderr
+
+
+@pytest.mark.parametrize("command, model", [("upsample", "blur:3"), ("upsample", "noise:-2"),
+                                            ("simulate-lr", "noise:5")])
+def test_bad_lr_models_are_one_sentence_and_exit_2(tmp_path, sample, command, model):
+    path = write_volume(sample, tmp_path / "in.nrrd")
+    run = ctsr(command, path, tmp_path / "out.nrrd", "--lr-model", model)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("ctsr: error:") and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.nrrd").exists()
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted", "link"])
+def test_the_input_is_never_overwritten(tmp_path, sample, spelling):
+    path = write_volume(sample, tmp_path / "ct.nrrd")
+    before = path.read_bytes()
+    output = {"same": path, "dotted": tmp_path / "." / "sub" / ".." / "ct.nrrd", "link": tmp_path / "link.nrrd"}[spelling]
+    (tmp_path / "sub").mkdir()
+    if spelling == "link":
+        output.symlink_to(path)
+    for command in ("upsample", "simulate-lr"):
+        run = ctsr(command, path, output, "--scale", "2")
+        assert run.returncode == 2 and "is the input" in run.stderr and "Traceback" not in run.stderr
+    assert path.read_bytes() == before

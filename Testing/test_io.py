@@ -94,7 +94,6 @@ BAD_INPUTS = {
     "empty": (lambda d: (d / "empty.nrrd").write_text(
         "NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 0\nencoding: raw\n\n") and d / "empty.nrrd",
         "holds no voxels"),
-    "blank": (lambda d: _write(d, "blank.nrrd", np.full((4, 8, 8), -1024, np.int16)), "empty"),
     "NaN": (lambda d: _write(d, "nan.nrrd", np.full((4, 8, 8), np.nan, np.float32)), "NaN"),
     "empty folder": (lambda d: (d / "dicom").mkdir() or d / "dicom", "no DICOM series"),
 }

@@ -10,8 +10,8 @@ from ctsr.errors import UserError
 from ctsr.grids import lr_grid
 from ctsr.io import read_volume
 from ctsr.lanczos import block_centre_positions, resample_axis
-from ctsr.lrestimate import estimate_noise_hu, estimate_profile
-from ctsr.lrmodel import (DEFAULT_PROFILE, LRModel, LROperator, Profile, resolve_lr_model,
+from ctsr.lrestimate import estimate_noise_hu, estimate_profile, resolve_lr_model
+from ctsr.lrmodel import (DEFAULT_PROFILE, LRModel, LROperator, Profile,
                           simulate_lr, slab_from_dicom)
 from ctsr.volume import Volume
 

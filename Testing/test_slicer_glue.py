@@ -235,3 +235,35 @@ def test_loading_the_module_layer_does_not_import_the_heavy_packages():
     done = subprocess.run([sys.executable, "-c", code, str(REPO / "CTSuperResolution")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+class DicomDatabaseStandIn:
+    """Slicer's ctkDICOMDatabase cannot exist without the application: the two calls the module
+    makes, answering for one instance."""
+
+    def __init__(self, uid, thickness):
+        self.uid, self.thickness = uid, thickness
+
+    def fileForInstance(self, uid):
+        return f"/dicom/{uid}.dcm" if uid == self.uid else ""
+
+    def fileValue(self, path, tag):
+        return self.thickness if path == f"/dicom/{self.uid}.dcm" and tag == "0018,0050" else ""
+
+
+def test_the_lr_model_comes_from_the_dicom_database_and_is_recorded_on_the_node(scene, sample, monkeypatch):
+    thick = Volume.from_spacing(sample.array[:12, :32, :32], (0.7, 0.7, 3.0), (5.0, -7.0, 30.0))
+    node = add_node(scene, thick, "thick")
+    assert nodes.dicom_slice_thickness(node, DicomDatabaseStandIn("1.2.3", "4.5")) is None  # not from DICOM
+    node.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
+    assert nodes.dicom_slice_thickness(node, DicomDatabaseStandIn("1.2.3", "4.5")) == 4.5
+    assert nodes.dicom_slice_thickness(node, DicomDatabaseStandIn("1.2.3", "")) is None
+    monkeypatch.setattr(slicer, "dicomDatabase", DicomDatabaseStandIn("1.2.3", "4.5"), raising=False)
+    out = CTSuperResolutionLogicBase().process(node, scale=2, method="fast", throughPlaneOnly=True)
+    info = nodes.provenance(out)
+    assert info["lrModel"].startswith("z=slab:4.5mm") and "SliceThickness (0018,0050) 4.5 mm" in info["lrModelSource"]
+    assert float(info["lrNoiseHU"]) >= 0 and float(info["lrResidualHU"]) >= 0
+    given = CTSuperResolutionLogicBase().process(node, scale=2, method="fast", throughPlaneOnly=True,
+                                                 lrModel="z=box,noise:3")
+    assert nodes.provenance(given)["lrModel"] == "z=box,noise:3"
+    assert nodes.provenance(given)["lrModelSource"] == "z: given; noise: given"

@@ -266,8 +266,11 @@ def test_worker_writes_the_uncertainty_where_the_job_says(tmp_path, crop):
     assert "rms_hu" in result["provenance"]["lr_residual"]
 
 
-def test_a_constant_volume_reads_only_when_asked(tmp_path, crop):
-    path = write_volume(crop.with_array(np.zeros_like(crop.array)), tmp_path / "zeros.nrrd")
-    with pytest.raises(UserError, match="every voxel has the value 0"):
-        read_volume(path)
-    assert not read_volume(path, check=False).array.any()
+@pytest.mark.parametrize("method", ["cubic", "fast"])
+def test_a_constant_volume_is_valid_and_gives_the_same_constant(tmp_path, crop, method):
+    from ctsr.upsampling import upsample
+
+    path = write_volume(crop.with_array(np.full_like(crop.array, -1024.0)), tmp_path / "air.nrrd")
+    result = upsample(read_volume(path), 2, method)
+    np.testing.assert_allclose(result.volume.array, -1024.0, atol=1e-3)
+    assert result.provenance["lr_residual"]["rms_hu"] < 1e-3

@@ -15,17 +15,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import Cancelled, UserError
-from .progress import JsonLinesProgress, Progress, SilentProgress, TerminalProgress, to_json
+from .progress import Progress, SilentProgress, add_progress_options, progress_from_args, to_json
 
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY = 0, 1, 2, 3, 4
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    group.add_argument("--json-progress", action="store_true",
-                       help="write progress and the result as JSON lines on stdout "
-                            "(docs/progress-protocol.md)")
 
 
 def _window(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model), or 'none' for no prior")
     _lr_model(p, "how the input was made (default: DICOM SliceThickness for z, then estimated from the "
                  "input); e.g. gauss:1, box, z=slab:5mm, noise:15, joined by commas")
-    _common(p)
+    add_progress_options(p)
     p.set_defaults(run=_run_upsample)
 
     p = commands.add_parser("simulate-lr", help="degrade an HR volume with an LR model")
@@ -68,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="2", help="2, 4, 8 or per axis x, y, z like 1x1x4 (default 2)")
     _lr_model(p, "blur and noise (default gauss:1, the paper's); e.g. box, gauss:1.5,noise:20, z=slab:5mm")
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise (default 0)")
-    _common(p)
+    add_progress_options(p)
     p.set_defaults(run=_run_simulate)
 
     p = commands.add_parser("evaluate", help="PSNR and SSIM of a volume against the truth")
@@ -76,26 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("truth", type=Path, help="ground truth on the same grid")
     _window(p)
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
-    _common(p)
+    add_progress_options(p)
     p.set_defaults(run=_run_evaluate)
 
     p = commands.add_parser("demo", help="super-resolve the bundled real CT sample and draw a montage")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="folder (default ./demo-output)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"default {DEFAULT_METHOD}")
-    _common(p)
+    add_progress_options(p)
     p.set_defaults(run=_run_demo)
 
     from .prior.cli import add_prior_commands
     add_prior_commands(commands)
     return parser
-
-
-def make_progress(args) -> Progress:
-    if getattr(args, "json_progress", False):
-        return JsonLinesProgress()
-    if getattr(args, "quiet", False):
-        return SilentProgress()
-    return TerminalProgress()
 
 
 def _say(args, text: str) -> None:
@@ -109,7 +93,7 @@ def _run_upsample(args, progress: Progress) -> dict:
     from .lrmodel import LRModel
     from .upsampling import upsample
 
-    check_writable(args.output)
+    check_writable(args.output, inputs=[args.input])
     model = LRModel.parse(args.lr_model)
     lr = read_volume(args.input)
     result = upsample(lr, args.scale, args.method, progress, seed=args.seed, device=args.device,
@@ -146,7 +130,7 @@ def _run_simulate(args, progress: Progress) -> dict:
     if missing:
         raise UserError(f"--lr-model {args.lr_model!r} gives no blur for the {', '.join(missing)} axis; "
                         "add one (like gauss:1, box or z=slab:5mm).")
-    check_writable(args.output)
+    check_writable(args.output, inputs=[args.input])
     hr = read_volume(args.input)
     progress.update("simulate-lr", 0.0, f"degrading with {model}")
     lr = simulate_lr(hr, scale, model, seed=args.seed)
@@ -192,7 +176,7 @@ def _raise_cancelled(signum, frame):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    progress = make_progress(args) if hasattr(args, "quiet") else SilentProgress()
+    progress = progress_from_args(args) if hasattr(args, "quiet") else SilentProgress()
     return run_guarded(args.run, args, progress)
 
 

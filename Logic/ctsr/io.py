@@ -114,14 +114,19 @@ def read_slice_thickness(path) -> float | None:
         return None
 
 
-def check_writable(path) -> None:
-    """Raise :class:`UserError` unless ``path`` has a writable format and its folder exists
-    (called before long work, so that a typo does not cost a whole run)."""
+def check_writable(path, inputs=()) -> None:
+    """Raise :class:`UserError` unless ``path`` has a writable format, its folder exists and
+    it is none of ``inputs`` (the same file also through a link or another spelling); called
+    before long work, so that a typo does not cost a whole run or the input."""
     path = Path(path)
     if _suffix(path) not in WRITE_SUFFIXES:
         raise UserError(f"cannot write {path.name}: use one of {', '.join(WRITE_SUFFIXES)}.")
     if not path.parent.is_dir():
         raise UserError(f"the output folder {path.parent} does not exist.")
+    for source in map(Path, inputs):
+        same = path.exists() and source.exists() and os.path.samefile(path, source)
+        if same or path.resolve() == source.resolve():
+            raise UserError(f"the output {path} is the input {source}; name a different output file.")
 
 
 def write_volume(volume: Volume, path, compress: bool = True) -> Path:

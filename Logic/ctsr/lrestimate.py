@@ -24,6 +24,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from .grids import Scale
+from .lrmodel import DEFAULT_PROFILE, LRModel, LROperator, Profile, slab_from_dicom
 from .volume import Volume
 
 #: The blur family searched by :func:`estimate_profile` (the profiles of :mod:`ctsr.lrmodel`).
@@ -79,17 +80,14 @@ def _sharpness(array: np.ndarray, axis: int, noise_var: float) -> float | None:
     return e_hi / e_lo
 
 
-def candidate_profiles():
-    from .lrmodel import Profile
-
+def candidate_profiles() -> list[Profile]:
+    """The blur family the estimate chooses from."""
     return [Profile("gauss", s) for s in CANDIDATE_SIGMAS] + [Profile("box")]
 
 
 def estimate_profile(lr: Volume, scale: Scale, axis: int, noise_hu: float):
     """(profile, how) for image axis ``axis`` (0 = x, 1 = y, 2 = z) of ``lr`` (HU) at ``scale``;
     (None, reason) when the volume is too small along that axis to tell."""
-    from .lrmodel import LRModel, LROperator
-
     s = int(scale[axis])
     array_axis = 2 - axis
     n = lr.array.shape[array_axis]
@@ -116,3 +114,31 @@ def estimate_profile(lr: Volume, scale: Scale, axis: int, noise_hu: float):
     if best is None:
         return None, "default (the blur could not be estimated)"
     return best, f"estimated (cross-scale sharpness, log gap {best_gap:.2f})"
+
+
+def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = None,
+                     slice_thickness_mm: float | None = None) -> LRModel:
+    """Complete an LR model for ``lr`` at ``scale`` (IJK): what the user gave, then the z
+    profile from DICOM SliceThickness (``slice_thickness_mm``, when z is downsampled), then
+    estimates from the input (noise SD, blur width per axis: :mod:`ctsr.lrestimate`), then
+    :data:`DEFAULT_PROFILE`. ``source`` records which for each part."""
+    model = given if isinstance(given, LRModel) else LRModel.parse(given)
+    if scale[2] > 1 and model.profiles[2] is None:
+        profile, reason = slab_from_dicom(slice_thickness_mm, float(lr.spacing[2]))
+        if profile is not None:
+            model = model.with_profile(2, profile, reason)
+    if model.noise_hu is None:
+        model = model.with_noise(estimate_noise_hu(lr.array), "estimated (MAD of the finest wavelet band)")
+    estimates = {axis: estimate_profile(lr, scale, axis, model.noise_hu)
+                 for axis, s in enumerate(scale) if s > 1 and model.profiles[axis] is None}
+    for axis, (profile, how) in estimates.items():
+        # Axes of one scale share the narrowest estimate: an axis whose HR was already blurred
+        # (z of a scan with thicker slices than pixels) looks more degraded than it was, and
+        # assuming too wide a blur is what makes the consistency step overshoot.
+        peers = [p for a, (p, _) in estimates.items() if scale[a] == scale[axis] and p is not None]
+        if profile is not None:
+            spacing = float(lr.spacing[axis]) / scale[axis]
+            profile = min(peers, key=lambda p: p.std_hr_voxels(scale[axis], spacing))
+        model = model.with_profile(axis, profile or DEFAULT_PROFILE, how)
+    return model
+

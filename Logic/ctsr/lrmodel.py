@@ -13,8 +13,9 @@ one **profile** (all widths in HR voxels of that axis unless stated):
 
 and one **noise** SD in HU (white, added to the LR voxels). :class:`LRModel` holds a profile
 per IJK axis (``None``: not known yet) and the noise SD (``None``: not known yet);
-:func:`resolve_lr_model` fills what is missing, in this order: given by the user, read from
-DICOM, estimated from the input (:mod:`ctsr.lrestimate`), the conservative default.
+:func:`ctsr.lrestimate.resolve_lr_model` fills what is missing, in this order: given by the
+user, read from DICOM (:func:`slab_from_dicom`), estimated from the input, the conservative
+default (:data:`DEFAULT_PROFILE`).
 
 :class:`LROperator` is the one forward operator ``D`` (HR -> LR, separable, one sparse matrix
 per axis, with its exact adjoint), used by ``simulate-lr``, the consistency step, the
@@ -276,33 +277,3 @@ def slab_from_dicom(slice_thickness_mm: float | None, slice_spacing_mm: float) -
         return None, "DICOM SliceThickness (0018,0050) absent"
     return (Profile("slab", round(float(slice_thickness_mm), 4)),
             f"DICOM SliceThickness (0018,0050) {slice_thickness_mm:g} mm, slice spacing {slice_spacing_mm:.4g} mm")
-
-
-def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = None,
-                     slice_thickness_mm: float | None = None) -> LRModel:
-    """Complete an LR model for ``lr`` at ``scale`` (IJK): what the user gave, then the z
-    profile from DICOM SliceThickness (``slice_thickness_mm``, when z is downsampled), then
-    estimates from the input (noise SD, blur width per axis: :mod:`ctsr.lrestimate`), then
-    :data:`DEFAULT_PROFILE`. ``source`` records which for each part."""
-    from .lrestimate import estimate_noise_hu, estimate_profile
-
-    model = given if isinstance(given, LRModel) else LRModel.parse(given)
-    if scale[2] > 1 and model.profiles[2] is None:
-        profile, reason = slab_from_dicom(slice_thickness_mm, float(lr.spacing[2]))
-        if profile is not None:
-            model = model.with_profile(2, profile, reason)
-    if model.noise_hu is None:
-        model = model.with_noise(estimate_noise_hu(lr.array), "estimated (MAD of the finest wavelet band)")
-    estimates = {axis: estimate_profile(lr, scale, axis, model.noise_hu)
-                 for axis, s in enumerate(scale) if s > 1 and model.profiles[axis] is None}
-    for axis, (profile, how) in estimates.items():
-        # Axes of one scale share the narrowest estimate: an axis whose HR was already blurred
-        # (z of a scan with thicker slices than pixels) looks more degraded than it was, and
-        # assuming too wide a blur is what makes the consistency step overshoot.
-        peers = [p for a, (p, _) in estimates.items() if scale[a] == scale[axis] and p is not None]
-        if profile is not None:
-            spacing = float(lr.spacing[axis]) / scale[axis]
-            profile = min(peers, key=lambda p: p.std_hr_voxels(scale[axis], spacing))
-        model = model.with_profile(axis, profile or DEFAULT_PROFILE, how)
-    return model
-

@@ -1,6 +1,7 @@
 """The zero-shot super-resolution pipeline (DESIGN.md section 2), stage by stage.
 
-1. ``V_up``: the LR volume (HU) upsampled by cubic B-spline onto the HR grid, then the HU
+1. ``V_up``: the LR volume (HU) upsampled onto the HR grid by the preset's interpolator (cubic
+   B-spline; Lanczos-3 for ``fast``, which has no later stage that needs ``V_up``), then the HU
    window mapped to [0, 1] ("normalized intensity"; every stage below works in it).
 2. The scan: a cone-beam geometry around the HR grid (:class:`ctsr.geometry.ConeGeometry`,
    scene units), ``P_up`` = projections of ``V_up`` on the HR detector, ``y`` = projections
@@ -47,9 +48,10 @@ class Preset:
     n_views:        projections over 180 degrees (0 when the preset makes none);
     prior_steps:    DDIM steps of the projection prior (0: no prior; ``Y`` = consistent ``P_up``);
     fit:            the NAB-GS settings (iterations, Gaussian counts, learning rates), or None
-                    to skip the reconstruction (the output is then the cubic volume made
+                    to skip the reconstruction (the output is then the interpolated volume made
                     consistent with the input);
-    consistency:    whether the final data-consistency step runs.
+    consistency:    whether the final data-consistency step runs;
+    interpolator:   the baseline ``V_up`` comes from (:mod:`ctsr.baselines`).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Preset:
     prior_steps: int
     fit: FitSettings | None
     consistency: bool
+    interpolator: str = "cubic"
 
     @property
     def max_gaussians(self) -> int:
@@ -64,7 +67,7 @@ class Preset:
 
 
 PRESETS = {
-    "fast": Preset("fast", n_views=0, prior_steps=0, fit=None, consistency=True),
+    "fast": Preset("fast", n_views=0, prior_steps=0, fit=None, consistency=True, interpolator="lanczos"),
     "standard": Preset("standard", n_views=72, prior_steps=0, fit=FitSettings.preset("standard"), consistency=True),
     "quality": Preset("quality", n_views=100, prior_steps=20, fit=FitSettings.preset("quality"), consistency=True),
 }
@@ -137,13 +140,13 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *
     torch.manual_seed(seed)
     info = {"device": torch_device.type, "preset": preset.name}
 
-    progress.update("upsample", 0.0, "cubic upsampling")
-    hr = upsample_interpolate(lr, scale, "cubic")
+    progress.update("upsample", 0.0, f"{preset.interpolator} upsampling")
+    hr = upsample_interpolate(lr, scale, preset.interpolator)
     if preset.fit is not None or oracle is not None:
         hr = _reconstruct(lr, hr, scale, preset, lr_model, prior, torch_device, seed, window, oracle, progress,
                           info)
     else:
-        info["target"] = "none: the preset keeps the cubic volume and only enforces consistency"
+        info["target"] = f"none: the preset keeps the {preset.interpolator} volume and only enforces consistency"
     if preset.consistency:
         progress.update("consistency", 0.95, f"matching the LR input ({lr_model})")
         hr, info["consistency"] = enforce_lr_consistency(hr, lr, scale, lr_model)

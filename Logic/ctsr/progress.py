@@ -193,3 +193,22 @@ class TerminalProgress(Progress):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def add_progress_options(parser) -> None:
+    """The command-line choice of progress (every ``ctsr`` command): ``--quiet`` or
+    ``--json-progress`` (default: the terminal bar)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    group.add_argument("--json-progress", action="store_true",
+                       help="write progress and the result as JSON lines on stdout "
+                            "(docs/progress-protocol.md)")
+
+
+def progress_from_args(args) -> Progress:
+    """The :class:`Progress` that :func:`add_progress_options`' flags chose."""
+    if getattr(args, "json_progress", False):
+        return JsonLinesProgress()
+    if getattr(args, "quiet", False):
+        return SilentProgress()
+    return TerminalProgress()

@@ -26,7 +26,8 @@ from .baselines import METHODS as INTERPOLATION_METHODS
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency, lr_residual
 from .grids import Scale, format_scale, parse_scale
-from .lrmodel import LRModel, resolve_lr_model
+from .lrestimate import resolve_lr_model
+from .lrmodel import LRModel
 from .progress import Progress, SilentProgress
 from .roi import Roi, crop_to_roi
 from .volume import Volume

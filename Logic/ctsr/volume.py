@@ -77,8 +77,8 @@ class Volume:
         )
 
     def check_usable(self, what: str = "the input volume") -> None:
-        """Raise :class:`UserError` unless this is a finite 3D volume of sane size with some
-        content (at least two distinct values)."""
+        """Raise :class:`UserError` unless this is a finite 3D volume of sane size (a constant
+        volume is valid: it super-resolves to the same constant)."""
         if self.array.ndim != 3:
             raise UserError(f"{what} is {self.array.ndim}D; a 3D volume is needed.")
         if self.array.size == 0:
@@ -93,8 +93,6 @@ class Volume:
             )
         if not np.isfinite(self.array).all():
             raise UserError(f"{what} contains NaN or infinite values.")
-        if self.array.min() == self.array.max():
-            raise UserError(f"{what} is empty: every voxel has the value {self.array.flat[0]:g}.")
         if not np.isfinite(self.ijk_to_ras).all() or abs(np.linalg.det(self.ijk_to_ras[:3, :3])) < 1e-12:
             raise UserError(f"{what} has an invalid geometry (zero spacing or degenerate direction).")
 

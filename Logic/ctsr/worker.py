@@ -95,9 +95,9 @@ def run_job(job: dict, progress: Progress) -> dict:
         raise UserError(f"unknown device {job['device']!r}; use auto, cpu or cuda.")
     check_options(job["options"])
     output = Path(job["output"])
-    check_writable(output)
+    check_writable(output, inputs=[job["input"]])
     if job.get("uncertainty_output"):
-        check_writable(job["uncertainty_output"])
+        check_writable(job["uncertainty_output"], inputs=[job["input"], output])
     lr = read_volume(job["input"])
     progress.log(f"input {'x'.join(map(str, lr.shape_ijk))} voxels, spacing "
                  f"{'x'.join(f'{s:.3g}' for s in lr.spacing)} mm")

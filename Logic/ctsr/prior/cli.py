@@ -6,6 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..progress import add_progress_options
+
 
 def add_prior_commands(commands) -> None:
     """Add the ``prior`` command and its subcommands to the ``ctsr`` parser's subparsers."""
@@ -33,18 +35,13 @@ def add_prior_commands(commands) -> None:
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    _common_flags(p)
+    add_progress_options(p)
     p.set_defaults(run=_run_train)
 
     p = sub.add_parser("card", help="re-render a prior folder's model card from its ctsr_prior.json")
     p.add_argument("model", type=Path, help="prior model folder")
-    _common_flags(p)
+    add_progress_options(p)
     p.set_defaults(run=_run_card)
-
-
-def _common_flags(parser) -> None:
-    from ..cli import _common
-    _common(parser)
 
 
 def _run_train(args, progress) -> dict:
