@@ -188,6 +188,7 @@ def test_uncertainty_comes_back_as_a_second_coloured_node_with_the_residual(scen
     assert float(out.GetAttribute("CTSuperResolution.lrResidualHU")) == residual["rms_hu"]
     assert float(out.GetAttribute("CTSuperResolution.lrResidualRelative")) == residual["relative"]
     assert job.residualText.startswith(f"LR residual {residual['rms_hu']:.2f} HU RMS")
+    assert f"at noise {residual['noise_hu']:.2f} HU, LR model {job.provenance['lr_model']['model']}" in job.residualText
     assert job.log[-1] == job.residualText
     assert nodes.provenance(out)["uncertainty_runs"] == "2"
     assert list(Path(tempfile.tempdir).iterdir()) == []

@@ -49,11 +49,17 @@ def percent(event: dict) -> int:
 
 def residual_text(provenance: dict) -> str:
     """The LR residual of a result (``provenance["lr_residual"]``) in words, e.g.
-    ``"LR residual 5.23 HU RMS (1.7 % of the input's spread)"``; ``""`` when not reported."""
+    ``"LR residual 5.23 HU RMS (1.7 % of the input's spread) at noise 5.10 HU, LR model box"``;
+    ``""`` when not reported."""
     residual = provenance.get("lr_residual")
     if not isinstance(residual, dict) or residual.get("rms_hu") is None:
         return ""
     text = f"LR residual {float(residual['rms_hu']):.2f} HU RMS"
     if residual.get("relative") is not None:
         text += f" ({100.0 * float(residual['relative']):.1f} % of the input's spread)"
+    if residual.get("noise_hu") is not None:
+        text += f" at noise {float(residual['noise_hu']):.2f} HU"
+    model = provenance.get("lr_model")
+    if isinstance(model, dict) and model.get("model"):
+        text += f", LR model {model['model']}"
     return text

@@ -34,6 +34,9 @@ CANDIDATE_SIGMAS = (0.5, 1.0, 1.5, 2.0)
 WINDOW, QUANTILE = 4, 0.25
 #: Fewest voxels along an axis, after the extra degradation, to estimate its blur.
 MIN_SAMPLES = 16
+#: Largest scale whose blur is estimated: the estimate was measured on the degradation matrix
+#: at x2 only (at x4 the benchmark crops are too small for it); larger scales get the default.
+MAX_ESTIMATED_SCALE = 2
 
 
 def estimate_noise_hu(array: np.ndarray) -> float:
@@ -91,6 +94,8 @@ def estimate_profile(lr: Volume, scale: Scale, axis: int, noise_hu: float):
     s = int(scale[axis])
     array_axis = 2 - axis
     n = lr.array.shape[array_axis]
+    if s > MAX_ESTIMATED_SCALE:
+        return None, f"default (the blur is estimated up to x{MAX_ESTIMATED_SCALE} only, where it was measured)"
     if n // s < MIN_SAMPLES:
         return None, f"default (too few voxels along {'xyz'[axis]} to estimate the blur)"
     target = _sharpness(lr.array, array_axis, noise_hu**2)
