@@ -163,3 +163,9 @@ def test_the_input_is_never_overwritten(tmp_path, sample, spelling):
         run = ctsr(command, path, output, "--scale", "2")
         assert run.returncode == 2 and "is the input" in run.stderr and "Traceback" not in run.stderr
     assert path.read_bytes() == before
+
+
+def test_uncertainty_of_a_deterministic_baseline_is_refused(tmp_path, sample):
+    path = write_volume(sample, tmp_path / "in.nrrd")
+    run = ctsr("upsample", path, tmp_path / "out.nrrd", "--method", "cubic", "--uncertainty", "3")
+    assert run.returncode == 2 and "deterministic" in run.stderr and not (tmp_path / "out.nrrd").exists()

@@ -71,22 +71,12 @@ def build_job(input_path, output_path, scale: Scale, method: str, device: str = 
 
 def uncertainty_options(uncertainty, method: str) -> dict:
     """The job ``options`` for ``uncertainty`` runs (0: none; K >= 2: the voxelwise standard
-    deviation over K seeds). Interpolation is deterministic, so it is refused there."""
-    from ctsr.baselines import METHODS as INTERPOLATION_METHODS
-    from ctsr.errors import UserError
+    deviation over K seeds), checked by the engine's rule
+    (:func:`ctsr.upsampling.check_uncertainty_runs`) before any work."""
+    from ctsr.upsampling import check_uncertainty_runs
 
-    try:
-        runs = int(uncertainty or 0)
-    except (TypeError, ValueError):
-        raise UserError(f"uncertainty runs must be a whole number, not {uncertainty!r}.") from None
-    if runs == 0:
-        return {}
-    if runs < 2:
-        raise UserError("uncertainty needs at least 2 runs (or 0 for none).")
-    if method in INTERPOLATION_METHODS:
-        raise UserError(f"{method} is deterministic, so it has no uncertainty; pick a zero-shot "
-                        "method or set the uncertainty runs to 0.")
-    return {"uncertainty": runs}
+    runs = check_uncertainty_runs(uncertainty, method)
+    return {"uncertainty": runs} if runs else {}
 
 
 def write_job(job: dict, path) -> Path:

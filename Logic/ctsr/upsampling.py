@@ -72,6 +72,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     progress = progress or SilentProgress()
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    uncertainty = check_uncertainty_runs(uncertainty, method)
     lr.check_usable()
     if roi is not None:
         roi = roi if isinstance(roi, Roi) else Roi.parse(roi)
@@ -93,8 +94,6 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         provenance["lr_residual"] = lr_residual(hr, lr, scale, model)
         progress.update("upsample", 1.0, "done")
     else:
-        if uncertainty == 1 or uncertainty < 0:
-            raise UserError("uncertainty needs at least 2 runs (or 0 for none).")
         runs = max(1, uncertainty)
         volumes = []
         for k in range(runs):
@@ -108,6 +107,25 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         provenance.update(info)
     provenance["duration_s"] = round(time.monotonic() - start, 2)
     return UpsampleResult(hr, provenance, std)
+
+
+def check_uncertainty_runs(uncertainty, method: str) -> int:
+    """The number of uncertainty runs (0: none), or :class:`UserError` for anything but 0 or
+    K >= 2, and for the interpolation baselines, which are deterministic."""
+    from .errors import UserError
+
+    try:
+        runs = int(uncertainty or 0)
+    except (TypeError, ValueError):
+        raise UserError(f"uncertainty runs must be a whole number, not {uncertainty!r}.") from None
+    if runs == 0:
+        return 0
+    if runs < 2:
+        raise UserError("uncertainty needs at least 2 runs (or 0 for none).")
+    if method in INTERPOLATION_METHODS:
+        raise UserError(f"{method} is deterministic, so it has no uncertainty; pick a zero-shot "
+                        "method or set the uncertainty runs to 0.")
+    return runs
 
 
 def _check_output_size(lr: Volume, scale: Scale) -> None:
