@@ -138,7 +138,23 @@ def test_lr_model_given_on_the_command_line_is_used_and_reported(tmp_path, sampl
     residual = result["provenance"]["lr_residual"]
     assert residual["noise_hu"] == 8.0 and residual["rms_hu"] >= 0.97 * 8.0  # stopped at the noise
     run = ctsr("upsample", tmp_path / "lr.nrrd", tmp_path / "auto.nrrd")
-    assert run.returncode == 0 and "LR model: " in run.stdout and "estimated" in run.stdout, run.stderr
+    assert run.returncode == 0 and "LR model " in run.stdout, run.stderr
+    assert "LR model: " in run.stderr and "estimated" in run.stderr  # the log line says where it came from
+
+
+def test_progress_into_a_pipe_is_plain_lines_with_real_fractions(tmp_path, sample):
+    """stderr is not a terminal here: no carriage-return bar, one line per stage or 10 %,
+    fractions rising to 100 % through the stages of fast."""
+    import re
+
+    path = write_volume(sample, tmp_path / "in.nrrd")
+    run = ctsr("upsample", path, tmp_path / "out.nrrd")
+    assert run.returncode == 0 and "\r" not in run.stderr, run.stderr
+    lines = [re.match(r"\[\s*(\d+)%\] ([a-z ]+):", line) for line in run.stderr.splitlines()]
+    steps = [(int(m.group(1)), m.group(2)) for m in lines if m]
+    assert [p for p, _ in steps] == sorted(p for p, _ in steps) and steps[-1][0] == 100
+    assert {"lr model", "upsample", "consistency"} <= {stage for _, stage in steps}
+    assert any(0 < p < 100 for p, stage in steps if stage == "consistency")
 
 
 @pytest.mark.parametrize("command, model", [("upsample", "blur:3"), ("upsample", "noise:-2"),
@@ -169,3 +185,12 @@ def test_uncertainty_of_a_deterministic_baseline_is_refused(tmp_path, sample):
     path = write_volume(sample, tmp_path / "in.nrrd")
     run = ctsr("upsample", path, tmp_path / "out.nrrd", "--method", "cubic", "--uncertainty", "3")
     assert run.returncode == 2 and "deterministic" in run.stderr and not (tmp_path / "out.nrrd").exists()
+
+
+def test_itk_warnings_do_not_reach_the_user(tmp_path):
+    folder = tmp_path / "notdicom"
+    folder.mkdir()
+    (folder / "x.dcm").write_text("hello")
+    run = ctsr("upsample", folder, tmp_path / "out.nrrd")
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [f"ctsr: error: {folder} is a folder with no DICOM series in it."]

@@ -104,11 +104,9 @@ def _run_upsample(args, progress: Progress) -> dict:
         outputs["uncertainty"] = str(write_volume(result.uncertainty, uncertainty_path(args.output)))
     residual = result.provenance.get("lr_residual")
     _say(args, f"wrote {args.output} ({'x'.join(map(str, result.volume.shape_ijk))} voxels, "
-               f"{args.method}, {result.provenance['duration_s']} s"
+               f"{args.method}, {result.provenance['duration_s']} s, LR model {result.provenance['lr_model']['model']}"
                + (f", LR residual {residual['rms_hu']:.2f} HU RMS at noise {residual['noise_hu']:.2f} HU"
                   if residual else "") + ")")
-    _say(args, f"LR model: {result.provenance['lr_model']['model']} ("
-               + "; ".join(f"{k}: {v}" for k, v in result.provenance["lr_model"]["source"].items()) + ")")
     return {**outputs, "provenance": result.provenance}
 
 

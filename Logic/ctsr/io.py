@@ -19,6 +19,10 @@ import SimpleITK as sitk
 from .errors import UserError
 from .volume import Volume
 
+# ITK's own warnings (e.g. "No Series were found" for a folder without DICOM) are not for our
+# users: every failure they hint at becomes one sentence of ours.
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
+
 #: Flips the first two axes: LPS <-> RAS (its own inverse).
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

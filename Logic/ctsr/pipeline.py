@@ -148,7 +148,9 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *
     else:
         info["target"] = f"none: the preset keeps the {preset.interpolator} volume and only enforces consistency"
     if preset.consistency:
-        progress.update("consistency", 0.95, f"matching the LR input ({lr_model})")
+        # After NAB-GS the step is a few seconds of a long job; after interpolation, most of it.
+        progress.update("consistency", 0.95 if preset.fit is not None or oracle is not None else 0.3,
+                        f"matching the LR input ({lr_model})")
         hr, info["consistency"] = enforce_lr_consistency(hr, lr, scale, lr_model)
     info["lr_residual"] = lr_residual(hr, lr, scale, lr_model)
     progress.update("consistency", 1.0, "done")

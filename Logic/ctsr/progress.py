@@ -195,6 +195,28 @@ class TerminalProgress(Progress):
             self._bar = None
 
 
+class PlainProgress(Progress):
+    """Plain progress lines on stderr for a log file or a pipe (no ``\r`` bar): one line when
+    the stage changes or the job advances by 10 %, e.g. ``[ 40%] consistency: ... (3 s, 4 s left)``."""
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self._stream = stream or sys.stderr
+        self._last = (None, -1)
+
+    def emit(self, event):
+        if event["event"] == "log":
+            print(event["message"], file=self._stream, flush=True)
+        elif event["event"] == "progress":
+            decile = int(event["fraction"] * 10)
+            if (event["stage"], decile) == self._last:
+                return
+            self._last = (event["stage"], decile)
+            left = f", {event['eta']:.0f} s left" if event.get("eta") is not None else ""
+            print(f"[{100 * event['fraction']:3.0f}%] {event['stage']}: {event['message']} "
+                  f"({event['elapsed']:.0f} s{left})", file=self._stream, flush=True)
+
+
 def add_progress_options(parser) -> None:
     """The command-line choice of progress (every ``ctsr`` command): ``--quiet`` or
     ``--json-progress`` (default: the terminal bar)."""
@@ -211,4 +233,4 @@ def progress_from_args(args) -> Progress:
         return JsonLinesProgress()
     if getattr(args, "quiet", False):
         return SilentProgress()
-    return TerminalProgress()
+    return TerminalProgress() if sys.stderr.isatty() else PlainProgress()
