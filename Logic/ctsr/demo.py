@@ -28,5 +28,5 @@ def run_demo(out_dir, method: str, progress: Progress) -> dict:
     output = write_volume(result.volume, out_dir / "sample_SRx2.nrrd")
     montage = out_dir / "montage.png"
     write_montage(montage, [lr, result.volume], MONTAGE_WINDOW,
-                  labels=["input 1.5 mm (as scanned)", f"{method} x2"])
+                  labels=["input: real scan, 1.5 mm", f"{method} x2, 0.75 mm"])
     return {"output": output, "montage": montage, "lr_model": result.provenance["lr_model"]["model"]}
