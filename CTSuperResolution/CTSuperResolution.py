@@ -18,19 +18,22 @@ import qt
 import vtk
 
 import slicer
-from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
-from slicer.i18n import tr as _
-from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
+from CTSuperResolutionLib.engine import check_slicer_version, ensure_engine_importable
+
+# Before anything that needs a recent Slicer (vtkMRMLMarkupsROINode from slicer, Python 3.10).
+check_slicer_version(slicer.app.majorVersion, slicer.app.minorVersion)
+
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode  # noqa: E402
+from slicer.i18n import tr as _  # noqa: E402
+from slicer.i18n import translate  # noqa: E402
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper  # noqa: E402
+from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
-from slicer.util import VTKObservationMixin
-
-from CTSuperResolutionLib.engine import ensure_engine_importable
+from slicer.util import VTKObservationMixin  # noqa: E402
 
 ensure_engine_importable(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,10 +42,14 @@ from ctsr.resources import resources_dir, sample_volume_path  # noqa: E402
 
 from CTSuperResolutionLib import jobs  # noqa: E402
 from CTSuperResolutionLib.dependencies import (  # noqa: E402
+    find_pip_ensure,
     missing_requirements,
+    plan_installation,
     read_requirements,
-    requirement_name,
+    torch_version_requirement,
 )
+from CTSuperResolutionLib.panel import run_action  # noqa: E402
+from CTSuperResolutionLib.runner import stop_all_workers  # noqa: E402
 from CTSuperResolutionLib.events import percent  # noqa: E402
 from CTSuperResolutionLib.logic import (  # noqa: E402
     CANCELLED,
@@ -179,8 +186,13 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """The module is closed (or Slicer exits): stop the running job's whole process tree now."""
         self.removeObservers()
-        self._cancelJob()
+        self._timer.stop()
+        if self._job is not None:
+            self._job.cancel(grace_s=0)
+            self._job = None
+        stop_all_workers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -236,17 +248,16 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onApplyButton(self) -> None:
         if self._job is not None:
             self._cancelJob()
-            self._showStatus(_("Cancelled; nothing was added to the scene."))
             return
         p = self._parameterNode
         self.ui.logTextEdit.clear()
-        try:
-            self._job = self.logic.process(
+        with slicer.util.WaitCursor():
+            self._job = run_action(lambda: self.logic.process(
                 p.inputVolume, p.outputVolume, scale=p.scale, method=p.method, device=p.device,
                 throughPlaneOnly=p.throughPlaneOnly, roi=p.roi, uncertainty=p.uncertaintyRuns,
-                lrModel=p.lrModel, wait=False, progressCallback=self._onEvent)
-        except UserError as error:
-            slicer.util.errorDisplay(str(error))
+                lrModel=p.lrModel, wait=False, progressCallback=self._onEvent),
+                slicer.util.errorDisplay, _("Could not start the super-resolution"))
+        if self._job is None:
             return
         self.ui.progressBar.value = 0
         self.ui.progressBar.show()
@@ -295,14 +306,13 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._showStatus(_("Cancelled; nothing was added to the scene."))
 
     def _cancelJob(self) -> None:
+        """Ask the job to stop and return at once; the polling timer finishes it (the worker's
+        tree is killed if it has not stopped within a few seconds) and reports "Cancelled"."""
         if self._job is None:
             return
-        self._timer.stop()
-        with slicer.util.WaitCursor():
-            self._job.cancel()
-        self._job = None
-        self.ui.progressBar.hide()
-        self._updateButtons()
+        self._job.requestCancel()
+        self.ui.applyButton.enabled = False
+        self._showStatus(_("Cancelling..."))
 
     def _showStatus(self, text: str) -> None:
         self.ui.statusLabel.text = text
@@ -326,45 +336,44 @@ class CTSuperResolutionLogic(ScriptedLoadableModuleLogic, CTSuperResolutionLogic
         return CTSuperResolutionParameterNode(super().getParameterNode())
 
     def ensureDependencies(self) -> None:
-        """On first use, install what the engine lacks in Slicer's Python, after asking: torch
-        through the PyTorch extension when present, the rest with pip. numpy, SimpleITK and VTK
-        are never touched (Slicer ships them)."""
-        missing = missing_requirements(read_requirements(resourcePath("requirements.txt")))
-        if not missing:
+        """On first use, install what the engine lacks in Slicer's Python after one confirmation
+        that lists everything: torch through the PyTorch extension (the build for this
+        computer's GPU driver; an older torch is upgraded), the rest with Slicer's pip
+        (``pip_ensure`` where this Slicer has it). numpy, SimpleITK and VTK are never touched
+        (Slicer ships them). Declining or a failed installation is a :class:`UserError`."""
+        requirements = read_requirements(resourcePath("requirements.txt"))
+        plan = plan_installation(requirements)
+        if plan.empty:
             return
-        torch = [r for r in missing if requirement_name(r) == "torch"]
-        others = [r for r in missing if requirement_name(r) != "torch"]
-        if torch and self._installTorchWithPyTorchUtils():
-            torch = []
-        rest = torch + others
-        if not rest:
-            return
-        if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):  # Slicer >= 5.12
-            slicer.packaging.pip_ensure(rest, requester="CT Super-Resolution")
-        else:
-            if not slicer.util.confirmOkCancelDisplay(
-                    _("CT Super-Resolution needs these Python packages: {packages}. Install them now "
-                      "(this can take several minutes)?").format(packages=", ".join(rest))):
-                raise UserError("the required Python packages were not installed: " + ", ".join(rest) + ".")
-            with slicer.util.WaitCursor():
-                slicer.util.pip_install(rest)
-        still = missing_requirements(read_requirements(resourcePath("requirements.txt")))
-        if still:
-            raise UserError("these Python packages are still missing: " + ", ".join(still) + ".")
+        torchUtils = None
+        if plan.torch:
+            try:
+                import PyTorchUtils
+            except ImportError:
+                raise UserError(f"CT Super-Resolution needs PyTorch ({plan.torch}): install the PyTorch "
+                                "extension with the Extensions Manager, restart Slicer and try again.") from None
+            torchUtils = PyTorchUtils.PyTorchUtilsLogic()
+        if not slicer.util.confirmOkCancelDisplay(
+                _("CT Super-Resolution needs these Python packages. Install them now (this can take "
+                  "several minutes)?"), detailedText=plan.describe()):
+            raise UserError("the required Python packages were not installed: "
+                            + ", ".join(([plan.torch] if plan.torch else []) + plan.pip) + ".")
+        if torchUtils is not None and torchUtils.installTorch(
+                askConfirmation=False, torchVersionRequirement=torch_version_requirement(plan.torch)) is None:
+            raise UserError(f"PyTorch ({plan.torch}) could not be installed by the PyTorch extension.")
+        if plan.pip:
+            pipEnsure = find_pip_ensure()
+            if pipEnsure is not None:
+                from packaging.requirements import Requirement
 
-    @staticmethod
-    def _installTorchWithPyTorchUtils() -> bool:
-        """Install torch with the PyTorch extension (it picks the CUDA build for this machine);
-        False if that extension is not installed."""
-        try:
-            import PyTorchUtils
-        except ImportError:
-            return False
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            if torchLogic.installTorch(askConfirmation=True) is None:
-                raise UserError("PyTorch was not installed; it is needed for CT super-resolution.")
-        return True
+                pipEnsure([Requirement(r) for r in plan.pip], prompt_install=False, requester="CT Super-Resolution")
+            else:
+                with slicer.util.WaitCursor():
+                    slicer.util.pip_install(plan.pip)
+        still = missing_requirements(requirements)
+        if still:
+            raise UserError("these Python packages are still missing after the installation: "
+                            + ", ".join(still) + "; restart Slicer and try again.")
 
 
 #

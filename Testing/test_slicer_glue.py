@@ -267,3 +267,171 @@ def test_the_lr_model_comes_from_the_dicom_database_and_is_recorded_on_the_node(
                                                  lrModel="z=box,noise:3")
     assert nodes.provenance(given)["lrModel"] == "z=box,noise:3"
     assert nodes.provenance(given)["lrModelSource"] == "z: given; noise: given"
+
+
+def test_request_cancel_returns_at_once_and_polling_finishes_the_job(scene, sample):
+    """The panel's Cancel: never blocks the GUI; the following polls end the job."""
+    node = add_node(scene, sample)
+    job = CTSuperResolutionLogicBase().process(node, scale=4, method="cubic", wait=False)
+    wait_for_progress(job)
+    started = time.monotonic()
+    job.requestCancel()
+    assert time.monotonic() - started < 0.5
+    deadline = time.monotonic() + 15
+    while not job.poll():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert job.state == CANCELLED and job.outputVolume is None and volume_nodes(scene) == [node]
+    assert process_is_gone(job.process.pid)
+    assert list(Path(tempfile.tempdir).iterdir()) == []
+
+
+def _worker_with_a_child(ignore_sigterm: bool):
+    """A real process tree: a Python that starts a sleeping child and prints its pid."""
+    from CTSuperResolutionLib.runner import WorkerProcess
+
+    code = ("import signal, subprocess, sys, time\n"
+            + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_sigterm else "")
+            + "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print('{\"event\": \"log\", \"message\": \"%d\"}' % child.pid, flush=True)\n"
+            "time.sleep(60)\n")
+    worker = WorkerProcess([sys.executable, "-c", code])
+    deadline = time.monotonic() + 10
+    events = []
+    while not events:
+        events = worker.read_events()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return worker, int(events[0]["message"])
+
+
+def _gone(pid, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if process_is_gone(pid) or _is_zombie(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _is_zombie(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
+def test_a_worker_that_ignores_sigterm_is_killed_with_its_children_after_the_grace_period():
+    worker, child = _worker_with_a_child(ignore_sigterm=True)
+    worker.request_stop(grace_s=0.3)
+    assert not worker.enforce_stop()  # still in its grace period
+    deadline = time.monotonic() + 5
+    while not worker.enforce_stop():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert _gone(worker.pid) and _gone(child)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
+def test_workers_still_running_are_stopped_when_python_exits():
+    """What atexit runs when Slicer closes: every running worker tree is killed."""
+    from CTSuperResolutionLib.runner import stop_all_workers
+
+    worker, child = _worker_with_a_child(ignore_sigterm=False)
+    stop_all_workers()
+    assert _gone(worker.pid) and _gone(child)
+
+
+def test_the_input_is_written_in_its_own_voxel_type(scene, sample, tmp_path):
+    import SimpleITK as sitk
+
+    from ctsr.io import read_volume
+
+    node = add_node(scene, sample)
+    slicer.util.updateVolumeFromArray(node, sample.array.astype(np.int16))
+    nodes.write_node(node, tmp_path / "input.nrrd")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(tmp_path / "input.nrrd"))
+    reader.ReadImageInformation()
+    assert reader.GetPixelID() == sitk.sitkInt16
+    back = read_volume(tmp_path / "input.nrrd")
+    np.testing.assert_allclose(back.ijk_to_ras, sample.ijk_to_ras, atol=1e-6)
+    np.testing.assert_array_equal(back.array, sample.array.astype(np.int16))
+
+
+def _failing_starts(monkeypatch, scene, sample):
+    """The ways starting a job fails for a user, each made real where it can be."""
+    import subprocess
+
+    from CTSuperResolutionLib import engine, logic
+
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(label, np.zeros((4, 4, 4), np.int16))
+    node = add_node(scene, sample)
+
+    def declined(self):
+        raise UserError("the required Python packages were not installed: torch>=2.1.")
+
+    def pip_failed(self):
+        raise subprocess.CalledProcessError(1, ["python", "-m", "pip", "install", "torch>=2.1"])
+
+    def no_python():
+        return "/nonexistent/PythonSlicer"
+
+    yield "unsupported node", lambda: CTSuperResolutionLogicBase().process(label, method="cubic", wait=False)
+    for name, patch in (("declined", declined), ("pip failed", pip_failed)):
+        with monkeypatch.context() as m:
+            m.setattr(logic.CTSuperResolutionLogicBase, "ensureDependencies", patch)
+            yield name, lambda: CTSuperResolutionLogicBase().process(node, method="cubic", wait=False)
+    with monkeypatch.context() as m:
+        m.setattr(engine, "python_executable", no_python)
+        yield "no worker", lambda: CTSuperResolutionLogicBase().process(node, method="cubic", wait=False)
+
+
+def test_every_failure_of_a_user_action_reaches_the_error_display(scene, sample, monkeypatch):
+    from CTSuperResolutionLib.panel import run_action
+
+    expected = {"unsupported node": "not a scalar volume", "declined": "were not installed",
+                "pip failed": "failed (exit status 1)", "no worker": "FileNotFoundError"}
+    before = volume_nodes(scene)
+    for name, start in _failing_starts(monkeypatch, scene, sample):
+        shown = []
+        assert run_action(start, shown.append, "Could not start the super-resolution") is None
+        assert len(shown) == 1 and "\n" not in shown[0] and expected[name] in shown[0], (name, shown)
+        assert list(Path(tempfile.tempdir).iterdir()) == []  # no half-made job folder
+    assert len(volume_nodes(scene)) == len(before) + 2  # the label map and the CT the cases made, no output
+
+
+def test_the_install_plan_sends_torch_to_the_pytorch_extension_and_lists_upgrades():
+    import importlib.metadata as md
+
+    pytest_version = md.version("pytest")
+    plan = dependencies.plan_installation(["torch>=999", "pytest>=999", "numpy>=999", "scipy>=1.0",
+                                           "surely-not-installed-ctsr>=1"])
+    assert plan.torch == "torch>=999"  # too old here: an upgrade, through the PyTorch extension
+    assert plan.pip == ["pytest>=999", "surely-not-installed-ctsr>=1"]  # numpy ships with Slicer: never
+    text = plan.describe().splitlines()
+    assert text[0].startswith("torch>=999 (upgrade from ") and "PyTorch extension" in text[0]
+    assert text[1] == f"pytest>=999 (upgrade from {pytest_version}, with pip)"
+    assert text[2] == "surely-not-installed-ctsr>=1 (with pip)"
+    assert dependencies.plan_installation(["scipy>=1.0"]).empty
+    assert dependencies.torch_version_requirement("torch>=2.1") == ">=2.1"
+    assert dependencies.torch_version_requirement("torch") is None
+
+
+def test_pip_ensure_is_imported_explicitly_or_absent():
+    """slicer-core has neither slicer.pydeps nor slicer.packaging: the fallback is taken."""
+    found = dependencies.find_pip_ensure()
+    for name in ("slicer.pydeps", "slicer.packaging"):
+        try:
+            module = __import__(name, fromlist=["pip_ensure"])
+        except ImportError:
+            continue
+        assert found is getattr(module, "pip_ensure", found)
+        return
+    assert found is None

@@ -144,3 +144,30 @@ def test_uncertainty_runs_sit_in_the_advanced_section_and_start_off(ui_widgets, 
     cls = next(n for n in module_tree.body if isinstance(n, ast.ClassDef) and n.name == "CTSuperResolutionParameterNode")
     defaults = {s.target.id: ast.unparse(s.value) for s in cls.body if isinstance(s, ast.AnnAssign) and s.value}
     assert defaults["uncertaintyRuns"] == "0" and defaults["roi"] == "None"
+
+
+def test_an_older_slicer_is_refused_with_one_sentence_before_anything_needs_a_newer_one(module_tree):
+    """Slicer 5.6 / 5.8 embed Python 3.9: the version check runs first, in code that Python 3.9
+    parses, before the module imports what those versions lack."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "engine_alone", REPO / "CTSuperResolution" / "CTSuperResolutionLib" / "engine.py")
+    engine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(engine)  # stdlib only at import time, as in an old Slicer
+    for path in (REPO / "CTSuperResolution" / "CTSuperResolutionLib" / "__init__.py",
+                 REPO / "CTSuperResolution" / "CTSuperResolutionLib" / "engine.py"):
+        ast.parse(path.read_text(), feature_version=(3, 9))
+    with pytest.raises(ImportError, match=r"needs Slicer 5\.10 or later \(this is Slicer 5\.8\)"):
+        engine.check_slicer_version(5, 8)
+    engine.check_slicer_version(5, 10)
+    engine.check_slicer_version(6, 0)
+    statements = module_tree.body
+    check = next(i for i, s in enumerate(statements) if "check_slicer_version(" in ast.unparse(s)
+                 and isinstance(s, ast.Expr))
+    roi_import = next(i for i, s in enumerate(statements) if "vtkMRMLMarkupsROINode" in ast.unparse(s))
+    assert check < roi_import
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in cmake
+    assert "Slicer 5.10 or later" in (REPO / "README.md").read_text()

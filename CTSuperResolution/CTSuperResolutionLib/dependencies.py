@@ -2,13 +2,17 @@
 
 Slicer ships numpy, SimpleITK and VTK built for itself; replacing them breaks Slicer, so they
 are never offered for installation (:data:`SHIPPED_WITH_SLICER`) and are not listed in the
-requirements file. Installing (which needs the Slicer application) is done by the module
-file; this part only decides what is missing.
+requirements file. torch goes through the PyTorch extension (``PyTorchUtils``, declared in
+``EXTENSION_DEPENDS``), which picks the build for the user's GPU driver; never plain pip.
+Installing (which needs the Slicer application) is done by the module file, after one
+confirmation that lists everything (:class:`InstallPlan`); this part decides what and how.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -50,3 +54,63 @@ def missing_requirements(requirements) -> list[str]:
     """The requirements not satisfied here, excluding what Slicer ships (never replaced)."""
     return [r for r in requirements
             if requirement_name(r) not in SHIPPED_WITH_SLICER and not is_satisfied(r)]
+
+
+@dataclass
+class InstallPlan:
+    """What to install: ``torch`` (the requirement, through the PyTorch extension) or None, and
+    ``pip`` (the other requirements, through Slicer's pip); ``installed`` maps a requirement
+    that is present in a version it does not accept to that version (an upgrade)."""
+
+    torch: str | None = None
+    pip: list = field(default_factory=list)
+    installed: dict = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self.torch is None and not self.pip
+
+    def describe(self) -> str:
+        """One line per package for the confirmation dialog."""
+        lines = []
+        for requirement in ([self.torch] if self.torch else []) + self.pip:
+            how = "with the PyTorch extension (the build for this computer's GPU)" \
+                if requirement == self.torch else "with pip"
+            now = self.installed.get(requirement)
+            lines.append(f"{requirement} ({'upgrade from ' + now + ', ' if now else ''}{how})")
+        return "\n".join(lines)
+
+
+def plan_installation(requirements) -> InstallPlan:
+    """The :class:`InstallPlan` for the requirements this Python does not satisfy."""
+    plan = InstallPlan()
+    for requirement in missing_requirements(requirements):
+        try:
+            plan.installed[requirement] = metadata.version(requirement_name(requirement))
+        except metadata.PackageNotFoundError:
+            pass
+        if requirement_name(requirement) == "torch":
+            plan.torch = requirement
+        else:
+            plan.pip.append(requirement)
+    return plan
+
+
+def torch_version_requirement(requirement: str) -> str | None:
+    """``"torch>=2.1"`` -> ``">=2.1"`` (what ``PyTorchUtilsLogic.installTorch`` takes)."""
+    spec = requirement[len(re.match(r"\s*[A-Za-z0-9._-]+", requirement).group(0)):].strip()
+    return spec or None
+
+
+def find_pip_ensure():
+    """Slicer's ``pip_ensure`` where this Slicer has one (``slicer.pydeps`` from 5.11,
+    ``slicer.packaging`` in some 5.12 builds: imported explicitly, not found by luck), else
+    None (older Slicer: the module falls back to ``slicer.util.pip_install``)."""
+    for name in ("slicer.pydeps", "slicer.packaging"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "pip_ensure"):
+            return module.pip_ensure
+    return None

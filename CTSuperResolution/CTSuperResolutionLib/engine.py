@@ -15,6 +15,18 @@ import sys
 from pathlib import Path
 
 
+#: Oldest Slicer the module supports: 5.10 embeds Python 3.12; 5.6 and 5.8 embed Python 3.9,
+#: which the engine (Python 3.10+) does not support.
+MINIMUM_SLICER = (5, 10)
+
+
+def check_slicer_version(major: int, minor: int) -> None:
+    """Raise ImportError with one sentence on a Slicer older than :data:`MINIMUM_SLICER`."""
+    if (int(major), int(minor)) < MINIMUM_SLICER:
+        raise ImportError(f"CT Super-Resolution needs Slicer {MINIMUM_SLICER[0]}.{MINIMUM_SLICER[1]} or later "
+                          f"(this is Slicer {major}.{minor}); please update Slicer.")
+
+
 def engine_dir(module_dir) -> Path:
     """The folder that holds the ``ctsr`` package for the module in ``module_dir``."""
     module_dir = Path(module_dir).resolve()

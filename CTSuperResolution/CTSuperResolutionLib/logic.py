@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 from ctsr.errors import Cancelled, UserError
-from ctsr.io import read_volume, write_volume
+from ctsr.io import read_volume
 from ctsr.upsampling import DEFAULT_METHOD, METHODS
 
 from . import engine, jobs, nodes
 from .events import residual_text, status_text
 from .roi import as_engine_roi
-from .runner import WorkerProcess
+from .runner import CANCEL_GRACE_S, WorkerProcess
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 
@@ -66,11 +66,12 @@ class SuperResolutionJob:
         self._result: dict | None = None
         self._error: dict | None = None
         self._started = time.monotonic()
-        self.workDir = Path(tempfile.mkdtemp(prefix="CTSuperResolution-"))
+        self._cancelRequested = False
+        self.workDir = Path(tempfile.mkdtemp(prefix="CTSuperResolution-", dir=nodes.temporary_folder()))
         try:
-            # Temporary files are not compressed: gzip would cost the GUI thread seconds.
-            inputPath = write_volume(nodes.volume_from_node(inputVolume), self.workDir / "input.nrrd",
-                                     compress=False)
+            # In the node's own voxel type, uncompressed: gzip would cost the GUI thread seconds.
+            inputPath = self.workDir / "input.nrrd"
+            nodes.write_node(inputVolume, inputPath)
             job = jobs.build_job(inputPath, self.workDir / "output.nrrd", scale, method, device,
                                  seed, options, compress=False,
                                  uncertainty_path=self.workDir / "output_uncertainty.nrrd")
@@ -87,6 +88,13 @@ class SuperResolutionJob:
         """Handle the worker's new events; when it has finished, load the result (or record the
         failure) and clean up. Returns True once the job is over."""
         if self.state != RUNNING:
+            return True
+        if self._cancelRequested:  # after requestCancel: wait for the tree to go, load nothing
+            self.process.read_events()
+            if not (self.process.enforce_stop() and self.process.finished()):
+                return False
+            self.state = CANCELLED
+            self._removeWorkDir()
             return True
         for event in self.process.read_events():
             self._handle(event)
@@ -186,13 +194,23 @@ class SuperResolutionJob:
         return target
 
     # -- the caller's controls --------------------------------------------------------------
-    def cancel(self) -> None:
-        """Stop the worker and its children (SIGTERM, then SIGKILL after a grace period),
-        remove the temporary files; no output node is made. Blocks at most a few seconds."""
+    def requestCancel(self) -> None:
+        """Ask the worker to stop and return at once (the panel's Cancel): the next polls kill
+        its tree after the grace period if it has not stopped, then the job is cancelled and
+        its temporary files removed; no output node is made, even if the result was ready."""
+        if self.state != RUNNING or self._cancelRequested:
+            return
+        self._cancelRequested = True
+        self.process.request_stop()
+
+    def cancel(self, grace_s: float = CANCEL_GRACE_S) -> None:
+        """Stop the worker and its children (SIGTERM, then SIGKILL after ``grace_s`` seconds),
+        remove the temporary files; no output node is made. Blocks at most ``grace_s`` seconds
+        (scripts; the panel uses :meth:`requestCancel`)."""
         if self.state != RUNNING:
             return
         try:
-            self.process.cancel()
+            self.process.cancel(grace_s)
             self.process.read_events()
         finally:
             self.state = CANCELLED

@@ -13,7 +13,7 @@ import slicer
 import vtk
 
 from ctsr.errors import UserError
-from ctsr.volume import Volume
+from ctsr.volume import Volume, check_voxels
 
 #: Prefix of the provenance attributes set on output nodes (``CTSuperResolution.method`` ...).
 ATTRIBUTE_PREFIX = "CTSuperResolution."
@@ -46,6 +46,26 @@ def volume_from_node(node) -> Volume:
     volume = Volume(slicer.util.arrayFromVolume(node), ijk_to_ras(node))
     volume.check_usable(node.GetName())
     return volume
+
+
+def write_node(node, path) -> None:
+    """Write the node's voxels in their own type (an int16 CT stays int16: half the bytes of
+    float32 and no float copy on the GUI thread) with its geometry, uncompressed, after the
+    checks of :func:`ctsr.volume.check_voxels`."""
+    from ctsr.io import image_from_array, write_image
+
+    check_input_node(node)
+    voxels = slicer.util.arrayFromVolume(node)  # a view, no copy
+    matrix = ijk_to_ras(node)
+    check_voxels(voxels, matrix, node.GetName())
+    write_image(image_from_array(voxels, matrix), path, compress=False)
+
+
+def temporary_folder():
+    """Slicer's temporary folder (its application settings) when running in Slicer, else None
+    (the system's)."""
+    app = getattr(slicer, "app", None)
+    return getattr(app, "temporaryPath", None) if app is not None else None
 
 
 def update_node_from_volume(node, volume: Volume) -> None:

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("upsample", help="super-resolve an LR volume")
     p.add_argument("input", type=Path, help="LR volume: NRRD, NIfTI, MHA file or DICOM folder")
     p.add_argument("output", type=Path, help="HR volume to write (.nrrd, .nii, .nii.gz, .mha)")
-    p.add_argument("--scale", default="2", help="2, 4, 8 or per axis x, y, z like 1x1x4 (default 2)")
+    p.add_argument("--scale", default="2", help="one integer factor from 2 to 16 for all axes (2, 4, 8 usual) or per axis x, y, z like 1x1x4 (default 2)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
                    help=f"default {DEFAULT_METHOD}")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("simulate-lr", help="degrade an HR volume with an LR model")
     p.add_argument("input", type=Path, help="HR volume")
     p.add_argument("output", type=Path, help="LR volume to write")
-    p.add_argument("--scale", default="2", help="2, 4, 8 or per axis x, y, z like 1x1x4 (default 2)")
+    p.add_argument("--scale", default="2", help="one integer factor from 2 to 16 for all axes (2, 4, 8 usual) or per axis x, y, z like 1x1x4 (default 2)")
     _lr_model(p, "blur and noise (default gauss:1, the paper's); e.g. box, gauss:1.5,noise:20, z=slab:5mm")
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise (default 0)")
     add_progress_options(p)

@@ -79,22 +79,27 @@ class Volume:
     def check_usable(self, what: str = "the input volume") -> None:
         """Raise :class:`UserError` unless this is a finite 3D volume of sane size (a constant
         volume is valid: it super-resolves to the same constant)."""
-        if self.array.ndim != 3:
-            raise UserError(f"{what} is {self.array.ndim}D; a 3D volume is needed.")
-        if self.array.size == 0:
-            raise UserError(f"{what} is empty (size {self.shape_ijk}).")
-        if min(self.array.shape) < 2:
-            raise UserError(
-                f"{what} has size {self.shape_ijk}: it is a 2D image, a 3D volume is needed."
-            )
-        if self.array.size > MAX_VOXELS:
-            raise UserError(
-                f"{what} has {self.array.size:,} voxels, more than the {MAX_VOXELS:,} this tool accepts."
-            )
-        if not np.isfinite(self.array).all():
-            raise UserError(f"{what} contains NaN or infinite values.")
-        if not np.isfinite(self.ijk_to_ras).all() or abs(np.linalg.det(self.ijk_to_ras[:3, :3])) < 1e-12:
-            raise UserError(f"{what} has an invalid geometry (zero spacing or degenerate direction).")
+        check_voxels(self.array, self.ijk_to_ras, what)
+
+
+def check_voxels(array: np.ndarray, ijk_to_ras: np.ndarray, what: str = "the input volume") -> None:
+    """:meth:`Volume.check_usable` for a KJI array of any voxel type (no float32 copy) and its
+    4x4 IJK-to-RAS matrix."""
+    array = np.asarray(array)
+    matrix = np.asarray(ijk_to_ras, dtype=np.float64)
+    shape_ijk = tuple(array.shape[::-1])
+    if array.ndim != 3:
+        raise UserError(f"{what} is {array.ndim}D; a 3D volume is needed.")
+    if array.size == 0:
+        raise UserError(f"{what} is empty (size {shape_ijk}).")
+    if min(array.shape) < 2:
+        raise UserError(f"{what} has size {shape_ijk}: it is a 2D image, a 3D volume is needed.")
+    if array.size > MAX_VOXELS:
+        raise UserError(f"{what} has {array.size:,} voxels, more than the {MAX_VOXELS:,} this tool accepts.")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise UserError(f"{what} contains NaN or infinite values.")
+    if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+        raise UserError(f"{what} has an invalid geometry (zero spacing or degenerate direction).")
 
 
 def ijk_to_ras_matrix(spacing, origin, direction) -> np.ndarray:
