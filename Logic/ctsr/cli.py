@@ -2,7 +2,8 @@
 
 Exit codes (also the worker's): 0 success; 1 internal error (a bug: traceback printed);
 2 user error (one sentence on stderr, and an ``error`` event with ``--json-progress``);
-3 cancelled (Ctrl-C or SIGTERM); 4 out of memory. A failed or cancelled command leaves no
+3 cancelled (Ctrl-C or SIGTERM); 4 out of memory; 5 (``batch``) some scans failed, the others
+are done (a batch where none succeeded exits 2). A failed or cancelled command leaves no
 output file.
 """
 
@@ -17,7 +18,7 @@ from . import __version__
 from .errors import Cancelled, UserError
 from .progress import Progress, SilentProgress, add_progress_options, progress_from_args, to_json
 
-EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
 
 
 def _window(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise (default 0)")
     add_progress_options(p)
     p.set_defaults(run=_run_simulate)
+
+    p = commands.add_parser("batch", help="super-resolve a folder or a CSV manifest of scans (resumable)")
+    p.add_argument("input", type=Path, help="a folder (every NRRD, NIfTI, MHA file and DICOM series under it) "
+                                            "or a CSV manifest with columns input,output[,scale][,roi][,reference]")
+    p.add_argument("out", type=Path, help="output folder: outputs mirror the input names (folder input), and "
+                                          "batch_report.csv / .md go there")
+    p.add_argument("--scale", default="2", help="as for upsample; a manifest's scale column overrides it")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"default {DEFAULT_METHOD}")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--roi", help="as for upsample, for every scan (a manifest's roi column overrides it)")
+    _lr_model(p, "how the inputs were made (default: per scan, DICOM SliceThickness, then estimated)")
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local worker processes (default) or Ray tasks (pip install 'ctsr[ray]')")
+    p.add_argument("--workers", type=int, help="local worker processes (default: what the cores and the free "
+                                               "RAM allow)")
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: start Ray on this machine)")
+    p.add_argument("--force", action="store_true", help="redo scans that are already complete")
+    p.add_argument("--suffix", default=".nrrd", choices=(".nrrd", ".nii.gz", ".nii", ".mha"),
+                   help="output format for a folder input (default .nrrd)")
+    add_progress_options(p)
+    p.set_defaults(run=_run_batch)
 
     p = commands.add_parser("evaluate", help="PSNR and SSIM of a volume against the truth")
     p.add_argument("output", type=Path, help="volume to score")
@@ -141,6 +164,39 @@ def _run_simulate(args, progress: Progress) -> dict:
     return {"output": str(args.output), "lr_model": str(model)}
 
 
+def _run_batch(args, progress: Progress) -> dict:
+    from .batch import BatchOptions, find_scans, read_manifest, run_batch
+    from .grids import parse_scale
+    from .lrmodel import LRModel
+
+    parse_scale(args.scale)
+    LRModel.parse(args.lr_model)  # a bad model is refused before any scan
+    if args.input.is_file() and args.input.suffix.lower() == ".csv":
+        scans = read_manifest(args.input)
+    elif args.input.is_dir():
+        scans = find_scans(args.input, args.out, args.suffix)
+    else:
+        raise UserError(f"{args.input} is neither a folder nor a .csv manifest.")
+    options = BatchOptions(args.method, args.scale, args.lr_model, args.seed, args.device, args.roi)
+    records = run_batch(scans, options, args.out, args.engine, args.workers, args.force, args.ray_address, progress)
+    counts = {s: sum(r.status == s for r in records) for s in ("done", "skipped", "failed")}
+    _say(args, f"{len(records)} scans: {counts['done']} done, {counts['skipped']} already complete, "
+               f"{counts['failed']} failed; report: {args.out / 'batch_report.md'}")
+    for record in records:
+        if record.status == "failed":
+            _say(args, f"  failed: {record.name}: {record.reason}")
+    if counts["failed"] and counts["failed"] == len(records):
+        raise UserError(f"none of the {len(records)} scans could be super-resolved; see {args.out / 'batch_report.md'}.")
+    result = {"scans": len(records), **counts, "report": str(args.out / "batch_report.csv")}
+    if counts["failed"]:
+        raise PartialFailure(result)
+    return result
+
+
+class PartialFailure(Exception):
+    """Some scans of a batch failed (exit code 5); carries the batch's result dict."""
+
+
 def _run_evaluate(args, progress: Progress) -> dict:
     from .io import read_volume
     from .metrics import evaluate
@@ -195,6 +251,11 @@ def run_guarded(run, args, progress: Progress) -> int:
     except MemoryError:
         return _fail(progress, args, EXIT_MEMORY, "memory",
                      "not enough memory for this volume; try a smaller scale, an ROI or a machine with more RAM.")
+    except PartialFailure as partial:
+        progress.close()
+        if getattr(args, "json_progress", False):
+            progress.emit({"event": "result", **partial.args[0], "elapsed": round(progress.elapsed(), 2)})
+        return EXIT_PARTIAL
     finally:
         progress.close()
     if getattr(args, "json_progress", False):

@@ -1,0 +1,147 @@
+"""``ctsr batch``: a cohort of real scans, locally and on Ray started inside the test; a bad
+scan is reported and never stops the others; an interrupted run resumes without redoing
+finished scans."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctsr.batch import BatchOptions, find_scans, is_complete, read_manifest, run_batch, run_scan, sidecar_path
+from ctsr.io import read_volume, write_volume
+from ctsr.volume import Volume
+
+
+def _cohort(folder: Path, sample) -> Path:
+    """Three small real scans (crops of the bundled chest CT, one in a subfolder) and one bad file."""
+    (folder / "sub").mkdir(parents=True)
+    for i, start in enumerate((0, 16, 32)):
+        crop = Volume(sample.array[start:start + 32, start:start + 32, :32], sample.ijk_to_ras)
+        write_volume(crop, folder / ("sub" if i == 2 else "") / f"scan{i}.nrrd")
+    (folder / "broken.nii.gz").write_text("not an image")
+    (folder / "notes.txt").write_text("not a scan either, and not taken for one")
+    return folder
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "ctsr.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+def test_a_folder_runs_locally_the_bad_scan_is_reported_and_the_rest_done(tmp_path, sample):
+    cohort = _cohort(tmp_path / "cohort", sample)
+    run = _cli("batch", cohort, tmp_path / "out", "--workers", "2", "--quiet")
+    assert run.returncode == 5, run.stderr  # some failed
+    with open(tmp_path / "out" / "batch_report.csv", newline="") as handle:
+        rows = {row["name"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"broken.nii.gz", "scan0.nrrd", "scan1.nrrd", "sub/scan2.nrrd"}
+    assert rows["broken.nii.gz"]["status"] == "failed" and "not a readable image" in rows["broken.nii.gz"]["reason"]
+    for name in ("scan0.nrrd", "scan1.nrrd", "sub/scan2.nrrd"):
+        assert rows[name]["status"] == "done" and float(rows[name]["lr_residual_hu"]) >= 0
+        out = read_volume(rows[name]["output"])
+        assert out.shape_ijk == (64, 64, 64)
+        sidecar = json.loads(sidecar_path(rows[name]["output"]).read_text())
+        assert sidecar["provenance"]["lr_model"]["model"] and sidecar["options"]["method"] == "fast"
+    assert (tmp_path / "out" / "sub" / "scan2.nrrd").exists()  # the tree is mirrored
+    assert "1 failed" in (tmp_path / "out" / "batch_report.md").read_text()
+    assert not (tmp_path / "out" / "broken.nrrd").exists()
+
+
+def test_an_interrupted_manifest_run_resumes_without_redoing_finished_scans(tmp_path, sample):
+    """The manifest form, killed mid-way (SIGKILL to the whole process group, as an OOM
+    killer or a lost node would), then run again: finished scans keep their sidecars."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    small = lambda i: Volume(sample.array[i:i + 32, i:i + 32, :32], sample.ijk_to_ras)
+    write_volume(small(0), scans / "a.nrrd")
+    write_volume(small(8), scans / "b.nrrd")
+    write_volume(sample, scans / "big.nrrd")  # x4: seconds, so the kill lands while it runs
+    write_volume(small(16), scans / "d.nrrd")
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("input,output,scale\nscans/a.nrrd,out/a.nrrd,2\nscans/b.nrrd,out/b.nrrd,\n"
+                        "scans/big.nrrd,out/big.nrrd,4\nscans/d.nrrd,out/d.nrrd,2\n")
+    command = [sys.executable, "-m", "ctsr.cli", "batch", str(manifest), str(tmp_path / "out"), "--workers", "1",
+               "--quiet"]
+    first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not sidecar_path(tmp_path / "out" / "b.nrrd").exists():
+        assert first.poll() is None and time.monotonic() < deadline, "the batch ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    finished = {p.name: p.read_text() for p in (tmp_path / "out").glob("*.json")}
+    assert set(finished) >= {"a.nrrd.json", "b.nrrd.json"} and "d.nrrd.json" not in finished
+    assert not list((tmp_path / "out").glob("*.tmp*"))  # nothing half-written is left
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    for name, text in finished.items():
+        assert (tmp_path / "out" / name).read_text() == text  # same sidecar: not redone
+    with open(tmp_path / "out" / "batch_report.csv", newline="") as handle:
+        status = {row["name"]: row["status"] for row in csv.DictReader(handle)}
+    assert {status[f"scans/{n}.nrrd"] for n in ("a", "b")} == {"skipped"}
+    assert status["scans/d.nrrd"] == "done" and status["scans/big.nrrd"] in ("done", "skipped")
+    assert read_volume(tmp_path / "out" / "big.nrrd").shape_ijk == (256, 256, 256)
+
+
+def test_options_that_change_redo_the_scan_and_force_redoes_all(tmp_path, sample):
+    scans = find_scans(_cohort(tmp_path / "cohort", sample), tmp_path / "out")
+    good = [s for s in scans if not s.name.startswith("broken")]
+    records = run_batch(good, BatchOptions(method="cubic"), tmp_path / "out", workers=1)
+    assert [r.status for r in records] == ["done"] * 3
+    assert all(is_complete(s, BatchOptions(method="cubic")) for s in good)
+    assert not any(is_complete(s, BatchOptions(method="lanczos")) for s in good)
+    assert [r.status for r in run_batch(good, BatchOptions(method="cubic"), tmp_path / "out", workers=1)] == ["skipped"] * 3
+    assert [r.status for r in run_batch(good, BatchOptions(method="cubic"), tmp_path / "out", workers=1,
+                                        force=True)] == ["done"] * 3
+    Path(good[0].output).write_bytes(b"truncated")  # an output that no longer matches its sidecar
+    assert not is_complete(good[0], BatchOptions(method="cubic"))
+
+
+def test_manifest_errors_are_one_sentence(tmp_path):
+    from ctsr.errors import UserError
+
+    (tmp_path / "m.csv").write_text("path,out\nx,y\n")
+    with pytest.raises(UserError, match="input,output"):
+        read_manifest(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("input,output\na.nrrd,o.nrrd\nb.nrrd,o.nrrd\n")
+    with pytest.raises(UserError, match="same output twice"):
+        read_manifest(tmp_path / "m.csv")
+
+
+CRASHED_ONCE = "crashed-once"
+
+
+def crash_once_then_run(scan, options, threads):
+    """A Ray task body that kills its own worker process the first time it sees scan1 (as the
+    OOM killer would), then behaves as run_scan."""
+    marker = Path(scan.output).parent / CRASHED_ONCE
+    if scan.name == "scan1.nrrd" and not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(os.getpid()))
+        os._exit(1)
+    return run_scan(scan, options, threads)
+
+
+def test_the_same_folder_on_ray_retries_a_task_whose_worker_died(tmp_path, sample):
+    ray = pytest.importorskip("ray", reason="Ray is the optional extra ctsr[ray]")
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    scans = find_scans(_cohort(tmp_path / "cohort", sample), tmp_path / "out")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        records = run_batch(scans, BatchOptions(), tmp_path / "out", engine="ray", runner=crash_once_then_run)
+    finally:
+        ray.shutdown()
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    status = {r.name: r.status for r in records}
+    assert status == {"broken.nii.gz": "failed", "scan0.nrrd": "done", "scan1.nrrd": "done", "sub/scan2.nrrd": "done"}
+    assert (tmp_path / "out" / CRASHED_ONCE).exists()  # it did die once, and was retried
+    assert all(read_volume(r.output).shape_ijk == (64, 64, 64) for r in records if r.status == "done")

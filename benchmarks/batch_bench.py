@@ -1,0 +1,77 @@
+"""Batch throughput: scans per hour of ``ctsr batch`` with the local engine (1 and 2 workers)
+and with Ray started on this machine, on a cohort of real CT crops.
+
+The cohort: ``--scans`` crops of 64^3 voxels (1.5 mm) cut from the real CTs of
+../shared/data (chest CTA, abdomen, head, in turn), super-resolved x2 with the default method
+(128^3 outputs). Each engine runs the whole cohort from scratch (``--force``) in a fresh
+process; the wall time includes starting the workers (and Ray). Writes benchmarks/batch.json
+and benchmarks/batch.md.
+
+    python benchmarks/batch_bench.py                 # 24 scans, about 5 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data" / "ct"
+SOURCES = ("chest_cta_1.5mm.nrrd", "abdomen_pelvis_3mm.nrrd", "head_1.5mm.nrrd")
+ENGINES = {"local, 1 worker": ["--workers", "1"], "local, 2 workers": ["--workers", "2"], "ray (local)": ["--engine", "ray"]}
+
+
+def make_cohort(folder: Path, count: int, edge: int = 64) -> None:
+    """``count`` crops of ``edge``^3 voxels from the shared real CTs, at spread-out corners."""
+    from ctsr.io import read_volume, write_volume
+    from ctsr.roi import Roi, crop_to_roi
+
+    volumes = [read_volume(DATA / name) for name in SOURCES]
+    for n in range(count):
+        volume = volumes[n % len(volumes)]
+        room = [max(0, s - edge) for s in volume.shape_ijk]
+        corner = [int(r * ((n // len(volumes)) * 0.37 % 1.0)) for r in room]
+        crop = crop_to_roi(volume, Roi("ijk", tuple(corner), tuple(c + edge for c in corner)))
+        write_volume(crop, folder / f"scan{n:03d}.nrrd")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scans", type=int, default=24)
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"benchmark data not found at {DATA}")
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        cohort, out = Path(work) / "cohort", Path(work) / "out"
+        cohort.mkdir()
+        make_cohort(cohort, args.scans)
+        for name, flags in ENGINES.items():
+            start = time.monotonic()
+            run = subprocess.run([sys.executable, "-m", "ctsr.cli", "batch", str(cohort), str(out), "--force",
+                                  "--quiet", *flags], capture_output=True, text=True)
+            seconds = time.monotonic() - start
+            if run.returncode:
+                print(run.stderr[-2000:], file=sys.stderr)
+                continue
+            rows.append({"engine": name, "scans": args.scans, "seconds": round(seconds, 1),
+                         "scans_per_hour": round(3600 * args.scans / seconds), "per_scan_s": round(seconds / args.scans, 2)})
+            print(json.dumps(rows[-1]), flush=True)
+    meta = {"machine": platform.processor() or platform.machine(), "cores": 2, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d"), "cohort": f"{args.scans} real CT crops of 64^3, x2 with fast"}
+    (HERE / "batch.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = [f"Batch throughput ({meta['date']}, {meta['cohort']}; `python benchmarks/batch_bench.py`)", "",
+             "| engine | scans | wall s | s per scan | scans per hour |", "|---|---|---|---|---|"]
+    lines += [f"| {r['engine']} | {r['scans']} | {r['seconds']} | {r['per_scan_s']} | {r['scans_per_hour']} |" for r in rows]
+    (HERE / "batch.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
