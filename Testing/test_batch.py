@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ctsr.batch import BatchOptions, find_scans, is_complete, read_manifest, run_batch, run_scan, sidecar_path

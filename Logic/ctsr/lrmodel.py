@@ -18,7 +18,7 @@ user, read from DICOM (:func:`slab_from_dicom`), estimated from the input, the c
 default (:data:`DEFAULT_PROFILE`).
 
 :class:`LROperator` is the one forward operator ``D`` (HR -> LR, separable, one sparse matrix
-per axis, with its exact adjoint), used by ``simulate-lr``, the consistency step, the
+per axis), used by ``simulate-lr``, the consistency step, the
 projection-domain operator of the pipeline, the benchmarks and the tests.
 Arrays are KJI (as :class:`ctsr.volume.Volume`), values keep their units (HU).
 """
@@ -174,10 +174,6 @@ class LRModel:
     def with_noise(self, noise_hu: float, source: str) -> "LRModel":
         return replace(self, noise_hu=float(noise_hu), source={**self.source, "noise": source})
 
-    def complete(self, scale: Scale) -> bool:
-        """Every downsampled axis has a profile and the noise is known."""
-        return self.noise_hu is not None and all(p is not None for p, s in zip(self.profiles, scale) if s > 1)
-
     def describe(self) -> dict:
         """For provenance: the model as text and where each part came from."""
         return {"model": str(self), "source": dict(self.source)}
@@ -195,7 +191,7 @@ DEFAULT_PROFILE = Profile("gauss", 0.5)
 
 class LROperator:
     """``D``: HR (KJI array on the HR grid) -> LR (on :func:`ctsr.grids.lr_grid`), separable,
-    for one model, scale (IJK) and HR shape/spacing; ``adjoint`` is its exact transpose."""
+    for one model, scale (IJK) and HR shape/spacing; :attr:`matrices` are its per-axis factors."""
 
     def __init__(self, model: LRModel, scale: Scale, hr_shape_kji, hr_spacing_ijk):
         self.model, self.scale = model, tuple(int(s) for s in scale)
@@ -222,11 +218,7 @@ class LROperator:
         """``D(hr)``: float32 KJI array of :attr:`lr_shape_kji` (trailing partial blocks dropped)."""
         if tuple(hr.shape) != self.hr_shape_kji:
             raise ValueError(f"expected an HR array of shape {self.hr_shape_kji}, got {hr.shape}")
-        return apply_separable(hr, self.matrices, transpose=False)
-
-    def adjoint(self, lr: np.ndarray) -> np.ndarray:
-        """``D^T(lr)``: float32 KJI array of :attr:`hr_shape_kji`."""
-        return apply_separable(lr, self.matrices, transpose=True)
+        return apply_separable(hr, self.matrices)
 
     def noise_gain(self) -> float:
         """How much white HR noise of SD 1 keeps after ``D`` (sqrt of the sum of squared
@@ -238,14 +230,12 @@ class LROperator:
         return gain
 
 
-def apply_separable(array: np.ndarray, matrices, transpose: bool = False) -> np.ndarray:
-    """Apply one sparse matrix per array axis (None: leave that axis), or their transposes;
-    float32 result."""
+def apply_separable(array: np.ndarray, matrices) -> np.ndarray:
+    """Apply one sparse matrix per array axis (None: leave that axis); float32 result."""
     out = np.asarray(array, dtype=np.float32)
     for axis, matrix in enumerate(matrices):
         if matrix is None:
             continue
-        matrix = matrix.T.tocsr() if transpose else matrix
         moved = np.moveaxis(out, axis, 0)
         flat = matrix @ moved.reshape(moved.shape[0], -1)
         out = np.moveaxis(flat.reshape((matrix.shape[0],) + moved.shape[1:]), 0, axis)
