@@ -1,9 +1,9 @@
 """Batch throughput: scans per hour of ``ctsr batch`` with the local engine (1 and 2 workers)
 and with Ray started on this machine, on a cohort of real CT crops.
 
-The cohort: ``--scans`` crops of 64^3 voxels (1.5 mm) cut from the real CTs of
+The cohort: ``--scans`` crops of 96^3 voxels (1.5 mm) cut from the real CTs of
 ../shared/data (chest CTA, abdomen, head, in turn), super-resolved x2 with the default method
-(128^3 outputs). Each engine runs the whole cohort from scratch (``--force``) in a fresh
+(192^3 outputs). Each engine runs the whole cohort from scratch (``--force``) in a fresh
 process; the wall time includes starting the workers (and Ray). Writes benchmarks/batch.json
 and benchmarks/batch.md.
 
@@ -27,7 +27,7 @@ SOURCES = ("chest_cta_1.5mm.nrrd", "abdomen_pelvis_3mm.nrrd", "head_1.5mm.nrrd")
 ENGINES = {"local, 1 worker": ["--workers", "1"], "local, 2 workers": ["--workers", "2"], "ray (local)": ["--engine", "ray"]}
 
 
-def make_cohort(folder: Path, count: int, edge: int = 64) -> None:
+def make_cohort(folder: Path, count: int, edge: int = 96) -> None:
     """``count`` crops of ``edge``^3 voxels from the shared real CTs, at spread-out corners."""
     from ctsr.io import read_volume, write_volume
     from ctsr.roi import Roi, crop_to_roi
@@ -64,7 +64,7 @@ def main() -> None:
                          "scans_per_hour": round(3600 * args.scans / seconds), "per_scan_s": round(seconds / args.scans, 2)})
             print(json.dumps(rows[-1]), flush=True)
     meta = {"machine": platform.processor() or platform.machine(), "cores": 2, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d"), "cohort": f"{args.scans} real CT crops of 64^3, x2 with fast"}
+            "date": time.strftime("%Y-%m-%d"), "cohort": f"{args.scans} real CT crops of 96^3, x2 with fast"}
     (HERE / "batch.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [f"Batch throughput ({meta['date']}, {meta['cohort']}; `python benchmarks/batch_bench.py`)", "",
              "| engine | scans | wall s | s per scan | scans per hour |", "|---|---|---|---|---|"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage, sparse
+from scipy import ndimage
 
 from .grids import Scale, hr_grid
 from .lrmodel import LRModel, LROperator, apply_separable
@@ -80,7 +80,8 @@ def enforce_lr_consistency(hr: Volume, lr: Volume, scale: Scale, model: LRModel)
         p, values, qt = np.linalg.svd(np.asarray(matrix.todense(), dtype=np.float64) @ up)
         bases.append((p, qt, up))
         singular.append(values)
-    rotate = lambda x, which: apply_separable(x, [None if b is None else sparse.csr_matrix(which(b)) for b in bases])
+    # Dense per-axis matrices (BLAS); the rotations are small next to the volume.
+    rotate = lambda x, which: apply_separable(x, [None if b is None else which(b).astype(np.float32) for b in bases])
     coefficients = rotate(residual, lambda b: b[0].T).astype(np.float64)
     energy = np.einsum("k,j,i->kji", *[v**2 for v in singular])
     noise = float(model.noise_hu or 0.0)
@@ -101,6 +102,6 @@ def enforce_lr_consistency(hr: Volume, lr: Volume, scale: Scale, model: LRModel)
         lam, stopped_by = math.exp(low), "discrepancy principle (residual = noise)"
     correction = (np.sqrt(energy) / (energy + lam) * coefficients).astype(np.float32)
     correction = rotate(correction, lambda b: b[1].T)
-    correction = apply_separable(correction, [None if b is None else sparse.csr_matrix(b[2]) for b in bases])
+    correction = apply_separable(correction, [None if b is None else b[2].astype(np.float32) for b in bases])
     array = np.clip(hr.array + correction, *hu_bounds(lr))
     return hr.with_array(array.astype(np.float32)), {"lambda": round(lam, 6), "stopped_by": stopped_by}

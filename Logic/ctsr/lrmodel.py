@@ -231,7 +231,7 @@ class LROperator:
 
 
 def apply_separable(array: np.ndarray, matrices) -> np.ndarray:
-    """Apply one sparse matrix per array axis (None: leave that axis); float32 result."""
+    """Apply one matrix (sparse or dense) per array axis (None: leave that axis); float32 result."""
     out = np.asarray(array, dtype=np.float32)
     for axis, matrix in enumerate(matrices):
         if matrix is None:
