@@ -42,6 +42,7 @@ from ctsr.resources import resources_dir, sample_volume_path  # noqa: E402
 
 from CTSuperResolutionLib import jobs  # noqa: E402
 from CTSuperResolutionLib.dependencies import (  # noqa: E402
+    call_pip_ensure,
     find_pip_ensure,
     missing_requirements,
     plan_installation,
@@ -364,9 +365,7 @@ class CTSuperResolutionLogic(ScriptedLoadableModuleLogic, CTSuperResolutionLogic
         if plan.pip:
             pipEnsure = find_pip_ensure()
             if pipEnsure is not None:
-                from packaging.requirements import Requirement
-
-                pipEnsure([Requirement(r) for r in plan.pip], prompt_install=False, requester="CT Super-Resolution")
+                call_pip_ensure(pipEnsure, plan.pip, "CT Super-Resolution")
             else:
                 with slicer.util.WaitCursor():
                     slicer.util.pip_install(plan.pip)

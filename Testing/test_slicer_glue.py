@@ -435,3 +435,21 @@ def test_pip_ensure_is_imported_explicitly_or_absent():
         assert found is getattr(module, "pip_ensure", found)
         return
     assert found is None
+
+
+def test_pip_ensure_is_called_as_its_signature_wants():
+    """The two signatures Slicer has shipped (stand-ins: the functions need the application)."""
+    from packaging.requirements import Requirement
+
+    calls = []
+
+    def newer(requirements: "list[Requirement]", constraints=None, prompt_install=True, requester=None):
+        calls.append((requirements, prompt_install, requester))
+
+    def older(requirements, prompt=True):
+        calls.append((requirements, prompt, None))
+
+    dependencies.call_pip_ensure(newer, ["scipy>=1.10"], "CT Super-Resolution")
+    dependencies.call_pip_ensure(older, ["scipy>=1.10"], "CT Super-Resolution")
+    assert calls[0] == ([Requirement("scipy>=1.10")], False, "CT Super-Resolution")
+    assert calls[1] == (["scipy>=1.10"], False, None)

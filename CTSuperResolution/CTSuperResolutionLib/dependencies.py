@@ -114,3 +114,23 @@ def find_pip_ensure():
         if hasattr(module, "pip_ensure"):
             return module.pip_ensure
     return None
+
+
+def call_pip_ensure(pip_ensure, requirements, requester: str) -> None:
+    """Call a Slicer ``pip_ensure`` for ``requirements`` (strings) after our own confirmation:
+    its own prompt is turned off and the requester named where its signature takes them (the
+    signature changed between Slicer versions); requirements are passed as
+    ``packaging.requirements.Requirement`` when it annotates them so, else as strings."""
+    import inspect
+
+    parameters = inspect.signature(pip_ensure).parameters
+    options = {name: False for name in ("prompt_install", "prompt") if name in parameters}
+    if "requester" in parameters:
+        options["requester"] = requester
+    first = next(iter(parameters.values()), None)
+    wants_objects = first is not None and "Requirement" in str(first.annotation)
+    if wants_objects:
+        from packaging.requirements import Requirement
+
+        requirements = [Requirement(r) for r in requirements]
+    pip_ensure(list(requirements), **options)
