@@ -421,6 +421,10 @@ class CTSuperResolutionTest(ScriptedLoadableModuleTest):
         np.testing.assert_allclose(hrToRas.MultiplyPoint((0.5, 0.5, 0.5, 1.0)),
                                    lrToRas.MultiplyPoint((0.0, 0.0, 0.0, 1.0)), atol=1e-6)
         self.assertEqual(outputVolume.GetAttribute("CTSuperResolution.method"), method)
+        # How the input was taken to be made, and the residual beside the noise it stopped at.
+        self.assertTrue(outputVolume.GetAttribute("CTSuperResolution.lrModel"))
+        self.assertIn("estimated", outputVolume.GetAttribute("CTSuperResolution.lrModelSource"))
+        self.assertGreaterEqual(float(outputVolume.GetAttribute("CTSuperResolution.lrNoiseHU")), 0.0)
         self.assertTrue(any(e["event"] == "result" for e in events))
         self.delayDisplay("Test passed")
 
