@@ -28,7 +28,7 @@ from .lrmodel import LRModel, LROperator, apply_separable
 from .volume import Volume
 
 #: Smallest Tikhonov weight: the correction amplifies no LR frequency more than 1/(2 sqrt(.)).
-MIN_LAMBDA = 1e-2
+MIN_LAMBDA = 4e-3
 #: Output HU are clipped to [min - m, max + m] of the input, m = HU_MARGIN * (max - min).
 HU_MARGIN = 0.05
 
