@@ -63,7 +63,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     lr_model:    how the input was made from the HR scan (:class:`ctsr.lrmodel.LRModel` or its
                  text, e.g. ``"gauss:1"``, ``"box,noise:15"``, ``"z=slab:5mm"``); what it leaves
                  out is read from ``slice_thickness_mm`` (DICOM SliceThickness, for the z
-                 profile) or estimated from the input (:func:`ctsr.lrmodel.resolve_lr_model`);
+                 profile) or estimated from the input (:func:`ctsr.lrestimate.resolve_lr_model`);
                  the model used is ``provenance["lr_model"]``.
     """
     from .errors import UserError
