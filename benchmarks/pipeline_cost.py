@@ -7,7 +7,7 @@ machine's CPU threads (or the GPU when one is present).
 A run keeps, in its output, the rows of the other fit settings from an earlier run with the
 same size, views and device.
 The input is the central ``size``^3 crop of the chest CTA in ../shared/data, degraded to LR by
-:func:`ctsr.degrade.simulate_lr`; the pipeline runs with no prior (the target is the consistent
+:func:`ctsr.lrmodel.simulate_lr` (the paper's operator); the pipeline runs with no prior (the target is the consistent
 ``P_up``, as in the ``standard`` preset), so the time is that of projecting, fitting and
 voxelizing. Writes benchmarks/pipeline_cost.{json,md}.
 """

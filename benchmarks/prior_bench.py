@@ -2,7 +2,7 @@
 
 The held-out volume is chest_cta_1.5mm (never seen in training); the case is the bundled sample,
 Resources/SampleData/CTChestCrop.nrrd, a 64^3 crop of it. For each scale (x2, x4): the LR volume
-is simulated (ctsr.degrade.simulate_lr), all volumes are clipped to [-1024, 3071] HU and scaled
+is simulated (ctsr.lrmodel.simulate_lr, the paper's operator), all volumes are clipped to [-1024, 3071] HU and scaled
 to [0, 1], and projected with the pipeline's cone-beam geometry (100 views over 180 degrees,
 default HR detector; LR detector binned by the scale):
   truth = A_hr(HR volume);  y = A_lr(LR volume);  P_up = A_hr(cubic-upsampled LR volume).

@@ -126,7 +126,7 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *
     """Super-resolve ``lr`` (HU) by ``scale`` (IJK) with ``preset``; returns the HR volume (HU)
     and a dict of what was done (device, views, detector, target, Gaussians, LR residual).
 
-    lr_model: the complete LR model (:func:`ctsr.lrmodel.resolve_lr_model`): the range space
+    lr_model: the complete LR model (:func:`ctsr.lrestimate.resolve_lr_model`): the range space
             of the projections and the forward model of the consistency step;
 
     prior:  a loaded :class:`ctsr.prior.model.Prior`, or None for no prior (``Y`` = consistent
