@@ -17,12 +17,18 @@ OPERATORS = [DetectorBinning.average(s) for s in SCALES] + [
 ]
 
 
+def _hr_and_lr(scale, count, side, seed):
+    """A generator, ``count`` random HR images ``side * scale`` and LR images ``side`` (float64)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(count, 1, side * scale[0], side * scale[1], generator=g, dtype=torch.float64)
+    y = torch.randn(count, 1, side, side, generator=g, dtype=torch.float64)
+    return g, x, y
+
+
 @pytest.mark.parametrize("scale", SCALES)
 def test_average_binning_is_average_pooling_and_its_pinv_replicates(scale):
-    g = torch.Generator().manual_seed(1)
+    _, x, y = _hr_and_lr(scale, 3, 8, seed=1)
     sy, sx = scale
-    x = torch.randn(3, 1, 8 * sy, 8 * sx, generator=g, dtype=torch.float64)
-    y = torch.randn(3, 1, 8, 8, generator=g, dtype=torch.float64)
     a = DetectorBinning.average(scale)
     assert torch.allclose(a(x), F.avg_pool2d(x, scale, scale))
     assert torch.allclose(a.pinv(y), y.repeat_interleave(sy, -2).repeat_interleave(sx, -1))
@@ -30,10 +36,7 @@ def test_average_binning_is_average_pooling_and_its_pinv_replicates(scale):
 
 @pytest.mark.parametrize("operator", OPERATORS, ids=repr)
 def test_pinv_is_right_inverse_and_a_pinv_a_is_an_orthogonal_projection(operator):
-    g = torch.Generator().manual_seed(1)
-    sy, sx = operator.scale
-    x = torch.randn(3, 1, 8 * sy, 8 * sx, generator=g, dtype=torch.float64)
-    y = torch.randn(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    g, x, y = _hr_and_lr(operator.scale, 3, 8, seed=1)
     assert torch.allclose(operator(operator.pinv(y)), y, atol=1e-8)
     p = lambda v: operator.pinv(operator(v))
     assert torch.allclose(p(p(x)), p(x), atol=1e-8)
@@ -43,10 +46,7 @@ def test_pinv_is_right_inverse_and_a_pinv_a_is_an_orthogonal_projection(operator
 
 @pytest.mark.parametrize("operator", OPERATORS, ids=repr)
 def test_range_projection_matches_target_and_keeps_null_space(operator):
-    g = torch.Generator().manual_seed(2)
-    sy, sx = operator.scale
-    x = torch.randn(2, 1, 4 * sy, 4 * sx, generator=g, dtype=torch.float64)
-    target = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64)
+    _, x, target = _hr_and_lr(operator.scale, 2, 4, seed=2)
     out = project_to_range(x, target, operator)
     assert torch.allclose(operator(out), target, atol=1e-8)
     null = lambda v: v - operator.pinv(operator(v))

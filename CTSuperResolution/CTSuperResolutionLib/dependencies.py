@@ -31,9 +31,13 @@ def read_requirements(path) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
+#: The distribution name at the start of a requirement line.
+_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
 def requirement_name(requirement: str) -> str:
     """The distribution name of a requirement line (``torch>=2.1`` -> ``torch``)."""
-    return canonical_name(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement).group(1))
+    return canonical_name(_NAME.match(requirement).group(1))
 
 
 def is_satisfied(requirement: str) -> bool:
@@ -98,7 +102,7 @@ def plan_installation(requirements) -> InstallPlan:
 
 def torch_version_requirement(requirement: str) -> str | None:
     """``"torch>=2.1"`` -> ``">=2.1"`` (what ``PyTorchUtilsLogic.installTorch`` takes)."""
-    spec = requirement[len(re.match(r"\s*[A-Za-z0-9._-]+", requirement).group(0)):].strip()
+    spec = requirement[_NAME.match(requirement).end():].strip()
     return spec or None
 
 

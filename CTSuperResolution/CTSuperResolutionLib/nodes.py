@@ -120,7 +120,8 @@ def set_provenance(node, provenance: dict) -> None:
 def dicom_slice_thickness(node, database=None) -> float | None:
     """SliceThickness (0018,0050, mm) of the DICOM series ``node`` was loaded from (its
     ``DICOM.instanceUIDs`` attribute, looked up in ``database``, by default Slicer's DICOM
-    database); None when the node did not come from DICOM or the tag is missing."""
+    database); None when the node did not come from DICOM or the tag is missing or not a
+    number (whether it is usable is :func:`ctsr.lrmodel.slab_from_dicom`'s to say)."""
     uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
     if database is None:
         database = getattr(slicer, "dicomDatabase", None)
@@ -128,7 +129,7 @@ def dicom_slice_thickness(node, database=None) -> float | None:
         return None
     try:
         value = database.fileValue(database.fileForInstance(uids[0]), "0018,0050")
-        return float(value) if value and float(value) > 0 else None
+        return float(value) if value else None
     except (ValueError, TypeError):
         return None
 

@@ -16,13 +16,15 @@ from .lanczos import block_centre_positions, resample_axis
 from .volume import Volume
 
 METHODS = ("trilinear", "cubic", "lanczos")
+#: scipy spline order and boundary mode of the spline methods (as ITK's / Slicer's resampling).
+_SPLINES = {"trilinear": (1, "nearest"), "cubic": (3, "mirror")}
 
 
 def upsample_interpolate(lr: Volume, scale: Scale, method: str = "cubic") -> Volume:
     """Interpolate ``lr`` onto its HR grid at ``scale`` (IJK order) with ``method``."""
     matrix, shape = hr_grid(lr.ijk_to_ras, lr.shape_ijk, scale)
-    if method in ("trilinear", "cubic"):
-        order, mode = (1, "nearest") if method == "trilinear" else (3, "mirror")
+    if method in _SPLINES:
+        order, mode = _SPLINES[method]
         # grid_mode=True: output voxel o samples input index (o + 0.5) / s - 0.5, i.e. the
         # block-centre convention of ctsr.grids.
         array = ndimage.zoom(lr.array, tuple(scale[::-1]), order=order, mode=mode,
@@ -36,3 +38,10 @@ def upsample_interpolate(lr: Volume, scale: Scale, method: str = "cubic") -> Vol
                 array = resample_axis(array, axis, block_centre_positions(array.shape[axis] * s, s, downsample=False))
         return Volume(array, matrix)
     raise ValueError(f"unknown interpolation method {method!r}; expected one of {METHODS}")
+
+
+def spline_matrix(n_lr: int, scale: int, method: str = "cubic") -> np.ndarray:
+    """The ``(n_lr * scale, n_lr)`` matrix of :func:`upsample_interpolate`'s ``method``
+    (``trilinear`` or ``cubic``) along one axis: the same spline, boundary and grid convention."""
+    order, mode = _SPLINES[method]
+    return ndimage.zoom(np.eye(n_lr), (scale, 1), order=order, mode=mode, grid_mode=True)

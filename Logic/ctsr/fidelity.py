@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
+from .baselines import spline_matrix
 from .grids import Scale, hr_grid
 from .lrmodel import LRModel, LROperator, apply_separable
 from .volume import Volume
@@ -51,12 +51,6 @@ def lr_residual(hr: Volume, lr: Volume, scale: Scale, model: LRModel) -> dict:
             "noise_hu": model.noise_hu}
 
 
-def cubic_matrix(n_lr: int, scale: int) -> np.ndarray:
-    """``U`` along one axis: the ``(n_lr * scale, n_lr)`` matrix of the cubic B-spline
-    upsampling of :func:`ctsr.baselines.upsample_interpolate` (same grid convention)."""
-    return ndimage.zoom(np.eye(n_lr), (scale, 1), order=3, mode="mirror", grid_mode=True)
-
-
 def hu_bounds(lr: Volume) -> tuple[float, float]:
     """The plausible output range: the input's range widened by :data:`HU_MARGIN` each side."""
     low, high = float(lr.array.min()), float(lr.array.max())
@@ -76,7 +70,7 @@ def enforce_lr_consistency(hr: Volume, lr: Volume, scale: Scale, model: LRModel)
             bases.append(None)
             singular.append(np.ones(n_lr))
             continue
-        up = cubic_matrix(n_lr, s)
+        up = spline_matrix(n_lr, s, "cubic")
         p, values, qt = np.linalg.svd(np.asarray(matrix.todense(), dtype=np.float64) @ up)
         bases.append((p, qt, up))
         singular.append(values)

@@ -1,11 +1,12 @@
 """Estimating the LR model from the LR volume alone (blind): its noise SD and its blur width.
 
-* **Noise** (:func:`estimate_noise_hu`): the median absolute deviation of the finest 3D Haar
-  wavelet band (each 2x2x2 block's alternating-sign sum over sqrt(8)), divided by 0.6745
-  (Donoho's estimator). White noise of SD sigma gives that band an SD of exactly sigma, while
-  smooth anatomy gives it almost nothing; edges are rare enough for the median to ignore.
-  Blocks touching the volume's minimum are left out (CT padding clipped at -1024 HU is flat,
-  and would pull the median to zero).
+* **Noise** (:func:`estimate_noise_hu`): the finest 3D Haar wavelet band (each 2x2x2 block's
+  alternating-sign sum over sqrt(8)) has an SD of exactly sigma for white noise of SD sigma,
+  while smooth anatomy gives it almost nothing. The band is cut into tiles of WINDOW^3
+  coefficients; the QUANTILE-th tile energy, unbiased by the chi-square quantile, is sigma^2
+  (tiles that hold edges are the energetic ones, above that quantile). Tiles touching the
+  volume's minimum are left out (CT padding clipped at -1024 HU is flat and would pull the
+  estimate to zero). Donoho's median estimator (0.6745) serves volumes too small for tiles.
 * **Blur** (:func:`estimate_profile`): cross-scale self-consistency. CT anatomy is close to
   self-similar across scales (a power-law spectrum), so the LR volume relates to the HR one as
   the LR volume degraded once more relates to the LR volume. For each candidate profile ``k``
@@ -125,7 +126,7 @@ def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = Non
                      slice_thickness_mm: float | None = None) -> LRModel:
     """Complete an LR model for ``lr`` at ``scale`` (IJK): what the user gave, then the z
     profile from DICOM SliceThickness (``slice_thickness_mm``, when z is downsampled), then
-    estimates from the input (noise SD, blur width per axis: :mod:`ctsr.lrestimate`), then
+    estimates from the input (noise SD, blur width per axis, above), then
     :data:`DEFAULT_PROFILE`. ``source`` records which for each part."""
     model = given if isinstance(given, LRModel) else LRModel.parse(given)
     if scale[2] > 1 and model.profiles[2] is None:
@@ -133,7 +134,7 @@ def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = Non
         if profile is not None:
             model = model.with_profile(2, profile, reason)
     if model.noise_hu is None:
-        model = model.with_noise(estimate_noise_hu(lr.array), "estimated (MAD of the finest wavelet band)")
+        model = model.with_noise(estimate_noise_hu(lr.array), "estimated (finest wavelet band)")
     estimates = {axis: estimate_profile(lr, scale, axis, model.noise_hu)
                  for axis, s in enumerate(scale) if s > 1 and model.profiles[axis] is None}
     for axis, (profile, how) in estimates.items():
