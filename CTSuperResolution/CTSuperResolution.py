@@ -60,7 +60,7 @@ from CTSuperResolutionLib.logic import (  # noqa: E402
 )
 
 #: The zero-shot presets, listed first in the panel when the engine has them.
-PRESETS = ("fast", "standard", "quality")
+PRESETS = ("fast", "balanced", "standard", "quality")
 
 
 def resourcePath(relativePath: str) -> str:

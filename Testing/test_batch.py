@@ -36,7 +36,7 @@ def _cli(*args, **kwargs):
 
 def test_a_folder_runs_locally_the_bad_scan_is_reported_and_the_rest_done(tmp_path, sample):
     cohort = _cohort(tmp_path / "cohort", sample)
-    run = _cli("batch", cohort, tmp_path / "out", "--workers", "2", "--quiet")
+    run = _cli("batch", cohort, tmp_path / "out", "--workers", "2", "--method", "fast", "--quiet")
     assert run.returncode == 5, run.stderr  # some failed
     with open(tmp_path / "out" / "batch_report.csv", newline="") as handle:
         rows = {row["name"]: row for row in csv.DictReader(handle)}
@@ -67,7 +67,7 @@ def test_an_interrupted_manifest_run_resumes_without_redoing_finished_scans(tmp_
     manifest.write_text("input,output,scale\nscans/a.nrrd,out/a.nrrd,2\nscans/b.nrrd,out/b.nrrd,\n"
                         "scans/big.nrrd,out/big.nrrd,4\nscans/d.nrrd,out/d.nrrd,2\n")
     command = [sys.executable, "-m", "ctsr.cli", "batch", str(manifest), str(tmp_path / "out"), "--workers", "1",
-               "--quiet"]
+               "--method", "fast", "--quiet"]
     first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not sidecar_path(tmp_path / "out" / "b.nrrd").exists():
@@ -136,7 +136,7 @@ def test_the_same_folder_on_ray_retries_a_task_whose_worker_died(tmp_path, sampl
     scans = find_scans(_cohort(tmp_path / "cohort", sample), tmp_path / "out")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        records = run_batch(scans, BatchOptions(), tmp_path / "out", engine="ray", runner=crash_once_then_run)
+        records = run_batch(scans, BatchOptions(method="fast"), tmp_path / "out", engine="ray", runner=crash_once_then_run)
     finally:
         ray.shutdown()
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

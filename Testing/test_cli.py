@@ -130,21 +130,21 @@ def test_lr_model_given_on_the_command_line_is_used_and_reported(tmp_path, sampl
     run = ctsr("simulate-lr", hr_path, tmp_path / "lr.nrrd", "--lr-model", "box,noise:8", "--seed", "4")
     assert run.returncode == 0 and "LR model box,noise:8" in run.stdout, run.stderr
     run = ctsr("upsample", tmp_path / "lr.nrrd", tmp_path / "out.nrrd", "--lr-model", "box,noise:8",
-               "--json-progress")
+               "--method", "fast", "--json-progress")
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.splitlines()[-1])
     model = result["provenance"]["lr_model"]
     assert model["model"] == "box,noise:8" and set(model["source"].values()) == {"given"}
     residual = result["provenance"]["lr_residual"]
     assert residual["noise_hu"] == 8.0 and residual["rms_hu"] >= 0.97 * 8.0  # stopped at the noise
-    run = ctsr("upsample", tmp_path / "lr.nrrd", tmp_path / "auto.nrrd")
+    run = ctsr("upsample", tmp_path / "lr.nrrd", tmp_path / "auto.nrrd", "--method", "fast")
     assert run.returncode == 0 and "LR model " in run.stdout, run.stderr
     assert "LR model: " in run.stderr and "estimated" in run.stderr  # the log line says where it came from
 
 
 def test_progress_into_a_pipe_is_plain_lines_with_real_fractions(tmp_path, sample):
     """stderr is not a terminal here: no carriage-return bar, one line per stage or 10 %,
-    fractions rising to 100 % through the stages of fast."""
+    fractions rising to 100 % through the stages of the default method."""
     import re
 
     path = write_volume(sample, tmp_path / "in.nrrd")

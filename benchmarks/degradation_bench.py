@@ -7,18 +7,22 @@ noise (0, 10, 30 HU white noise on the LR), the LR is made by ``ctsr.lrmodel.sim
 and super-resolved by:
 
 * ``cubic``, ``lanczos``: the interpolation baselines;
-* ``default``: ``ctsr upsample`` as a user runs it (method ``fast``, LR model estimated);
-* ``true model``: the same given the LR model that made the input (blur and noise): the upper
-  bound of knowing it;
+* ``fast``: Lanczos-3 + the consistency step, LR model estimated (as a user runs it, no flags);
+* ``balanced``: ``fast`` plus the internal prior (:mod:`ctsr.internal_prior`), LR model estimated;
+* ``fast, true model``: ``fast`` given the LR model that made the input (blur and noise): the
+  upper bound of knowing it;
+* ``balanced, true model`` (through-plane only, where the z blur cannot be estimated and
+  ``balanced`` without it is ``fast``): ``balanced`` given that model, as with a DICOM series
+  whose SliceThickness gives the z profile;
 * ``standard`` (``--standard``, slow: minutes per cell on a CPU): NAB-GS + consistency, LR
   model estimated, only on the cells listed by ``--standard-cells``.
 
 Reports PSNR / SSIM (ctsr.metrics), the estimated model beside the true one, the mean gain
 and the worst cell of each column per scale. Writes benchmarks/degradation.json,
-benchmarks/degradation.md and montages (cubic | default | truth, labelled, window written) in
+benchmarks/degradation.md and montages (cubic | fast | balanced | truth, labelled, window written) in
 benchmarks/montages/, plus a through-plane x4 montage of the real thick-slice scan.
 
-    python benchmarks/degradation_bench.py                   # the matrix, ~10 min on 2 cores
+    python benchmarks/degradation_bench.py                   # the matrix, ~35 min on 2 cores
     python benchmarks/degradation_bench.py --cases head --scales 2
 """
 
@@ -40,7 +44,9 @@ from quality_bench import CASES, DATA, SCALES, _crop, _hr, _label  # noqa: E402
 
 BLURS = ("gauss:0.5", "gauss:1", "gauss:1.5", "box")
 NOISES = (0, 10, 30)
-METHODS = ("cubic", "lanczos", "default", "true model")
+METHODS = ("cubic", "lanczos", "fast", "balanced", "fast, true model", "balanced, true model")
+#: Scales where ``balanced, true model`` runs (elsewhere the model is estimated, or balanced is fast).
+BALANCED_TRUE_SCALES = ((1, 1, 4),)
 #: Display windows of the montages (HU).
 WINDOWS = {"chest": (-1000.0, 500.0), "abdomen": (-160.0, 240.0), "head": (-100.0, 200.0)}
 
@@ -53,8 +59,10 @@ def run_cell(hr, scale, blur: str, noise: int, standard: bool) -> dict:
 
     true = LRModel.parse(f"{blur},noise:{noise}")
     lr = simulate_lr(hr, scale, true, seed=1)
-    runs = {"cubic": dict(method="cubic"), "lanczos": dict(method="lanczos"), "default": {},
-            "true model": dict(lr_model=true)}
+    runs = {"cubic": dict(method="cubic"), "lanczos": dict(method="lanczos"), "fast": dict(method="fast"),
+            "balanced": dict(method="balanced"), "fast, true model": dict(method="fast", lr_model=true)}
+    if tuple(scale) in BALANCED_TRUE_SCALES:
+        runs["balanced, true model"] = dict(method="balanced", lr_model=true)
     if standard:
         runs["standard"] = dict(method="standard", prior="none")
     row, volumes = {"lr_model": str(true)}, {}
@@ -66,14 +74,14 @@ def run_cell(hr, scale, blur: str, noise: int, standard: bool) -> dict:
                      "seconds": round(time.monotonic() - start, 2),
                      "lr_residual_hu": result.provenance["lr_residual"]["rms_hu"],
                      "hu_range": [round(float(result.volume.array.min())), round(float(result.volume.array.max()))]}
-        if name == "default":
+        if name == "fast":
             row["estimated"] = result.provenance["lr_model"]["model"]
         volumes[name] = result.volume
     return row, volumes, lr
 
 
-def summary(rows: list[dict], columns) -> list[dict]:
-    """Per scale and column: mean PSNR / SSIM gain over cubic and the worst cell."""
+def summary(rows: list[dict], columns, reference: str = "cubic") -> list[dict]:
+    """Per scale and column: mean PSNR / SSIM gain over ``reference`` and the worst cell."""
     out = []
     for scale in dict.fromkeys(r["scale"] for r in rows):
         cells = [r for r in rows if r["scale"] == scale]
@@ -81,8 +89,8 @@ def summary(rows: list[dict], columns) -> list[dict]:
             have = [r for r in cells if column in r]
             if not have:
                 continue
-            dp = np.array([r[column]["psnr"] - r["cubic"]["psnr"] for r in have])
-            ds = np.array([r[column]["ssim"] - r["cubic"]["ssim"] for r in have])
+            dp = np.array([r[column]["psnr"] - r[reference]["psnr"] for r in have])
+            ds = np.array([r[column]["ssim"] - r[reference]["ssim"] for r in have])
             worst = have[int(np.argmin(dp))]
             out.append({"scale": scale, "method": column, "cells": len(have),
                         "mean_psnr_gain": round(float(dp.mean()), 3), "worst_psnr_gain": round(float(dp.min()), 3),
@@ -91,19 +99,27 @@ def summary(rows: list[dict], columns) -> list[dict]:
     return out
 
 
-def markdown(rows, summaries, meta) -> str:
-    lines = [f"Degradation benchmark ({meta['date']}, CPU, {meta['threads']} threads; "
-             "`python benchmarks/degradation_bench.py`)", "",
-             "Gain over cubic (PSNR dB / SSIM) per scale: the mean over the cells and the worst cell.", "",
-             "| scale | method | cells | mean PSNR gain | worst PSNR gain (cell) | mean SSIM gain | worst SSIM gain |",
+def _summary_table(summaries) -> list[str]:
+    lines = ["| scale | method | cells | mean PSNR gain | worst PSNR gain (cell) | mean SSIM gain | worst SSIM gain |",
              "|---|---|---|---|---|---|---|"]
     for s in summaries:
         lines.append(f"| {_label(s['scale'])} | {s['method']} | {s['cells']} | {s['mean_psnr_gain']:+.2f} | "
                      f"{s['worst_psnr_gain']:+.2f} ({s['worst_psnr_cell']}) | {s['mean_ssim_gain']:+.4f} | "
                      f"{s['worst_ssim_gain']:+.4f} |")
-    lines += ["", "Every cell: PSNR dB / SSIM; the LR model that made the input and the one the default estimated.", "",
-              "| case | scale | LR made by | estimated | cubic | lanczos | default | true model | standard |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def markdown(rows, summaries, over_fast, meta) -> str:
+    lines = [f"Degradation benchmark ({meta['date']}, CPU, {meta['threads']} threads; "
+             "`python benchmarks/degradation_bench.py`)", "",
+             "Gain over cubic (PSNR dB / SSIM) per scale: the mean over the cells and the worst cell.", "",
+             *_summary_table(summaries), "",
+             "Gain of the internal prior over `fast` under the same LR model (`balanced` over `fast`, "
+             "both estimated; `balanced, true model` over `fast, true model`):", "",
+             *_summary_table(over_fast)]
+    lines += ["", "Every cell: PSNR dB / SSIM; the LR model that made the input and the one estimated from it.", "",
+              "| case | scale | LR made by | estimated | " + " | ".join(METHODS) + " | standard |",
+              "|---|---|---|---|" + "---|" * (len(METHODS) + 1)]
     cell = lambda r, k: f"{r[k]['psnr']:.2f} / {r[k]['ssim']:.4f}" if k in r else "-"
     for r in rows:
         lines.append(f"| {r['case']} | {_label(r['scale'])} | {r['lr_model']} | {r['estimated']} | "
@@ -113,18 +129,19 @@ def markdown(rows, summaries, meta) -> str:
 
 def thick_slice_montage() -> Path:
     """The real thick-slice chest (0.57 x 0.57 x 5 mm) at through-plane x4: input | cubic |
-    default. No truth exists: look for ringing and halos."""
+    fast | balanced. No truth exists: look for ringing and halos."""
     from ctsr.io import read_volume
     from ctsr.montage import write_montage
     from ctsr.upsampling import upsample
 
     full = read_volume(DATA / "chest_thick_5mm.nrrd")
     crop = _crop(full, (slice(0, full.array.shape[0]), slice(160, 352), slice(96, 288)))
-    result = upsample(crop, "1x1x4", device="cpu")
-    volumes = [crop, upsample(crop, "1x1x4", "cubic").volume, result.volume]
+    fast = upsample(crop, "1x1x4", "fast", device="cpu")
+    balanced = upsample(crop, "1x1x4", "balanced", device="cpu")
+    volumes = [crop, upsample(crop, "1x1x4", "cubic").volume, fast.volume, balanced.volume]
     path = HERE / "montages" / "degradation_chest_thick_5mm_1x1x4.png"
     write_montage(path, volumes, (-1000.0, 500.0), inset=True,
-                  labels=["input 5 mm", "cubic", f"default ({result.provenance['lr_model']['model']})"])
+                  labels=["input 5 mm", "cubic", f"fast ({fast.provenance['lr_model']['model']})", "balanced"])
     return path
 
 
@@ -157,17 +174,20 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
                     if blur == "box" and noise == 10:
                         write_montage(HERE / "montages" / f"degradation_{case}_{_label(scale_name)}_box_noise10.png",
-                                      [volumes["cubic"], volumes["default"], hr], WINDOWS[case], inset=True,
-                                      labels=["cubic", f"default ({row['estimated']})", "truth"])
+                                      [volumes["cubic"], volumes["fast"], volumes["balanced"], hr], WINDOWS[case],
+                                      inset=True, labels=["cubic", f"fast ({row['estimated']})", "balanced", "truth"])
     if "1x1x4" in args.scales:
         thick_slice_montage()
-    columns = [c for c in ("lanczos", "default", "true model", "standard") if any(c in r for r in rows)]
+    columns = [c for c in METHODS[1:] + ("standard",) if any(c in r for r in rows)]
     summaries = summary(rows, columns)
+    over_fast = summary(rows, ["balanced"], reference="fast") + summary(rows, ["balanced, true model"],
+                                                                         reference="fast, true model")
     meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
             "threads": 2, "date": time.strftime("%Y-%m-%d"), "blurs": BLURS, "noises_hu": NOISES}
-    (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "summary": summaries, "rows": rows}, indent=1))
-    (HERE / f"{args.out}.md").write_text(markdown(rows, summaries, meta))
-    print(markdown(rows, summaries, meta))
+    (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "summary": summaries, "balanced_over_fast": over_fast,
+                                                         "rows": rows}, indent=1))
+    (HERE / f"{args.out}.md").write_text(markdown(rows, summaries, over_fast, meta))
+    print(markdown(rows, summaries, over_fast, meta))
 
 
 if __name__ == "__main__":

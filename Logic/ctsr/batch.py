@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .errors import Cancelled, UserError
 from .progress import Progress, SilentProgress
+from .upsampling import DEFAULT_METHOD
 
 #: Input files a folder search takes (DICOM series are folders holding ``.dcm`` files or
 #: files without a suffix that GDCM reads).
@@ -47,7 +48,7 @@ class BatchOptions:
     """What applies to every scan (the options of ``ctsr upsample``); ``scale`` and ``roi``
     may be overridden per scan by a manifest."""
 
-    method: str = "fast"
+    method: str = DEFAULT_METHOD
     scale: str = "2"
     lr_model: str | None = None
     seed: int = 0

@@ -34,6 +34,7 @@ from .fidelity import enforce_lr_consistency, lr_residual
 from .gaussians.fit import FitSettings, fit_residual
 from .geometry import ConeGeometry
 from .grids import Scale
+from .internal_prior import InternalPriorSettings, upsample_with_internal_prior
 from .lrmodel import LRModel
 from .metrics import DEFAULT_WINDOW, normalize
 from .progress import Progress, SilentProgress
@@ -51,7 +52,9 @@ class Preset:
                     to skip the reconstruction (the output is then the interpolated volume made
                     consistent with the input);
     consistency:    whether the final data-consistency step runs;
-    interpolator:   the baseline ``V_up`` comes from (:mod:`ctsr.baselines`).
+    interpolator:   the baseline ``V_up`` comes from (:mod:`ctsr.baselines`);
+    internal_prior: the settings of the internal prior (:mod:`ctsr.internal_prior`: a CNN the
+                    scan trains on itself, added to ``fast``'s result), or None.
     """
 
     name: str
@@ -60,6 +63,7 @@ class Preset:
     fit: FitSettings | None
     consistency: bool
     interpolator: str = "cubic"
+    internal_prior: InternalPriorSettings | None = None
 
     @property
     def max_gaussians(self) -> int:
@@ -68,6 +72,8 @@ class Preset:
 
 PRESETS = {
     "fast": Preset("fast", n_views=0, prior_steps=0, fit=None, consistency=True, interpolator="lanczos"),
+    "balanced": Preset("balanced", n_views=0, prior_steps=0, fit=None, consistency=True, interpolator="lanczos",
+                       internal_prior=InternalPriorSettings()),
     "standard": Preset("standard", n_views=72, prior_steps=0, fit=FitSettings.preset("standard"), consistency=True),
     "quality": Preset("quality", n_views=100, prior_steps=20, fit=FitSettings.preset("quality"), consistency=True),
 }
@@ -140,6 +146,13 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *
     torch.manual_seed(seed)
     info = {"device": torch_device.type, "preset": preset.name}
 
+    if preset.internal_prior is not None:
+        hr, details = upsample_with_internal_prior(lr, scale, lr_model, preset.internal_prior, seed, torch_device,
+                                                   progress.span(0.0, 0.97))
+        info.update(details, target="none: fast's volume plus the internal prior")
+        info["lr_residual"] = lr_residual(hr, lr, scale, lr_model)
+        progress.update("consistency", 1.0, "done")
+        return hr, info
     progress.update("upsample", 0.0, f"{preset.interpolator} upsampling")
     hr = upsample_interpolate(lr, scale, preset.interpolator)
     if preset.fit is not None or oracle is not None:

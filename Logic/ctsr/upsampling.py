@@ -3,9 +3,10 @@
 The CLI, the background worker and the Slicer logic all call it, so a method name means the
 same thing everywhere:
 
-* ``fast``, ``standard``, ``quality``: the zero-shot method (:mod:`ctsr.pipeline`) with the
-  preset of that name (:data:`ctsr.pipeline.PRESETS`); ``fast`` is the default (the README
-  says why);
+* ``fast``, ``balanced``, ``standard``, ``quality``: the zero-shot method
+  (:mod:`ctsr.pipeline`) with the preset of that name (:data:`ctsr.pipeline.PRESETS`);
+  ``balanced`` (``fast`` plus the internal prior of :mod:`ctsr.internal_prior`) is the default
+  (the README says why);
 * ``nabgs``: NAB-GS with no prior (the sanity path: ``Y`` = consistent ``P_up``), standard
   settings;
 * ``trilinear``, ``cubic``, ``lanczos``: the interpolation baselines of :mod:`ctsr.baselines`.
@@ -32,10 +33,10 @@ from .progress import Progress, SilentProgress
 from .roi import Roi, crop_to_roi
 from .volume import Volume
 
-ZERO_SHOT_PRESETS = ("fast", "standard", "quality")
+ZERO_SHOT_PRESETS = ("fast", "balanced", "standard", "quality")
 METHODS = ZERO_SHOT_PRESETS + ("nabgs",) + INTERPOLATION_METHODS
 #: What ``ctsr upsample``, the worker and the Slicer panel run when no method is given.
-DEFAULT_METHOD = "fast"
+DEFAULT_METHOD = "balanced"
 
 
 @dataclass
@@ -87,7 +88,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     model = resolve_lr_model(lr, scale, lr_model, slice_thickness_mm)
     provenance["lr_model"] = model.describe()
     progress.log(f"LR model: {model} ({'; '.join(f'{k}: {v}' for k, v in model.source.items())})")
-    # The model takes about as long as fast's other stages, and nothing beside NAB-GS.
+    # The model takes about as long as fast's other stages, and little beside training.
     share = 0.4 if method in INTERPOLATION_METHODS + ("fast",) else 0.01
     progress.update("lr model", share, f"{model}")
     progress = progress.span(share, 1.0)

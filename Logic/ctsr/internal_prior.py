@@ -1,0 +1,263 @@
+"""The internal prior: a small CNN that the input scan trains on itself, at run time.
+
+Zero-shot construction (ZSSR, Shocher et al. 2018), driven by the LR model of
+:mod:`ctsr.lrmodel`: the LR input ``L`` is degraded once more by the same operator,
+``L2 = D(L) + n'`` (``n'`` tops the noise that ``D`` leaves up to the model's SD, so ``L2`` is
+as noisy as ``L``), brought back to ``L``'s grid by the ``fast`` preset's own upsampling
+(:func:`consistent_upsample`: Lanczos-3, then the consistency step), and a residual CNN learns
+``fast(L2) -> L``. It is then applied one level up, to ``fast(L)``, and the consistency step
+runs once more. What it learns is what ``fast`` misses at this scale on this scan.
+
+The pair is only as right as the LR model: when the blur along a scaled axis is the assumed
+default (not given, not read from DICOM, not estimated), nothing is learned and the result is
+``fast``'s (through-plane on the degradation benchmark, a pair made with the default profile
+for a wider true blur lost up to 0.0064 SSIM to cubic; with the true profile it gained 1.2 dB).
+
+Two geometries (:func:`plan`):
+
+* **volume** (scales up to :data:`MAX_VOLUME_SCALE`, every scaled axis keeping
+  :data:`MIN_PAIR_VOXELS` after a second degradation): the pair is made at the job's own
+  scale and the CNN is 3D (3x3x3 kernels);
+* **through-plane** (only z is scaled, so x and y are already at full resolution; SMORE's
+  idea, Zhao et al. 2021): the pair degrades the *x* axis of ``L`` with the z profile and
+  scale, the CNN works on 2D planes (1x3x3 kernels), and it is applied to the planes of
+  ``fast(L)`` that contain z and one in-plane axis (both such orientations, averaged). This
+  assumes the scan's physics along z, in HR voxels, is what it would be along x.
+
+Arrays are KJI and in HU; the network sees HU / :data:`HU_SCALE`. Training is a fixed number
+of Adam steps on random patches (bounded time, whatever the input size); inference runs in
+slabs along the first array axis (memory bounded; time linear in the output size).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .baselines import upsample_interpolate
+from .fidelity import enforce_lr_consistency
+from .grids import Scale, lr_grid
+from .lrmodel import LRModel, LROperator, add_noise
+from .progress import Progress, SilentProgress
+from .volume import Volume
+
+#: HU per network unit (the network's inputs and outputs are HU / HU_SCALE).
+HU_SCALE = 1000.0
+#: Fewest voxels that ``L2`` needs along each scaled axis for a pair worth learning from.
+MIN_PAIR_VOXELS = 12
+#: Largest per-axis scale of the volume kind: at x4 one pair in the volume lost 0.59 dB to
+#: ``fast`` on a head (DESIGN.md section 7), so x4 and above keep ``fast``'s result.
+MAX_VOLUME_SCALE = 2
+#: Output voxels per inference slab (bounds the activations: about 70 bytes each).
+SLAB_VOXELS = 2_000_000
+
+
+@dataclass(frozen=True)
+class InternalPriorSettings:
+    """steps: Adam steps; patch: edge of the training patches (LR voxels); batch: patches per
+    step; channels, layers: the CNN's width and depth; learning_rate: Adam's, cosine-decayed
+    to a tenth."""
+
+    steps: int = 300
+    patch: int = 24
+    batch: int = 4
+    channels: int = 16
+    layers: int = 6
+    learning_rate: float = 1e-3
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the scan teaches itself: ``kind`` ``"volume"`` or ``"through-plane"``, the scale
+    and the LR model of the training pair (IJK), or ``kind`` None and ``reason``."""
+
+    kind: str | None
+    pair_scale: Scale | None = None
+    pair_model: LRModel | None = None
+    reason: str = ""
+
+
+def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
+    """The geometry of the training pair for ``lr`` at ``scale`` (IJK) under ``model``."""
+    scale = tuple(int(s) for s in scale)
+    assumed = [axis for axis, s in enumerate(scale) if s > 1 and model.source.get("xyz"[axis], "").startswith("default")]
+    if assumed:
+        return Plan(None, reason=f"the blur along {'xyz'[assumed[0]]} is assumed, not known or estimated (a pair made "
+                                 "by an assumed operator can teach the wrong correction; give --lr-model or the "
+                                 "DICOM series)")
+    if scale[0] == scale[1] == 1 and scale[2] > 1:
+        # x takes z's profile and scale; slab widths in mm are rescaled to x's spacing.
+        profile = model.profiles[2]
+        if profile.kind == "slab":
+            profile = type(profile)("slab", profile.value * lr.spacing[0] / (lr.spacing[2] / scale[2]))
+        pair_model = LRModel((profile, None, None), model.noise_hu)
+        pair_scale = (scale[2], 1, 1)
+        kind = "through-plane"
+    elif max(scale) > MAX_VOLUME_SCALE:
+        return Plan(None, reason=f"x{max(scale)} in the volume is not measured to gain over fast "
+                                 f"(the internal prior runs up to x{MAX_VOLUME_SCALE}, and through-plane)")
+    else:
+        pair_model, pair_scale, kind = model, scale, "volume"
+    short = [(axis, n // s) for axis, (n, s) in enumerate(zip(lr.shape_ijk, pair_scale)) if s > 1 and n // s < MIN_PAIR_VOXELS]
+    if short:
+        axis, n = short[0]
+        return Plan(None, reason=f"the input is too small to teach itself at this scale ({'xyz'[axis]}: "
+                                 f"{n} voxels after a second degradation, {MIN_PAIR_VOXELS} needed)")
+    return Plan(kind, pair_scale, pair_model)
+
+
+def consistent_upsample(lr: Volume, scale: Scale, model: LRModel) -> Volume:
+    """The ``fast`` preset's result: Lanczos-3 upsampling made consistent with ``lr``."""
+    return enforce_lr_consistency(upsample_interpolate(lr, scale, "lanczos"), lr, scale, model)[0]
+
+
+def degrade_again(lr: Volume, scale: Scale, model: LRModel, seed: int = 0) -> Volume:
+    """``L2 = D(L) + n'``: ``lr`` degraded by ``model``'s operator at ``scale``, with white noise
+    of SD ``noise * sqrt(1 - g^2)`` (``g`` the operator's noise gain), so that ``L2`` carries
+    about the model's noise SD as ``L`` does."""
+    operator = LROperator.for_volume(model, scale, lr)
+    gain = operator.noise_gain()
+    extra = (model.noise_hu or 0.0) * math.sqrt(max(0.0, 1.0 - gain * gain))
+    matrix, _ = lr_grid(lr.ijk_to_ras, lr.shape_ijk, scale)
+    return Volume(add_noise(operator(lr.array), extra, seed), matrix)
+
+
+def training_pair(lr: Volume, the_plan: Plan, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(fast(L2), L)`` cropped to a common KJI shape, in HU (float32)."""
+    low = degrade_again(lr, the_plan.pair_scale, the_plan.pair_model, seed)
+    source = consistent_upsample(low, the_plan.pair_scale, the_plan.pair_model).array
+    k, j, i = source.shape
+    return source, np.ascontiguousarray(lr.array[:k, :j, :i], dtype=np.float32)
+
+
+class ResidualCNN(nn.Module):
+    """``layers`` convolutions (``kernel`` per KJI axis, replicate padding) with leaky ReLUs;
+    maps an (N, 1, K, J, I) tensor to the residual to add to it. The last layer starts at zero,
+    so the untrained network changes nothing."""
+
+    def __init__(self, channels: int = 16, layers: int = 6, kernel=(3, 3, 3)):
+        super().__init__()
+        widths = [1] + [channels] * (layers - 1) + [1]
+        padding = tuple(k // 2 for k in kernel)
+        convolutions = [nn.Conv3d(a, b, kernel, padding=padding, padding_mode="replicate")
+                        for a, b in zip(widths, widths[1:])]
+        nn.init.zeros_(convolutions[-1].weight)
+        nn.init.zeros_(convolutions[-1].bias)
+        body = []
+        for convolution in convolutions[:-1]:
+            body += [convolution, nn.LeakyReLU(0.1)]
+        self.body = nn.Sequential(*body, convolutions[-1])
+        self.halo = layers * max(padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def kernel_for(kind: str) -> tuple[int, int, int]:
+    return (1, 3, 3) if kind == "through-plane" else (3, 3, 3)
+
+
+def train(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSettings = InternalPriorSettings(),
+          seed: int = 0, device: str | torch.device = "cpu", progress: Progress | None = None
+          ) -> tuple[ResidualCNN, Plan]:
+    """Train the internal prior of ``lr`` (HU) for ``scale`` (IJK) under ``model``; returns the
+    network (eval mode, on ``device``) and its :class:`Plan`. Raises ``ValueError`` when the
+    plan has no pair (check :func:`plan` first). Deterministic for a seed on the CPU."""
+    progress = progress or SilentProgress()
+    the_plan = plan(lr, scale, model)
+    if the_plan.kind is None:
+        raise ValueError(the_plan.reason)
+    progress.update("internal prior", 0.0, f"making the {the_plan.kind} training pair")
+    source, target = training_pair(lr, the_plan, seed)
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    source_t = torch.from_numpy(source / HU_SCALE).to(device)
+    residual_t = torch.from_numpy((target - source) / HU_SCALE).to(device)
+    kernel = kernel_for(the_plan.kind)
+    network = ResidualCNN(settings.channels, settings.layers, kernel).to(device)
+    optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.steps, settings.learning_rate / 10)
+    # Planes of one voxel in K for the through-plane kind: more, thinner patches.
+    edges = [1 if (k == 1) else min(settings.patch, n) for k, n in zip(kernel, source.shape)]
+    batch = settings.batch * (settings.patch if kernel[0] == 1 else 1)
+    every = max(1, settings.steps // 50)
+    for step in range(settings.steps):
+        corners = [torch.randint(0, n - e + 1, (batch,), generator=generator).tolist()
+                   for n, e in zip(source.shape, edges)]
+        pieces = [(a[k:k + edges[0], j:j + edges[1], i:i + edges[2]])
+                  for k, j, i in zip(*corners) for a in (source_t, residual_t)]
+        pair = torch.stack(pieces).view(batch, 2, *edges)
+        for axis in (3, 4) if kernel[0] == 1 else (2, 3, 4):
+            if torch.rand((), generator=generator) < 0.5:
+                pair = pair.flip(axis)
+        loss = torch.mean((network(pair[:, :1]) - pair[:, 1:]) ** 2)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % every == 0 or step == settings.steps - 1:
+            progress.update("internal prior", (step + 1) / settings.steps,
+                            f"learning from the scan itself: step {step + 1}/{settings.steps}",
+                            iteration=step + 1, loss=round(loss.item() * HU_SCALE**2, 3))
+    return network.eval(), the_plan
+
+
+@torch.no_grad()
+def _apply_in_slabs(network: ResidualCNN, array: np.ndarray, device: torch.device, progress: Progress) -> np.ndarray:
+    """``array + HU_SCALE * network(array / HU_SCALE)`` (KJI, HU), slab by slab along K with a
+    halo of the network's receptive field (the slabs join without seams)."""
+    out = np.empty_like(array, dtype=np.float32)
+    n = array.shape[0]
+    depth = max(1, SLAB_VOXELS // max(1, array.shape[1] * array.shape[2]))
+    halo = network.halo if any(m.kernel_size[0] > 1 for m in network.modules() if isinstance(m, nn.Conv3d)) else 0
+    for start in range(0, n, depth):
+        stop = min(n, start + depth)
+        low, high = max(0, start - halo), min(n, stop + halo)
+        x = torch.from_numpy(np.ascontiguousarray(array[low:high], dtype=np.float32) / HU_SCALE).to(device)
+        y = network(x[None, None])[0, 0].cpu().numpy() * HU_SCALE
+        out[start:stop] = array[start:stop] + y[start - low:start - low + stop - start]
+        progress.update("internal prior", stop / n, f"applying the learned prior: slice {stop}/{n}")
+    return out
+
+
+def apply(network: ResidualCNN, the_plan: Plan, volume: Volume, device: str | torch.device = "cpu",
+          progress: Progress | None = None) -> Volume:
+    """``volume`` (HU, the ``fast`` result on the job's HR grid) plus what ``network`` adds; for
+    the through-plane kind, the mean over the two planes orientations that contain z."""
+    progress = progress or SilentProgress()
+    device = torch.device(device)
+    if the_plan.kind == "volume":
+        return volume.with_array(_apply_in_slabs(network, volume.array, device, progress))
+    # KJI -> IJK puts z last (the degraded axis of training) with y beside it; KJI -> JIK with x.
+    results = []
+    for order, part in (((2, 1, 0), (0.0, 0.5)), ((1, 2, 0), (0.5, 1.0))):
+        moved = np.ascontiguousarray(volume.array.transpose(order))
+        done = _apply_in_slabs(network, moved, device, progress.span(*part))
+        results.append(done.transpose(np.argsort(order)))
+    return volume.with_array((results[0] + results[1]) / 2)
+
+
+def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
+                                 settings: InternalPriorSettings = InternalPriorSettings(), seed: int = 0,
+                                 device: str | torch.device = "cpu", progress: Progress | None = None
+                                 ) -> tuple[Volume, dict]:
+    """``lr`` (HU) super-resolved by ``scale``: ``fast``, plus the internal prior when the input
+    can teach itself (:func:`plan`), then the consistency step; returns the volume and what
+    was done."""
+    progress = progress or SilentProgress()
+    progress.update("upsample", 0.0, "Lanczos-3 upsampling made consistent with the input")
+    base = consistent_upsample(lr, scale, model)
+    the_plan = plan(lr, scale, model)
+    if the_plan.kind is None:
+        progress.log(f"internal prior skipped: {the_plan.reason}")
+        return base, {"internal_prior": f"skipped: {the_plan.reason}"}
+    network, _ = train(lr, scale, model, settings, seed, device, progress.span(0.05, 0.75))
+    hr = apply(network, the_plan, base, device, progress.span(0.75, 0.95))
+    progress.update("consistency", 0.96, f"matching the LR input ({model})")
+    hr, consistency = enforce_lr_consistency(hr, lr, scale, model)
+    return hr, {"internal_prior": f"{the_plan.kind}, {settings.steps} steps", "consistency": consistency}

@@ -1,0 +1,137 @@
+"""The internal prior: its training pair is made by the LR model's operator, its plan follows
+the scale, inference in slabs equals one pass, and it is seeded, cancellable and useful."""
+
+import numpy as np
+import pytest
+import torch
+
+from ctsr import internal_prior as ip
+from ctsr.baselines import upsample_interpolate
+from ctsr.errors import Cancelled
+from ctsr.fidelity import enforce_lr_consistency
+from ctsr.lrmodel import LRModel, LROperator, simulate_lr
+from ctsr.metrics import evaluate
+from ctsr.progress import CallbackProgress, SilentProgress
+from ctsr.volume import Volume
+
+TINY = ip.InternalPriorSettings(steps=6, patch=8, batch=2, channels=4, layers=3)
+
+
+def test_second_degradation_is_the_lr_model_operator(sample):
+    model = LRModel.parse("box,noise:0")
+    low = ip.degrade_again(sample, (2, 2, 2), model)
+    np.testing.assert_array_equal(low.array, LROperator.for_volume(model, (2, 2, 2), sample)(sample.array))
+    np.testing.assert_allclose(low.ijk_to_ras, simulate_lr(sample, (2, 2, 2), model).ijk_to_ras)
+
+
+def test_second_degradation_tops_the_noise_up_to_the_model_sd(sample):
+    """``L2`` gets white noise of SD noise * sqrt(1 - g^2) on top of ``D(L)``."""
+    model = LRModel.parse("gauss:1,noise:20")
+    operator = LROperator.for_volume(model, (2, 2, 2), sample)
+    extra = ip.degrade_again(sample, (2, 2, 2), model, seed=3).array - operator(sample.array)
+    gain = operator.noise_gain()
+    assert np.std(extra) == pytest.approx(20 * np.sqrt(1 - gain**2), rel=0.05)
+    assert abs(np.mean(extra)) < 1.0
+
+
+def test_the_training_pair_is_fast_applied_to_the_second_degradation(sample):
+    model = LRModel.parse("gauss:1,noise:0")
+    the_plan = ip.plan(sample, (2, 2, 2), model)
+    source, target = ip.training_pair(sample, the_plan)
+    expected = ip.consistent_upsample(ip.degrade_again(sample, (2, 2, 2), model), (2, 2, 2), model).array
+    np.testing.assert_array_equal(source, expected)
+    np.testing.assert_array_equal(target, sample.array[: source.shape[0], : source.shape[1], : source.shape[2]])
+
+
+def test_plan_follows_the_scale(sample):
+    model = LRModel.parse("gauss:1,slab:3mm,noise:5")
+    assert ip.plan(sample, (2, 2, 2), model).kind == "volume"
+    through = ip.plan(sample, (1, 1, 4), model)
+    assert through.kind == "through-plane" and through.pair_scale == (4, 1, 1)
+    # z's 3 mm slab at HR z spacing (1.5 mm / 4) is 8 HR voxels; along x (1.5 mm) that is 12 mm.
+    assert through.pair_model.profiles[0].kind == "slab"
+    assert through.pair_model.profiles[0].value == pytest.approx(3.0 * 1.5 / (1.5 / 4))
+    too_small = ip.plan(Volume(sample.array[:20, :20, :20], sample.ijk_to_ras), (2, 2, 2), model)
+    assert too_small.kind is None and "too small" in too_small.reason
+    assert "not measured" in ip.plan(sample, (4, 4, 4), model).reason
+
+
+def test_no_pair_is_made_with_an_assumed_blur(sample):
+    """A profile that is the default (not given, read or estimated) teaches nothing."""
+    from ctsr.lrestimate import resolve_lr_model
+
+    lr = simulate_lr(sample, (2, 2, 4), LRModel.parse("gauss:1,noise:0"))
+    estimated = resolve_lr_model(lr, (2, 2, 4))
+    assert estimated.source["z"].startswith("default")  # x4 of a mixed scale is not estimated
+    assert "blur along z is assumed" in ip.plan(lr, (2, 2, 4), estimated).reason
+    through = simulate_lr(sample, (1, 1, 4), LRModel.parse("gauss:1,noise:0"))
+    assert ip.plan(through, (1, 1, 4), resolve_lr_model(through, (1, 1, 4), slice_thickness_mm=3.0)).kind == "through-plane"
+
+
+@pytest.mark.parametrize("kernel", [(3, 3, 3), (1, 3, 3)])
+def test_inference_in_slabs_equals_one_pass(monkeypatch, kernel):
+    """The halo makes slab-wise inference seamless: same numbers as the whole volume at once."""
+    torch.manual_seed(0)
+    network = ip.ResidualCNN(channels=4, layers=3, kernel=kernel)
+    torch.nn.init.normal_(network.body[-1].weight, std=0.1)
+    array = np.random.default_rng(0).normal(0, 300, (21, 10, 12)).astype(np.float32)
+    with torch.no_grad():
+        whole = array + network(torch.from_numpy(array / ip.HU_SCALE)[None, None])[0, 0].numpy() * ip.HU_SCALE
+    monkeypatch.setattr(ip, "SLAB_VOXELS", 4 * 10 * 12)
+    sliced = ip._apply_in_slabs(network, array, torch.device("cpu"), SilentProgress())
+    np.testing.assert_allclose(sliced, whole, atol=1e-3)
+
+
+def test_untrained_network_changes_nothing(sample):
+    network = ip.ResidualCNN(channels=4, layers=3)
+    the_plan = ip.plan(sample, (2, 2, 2), LRModel.parse("box,noise:0"))
+    out = ip.apply(network, the_plan, sample)
+    np.testing.assert_array_equal(out.array, sample.array)
+
+
+def _parameters(network):
+    return torch.cat([p.detach().flatten() for p in network.parameters()])
+
+
+def test_training_is_deterministic_for_a_seed(sample):
+    model = LRModel.parse("gauss:1,noise:10")
+    first, _ = ip.train(sample, (2, 2, 2), model, TINY, seed=4)
+    second, _ = ip.train(sample, (2, 2, 2), model, TINY, seed=4)
+    other, _ = ip.train(sample, (2, 2, 2), model, TINY, seed=5)
+    assert torch.equal(_parameters(first), _parameters(second))
+    assert not torch.equal(_parameters(first), _parameters(other))
+
+
+def test_training_can_be_cancelled(sample):
+    steps = []
+
+    def on_event(event):
+        if event.get("stage") == "internal prior" and event.get("iteration"):
+            steps.append(event["iteration"])
+            progress.cancel()
+
+    progress = CallbackProgress(on_event)
+    with pytest.raises(Cancelled):
+        ip.train(sample, (2, 2, 2), LRModel.parse("box,noise:0"), ip.InternalPriorSettings(steps=200, patch=8),
+                 progress=progress)
+    assert steps == [1]
+
+
+@pytest.mark.parametrize("scale, cell", [((2, 2, 2), "gauss:1,noise:10"), ((1, 1, 4), "gauss:1.5,noise:0")])
+def test_it_adds_to_fast_on_a_real_ct(sample, scale, cell):
+    """The sample's LR, its model known: the scan teaching itself beats ``fast`` (PSNR)."""
+    model = LRModel.parse(cell)
+    lr = simulate_lr(sample, scale, model, seed=1)
+    fast = ip.consistent_upsample(lr, scale, model)
+    ours, info = ip.upsample_with_internal_prior(lr, scale, model, ip.InternalPriorSettings(steps=120), seed=0)
+    assert not info["internal_prior"].startswith("skipped")
+    assert evaluate(ours, sample)["psnr"] > evaluate(fast, sample)["psnr"] + 0.1
+
+
+def test_without_a_plan_it_falls_back_to_fast(sample):
+    model = LRModel.parse("gauss:1,noise:0")
+    lr = simulate_lr(sample, (4, 4, 4), model)
+    out, info = ip.upsample_with_internal_prior(lr, (4, 4, 4), model, TINY)
+    assert info["internal_prior"] == f"skipped: {ip.plan(lr, (4, 4, 4), model).reason}"
+    fast, _ = enforce_lr_consistency(upsample_interpolate(lr, (4, 4, 4), "lanczos"), lr, (4, 4, 4), model)
+    np.testing.assert_array_equal(out.array, fast.array)
