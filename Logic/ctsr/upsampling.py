@@ -35,6 +35,8 @@ from .volume import Volume
 
 ZERO_SHOT_PRESETS = ("fast", "balanced", "standard", "quality")
 METHODS = ZERO_SHOT_PRESETS + ("nabgs",) + INTERPOLATION_METHODS
+#: Methods with no random stage (no training, prior sampling or Gaussian fit): no uncertainty.
+DETERMINISTIC_METHODS = INTERPOLATION_METHODS + ("fast",)
 #: What ``ctsr upsample``, the worker and the Slicer panel run when no method is given.
 DEFAULT_METHOD = "balanced"
 
@@ -58,7 +60,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
 
     roi:         only this box of the input (``"ras:..."`` / ``"ijk:..."``, see :mod:`ctsr.roi`);
     uncertainty: K > 1 runs the zero-shot method K times (seeds ``seed .. seed + K - 1``) and
-                 returns the voxelwise standard deviation beside the first run's volume;
+                 returns the voxelwise standard deviation beside the first run's volume (refused
+                 for :data:`DETERMINISTIC_METHODS`; zero where ``balanced`` falls back to ``fast``);
     prior:       a prior model folder for the zero-shot presets (None: the shipped model;
                  "none": no prior, ``Y`` = consistent ``P_up``);
     lr_model:    how the input was made from the HR scan (:class:`ctsr.lrmodel.LRModel` or its
@@ -116,7 +119,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
 
 def check_uncertainty_runs(uncertainty, method: str) -> int:
     """The number of uncertainty runs (0: none), or :class:`UserError` for anything but 0 or
-    K >= 2, and for the interpolation baselines, which are deterministic."""
+    K >= 2, and for :data:`DETERMINISTIC_METHODS` (every run would be the same)."""
     from .errors import UserError
 
     try:
@@ -127,9 +130,9 @@ def check_uncertainty_runs(uncertainty, method: str) -> int:
         return 0
     if runs < 2:
         raise UserError("uncertainty needs at least 2 runs (or 0 for none).")
-    if method in INTERPOLATION_METHODS:
-        raise UserError(f"{method} is deterministic, so it has no uncertainty; pick a zero-shot "
-                        "method or set the uncertainty runs to 0.")
+    if method in DETERMINISTIC_METHODS:
+        raise UserError(f"{method} is deterministic, so it has no uncertainty; pick balanced, standard or "
+                        "quality, or set the uncertainty runs to 0.")
     return runs
 
 
