@@ -16,8 +16,11 @@
 5. ``max(0, V_up + dV)`` back to HU, then the data-consistency step of :mod:`ctsr.fidelity`
    (the output, degraded by the LR model, reproduces the input down to its noise).
 
+``balanced`` takes another road after stage 1: the internal prior of :mod:`ctsr.internal_prior`
+(a CNN trained on the scan itself) is added to ``fast``'s result, then stage 5.
+
 Everything runs under one :class:`ctsr.progress.Progress` (stage names ``upsample``,
-``project``, ``projection prior``, ``nabgs``, ``consistency``), is cancellable at every
+``internal prior``, ``project``, ``projection prior``, ``nabgs``, ``consistency``), is cancellable at every
 progress event, and is deterministic for a seed on a given device.
 """
 
