@@ -64,6 +64,20 @@ def test_output_stays_in_the_widened_input_range_even_with_a_wrong_model(sample)
     assert out.array.min() >= low - margin - 1e-3 and out.array.max() <= high + margin + 1e-3
 
 
+@pytest.mark.parametrize("given, mismatch", [("gauss:2.5,noise:0", True), ("box,noise:0", False)])
+def test_a_model_that_cannot_explain_the_input_is_not_applied(sample, given, mismatch):
+    """Block-mean LR: a far too wide blur explains under half of the residual even at the
+    floor, so the step leaves the result alone (it would ring); the right model is applied."""
+    lr = simulate_lr(sample, (2, 2, 2), LRModel.parse("box"))
+    lanczos = upsample_interpolate(lr, (2, 2, 2), "lanczos")
+    out, info = enforce_lr_consistency(lanczos, lr, (2, 2, 2), LRModel.parse(given))
+    assert info["stopped_by"].startswith("model mismatch") == mismatch, info
+    if mismatch:
+        np.testing.assert_array_equal(out.array, np.clip(lanczos.array, *hu_bounds(lr)))
+    else:
+        assert evaluate(out, sample)["psnr"] > evaluate(lanczos, sample)["psnr"]
+
+
 def test_residual_is_zero_for_the_truth_and_grids_must_pair(sample):
     lr = simulate_lr(sample, (2, 2, 2))
     assert lr_residual(sample, lr, (2, 2, 2), PAPER)["rms_hu"] < 1e-3

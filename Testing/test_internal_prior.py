@@ -57,13 +57,16 @@ def test_plan_follows_the_scale(sample):
 
 
 def test_no_pair_is_made_with_an_assumed_blur(sample):
-    """A profile that is the default (not given, read or estimated) teaches nothing."""
+    """A profile that is the default (not given, read or estimated), or given but much wider
+    than the input looks, teaches nothing."""
     from ctsr.lrestimate import resolve_lr_model
 
     lr = simulate_lr(sample, (2, 2, 4), LRModel.parse("gauss:1,noise:0"))
     estimated = resolve_lr_model(lr, (2, 2, 4))
     assert estimated.source["z"].startswith("default")  # x4 of a mixed scale is not estimated
     assert "blur along z is assumed" in ip.plan(lr, (2, 2, 4), estimated).reason
+    lr = simulate_lr(sample, (2, 2, 2), LRModel.parse("box,noise:10"), seed=1)
+    assert "looks" in ip.plan(lr, (2, 2, 2), resolve_lr_model(lr, (2, 2, 2), "gauss:2")).reason
     through = simulate_lr(sample, (1, 1, 4), LRModel.parse("gauss:1,noise:0"))
     assert ip.plan(through, (1, 1, 4), resolve_lr_model(through, (1, 1, 4), slice_thickness_mm=3.0)).kind == "through-plane"
 

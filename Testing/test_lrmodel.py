@@ -143,3 +143,15 @@ def test_through_plane_estimate_is_never_wider_than_the_truth(name):
         assert model.source["z"].startswith("estimated (in-plane"), model.source
         z_hr_mm = float(lr.spacing[2]) / 4
         assert model.profiles[2].std_hr_voxels(4, z_hr_mm) <= truth.std_hr_voxels(4, z_hr_mm) + 1e-6, (made, model)
+
+
+def test_a_given_blur_much_wider_than_the_input_looks_is_flagged(sample):
+    """x2, LR made by the block mean: a given gauss:2 (SD 4x the estimate) is flagged in the
+    source, the block mean itself is not."""
+    from ctsr.lrestimate import LOOKS_TOO_WIDE
+
+    lr = simulate_lr(sample, (2, 2, 2), LRModel.parse("box,noise:10"), seed=1)
+    wide = resolve_lr_model(lr, (2, 2, 2), "gauss:2")
+    assert wide.profiles[0] == Profile("gauss", 2.0)  # still the user's model, only flagged
+    assert all(LOOKS_TOO_WIDE in wide.source[axis] for axis in "xyz"), wide.source
+    assert resolve_lr_model(lr, (2, 2, 2), "box").source["x"] == "given"

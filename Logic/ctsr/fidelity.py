@@ -12,8 +12,11 @@ exactly, in the separable SVD of ``D U`` (one small matrix per axis). ``lam`` fo
 **discrepancy principle**: the largest ``lam`` whose residual RMS reaches the LR noise SD of
 the model (never below it: fitting the noise is what amplifies it), and never below
 :data:`MIN_LAMBDA` (at most ``1 / (2 sqrt(MIN_LAMBDA))`` amplification of any LR frequency,
-so a wrong model cannot ring without bound). The result is then clipped to the input's HU
-range widened by :data:`HU_MARGIN` of that range on each side (no overshoot).
+so a wrong model cannot ring without bound). When even at that floor the model explains less
+than :data:`MISMATCH_RATIO` of the residual, it does not describe the input (a given blur far
+wider than the truth: the correction lost over 11 dB to cubic, benchmarks/wrong_model.md) and
+the step leaves the result as it is. The result is then clipped to the input's HU range
+widened by :data:`HU_MARGIN` of that range on each side (no overshoot).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from .volume import Volume
 MIN_LAMBDA = 4e-3
 #: Output HU are clipped to [min - m, max + m] of the input, m = HU_MARGIN * (max - min).
 HU_MARGIN = 0.05
+#: At the floor, a residual RMS above this fraction of the starting one means the model does
+#: not describe the input: the right model left at most 0.11 of it on the benchmark's inputs, a
+#: blur 4x too wide 0.81 to 0.89 (and lost over 11 dB to cubic).
+MISMATCH_RATIO = 0.5
 
 
 def _check_pair(hr: Volume, lr: Volume, scale: Scale) -> None:
@@ -86,6 +93,10 @@ def enforce_lr_consistency(hr: Volume, lr: Volume, scale: Scale, model: LRModel)
     start = float(np.sqrt(np.mean(coefficients**2)))
     if start <= noise:
         return hr.with_array(np.clip(hr.array, *hu_bounds(lr))), {"lambda": None, "stopped_by": "already within the noise"}
+    if rms_after(MIN_LAMBDA) > MISMATCH_RATIO * start and rms_after(MIN_LAMBDA) > noise:
+        return hr.with_array(np.clip(hr.array, *hu_bounds(lr))), {
+            "lambda": None, "stopped_by": f"model mismatch (it explains under {1 - MISMATCH_RATIO:.0%} of the residual "
+                                          "even at the floor): no correction"}
     if rms_after(MIN_LAMBDA) >= noise:
         lam, stopped_by = MIN_LAMBDA, "regularization floor"
     else:

@@ -9,8 +9,8 @@ as noisy as ``L``), brought back to ``L``'s grid by the ``fast`` preset's own up
 runs once more. What it learns is what ``fast`` misses at this scale on this scan.
 
 The pair is only as right as the LR model: when the blur along a scaled axis is the assumed
-default (not given, not read from DICOM, not estimated), nothing is learned and the result is
-``fast``'s (through-plane on the degradation benchmark, a pair made with the default profile
+default (not given, not read from DICOM, not estimated), or was given but looks wider than the
+input (:data:`ctsr.lrestimate.LOOKS_TOO_WIDE`), nothing is learned and the result is ``fast``'s (through-plane on the degradation benchmark, a pair made with the default profile
 for a wider true blur lost up to 0.0064 SSIM to cubic; with the true profile it gained 1.2 dB).
 
 Two geometries (:func:`plan`):
@@ -41,7 +41,8 @@ from torch import nn
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency
 from .grids import Scale, lr_grid
-from .lrmodel import LRModel, LROperator, add_noise
+from .lrestimate import LOOKS_TOO_WIDE
+from .lrmodel import LRModel, LROperator, Profile, add_noise
 from .progress import Progress, SilentProgress
 from .volume import Volume
 
@@ -84,16 +85,21 @@ class Plan:
 def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     """The geometry of the training pair for ``lr`` at ``scale`` (IJK) under ``model``."""
     scale = tuple(int(s) for s in scale)
-    assumed = [axis for axis, s in enumerate(scale) if s > 1 and model.source.get("xyz"[axis], "").startswith("default")]
+    sources = {axis: model.source.get("xyz"[axis], "") for axis, s in enumerate(scale) if s > 1}
+    assumed = [axis for axis, text in sources.items() if text.startswith("default")]
     if assumed:
         return Plan(None, reason=f"the blur along {'xyz'[assumed[0]]} is assumed, not known or estimated (a pair made "
                                  "by an assumed operator can teach the wrong correction; give --lr-model or the "
                                  "DICOM series)")
+    too_wide = [axis for axis, text in sources.items() if LOOKS_TOO_WIDE in text]
+    if too_wide:
+        return Plan(None, reason=f"the given blur along {'xyz'[too_wide[0]]} is {LOOKS_TOO_WIDE} (a pair made with "
+                                 "it would teach halos)")
     if scale[0] == scale[1] == 1 and scale[2] > 1:
         # x takes z's profile and scale; slab widths in mm are rescaled to x's spacing.
         profile = model.profiles[2]
         if profile.kind == "slab":
-            profile = type(profile)("slab", profile.value * lr.spacing[0] / (lr.spacing[2] / scale[2]))
+            profile = Profile("slab", profile.value * lr.spacing[0] / (lr.spacing[2] / scale[2]))
         pair_model = LRModel((profile, None, None), model.noise_hu)
         pair_scale = (scale[2], 1, 1)
         kind = "through-plane"
@@ -151,13 +157,15 @@ class ResidualCNN(nn.Module):
         for convolution in convolutions[:-1]:
             body += [convolution, nn.LeakyReLU(0.1)]
         self.body = nn.Sequential(*body, convolutions[-1])
-        self.halo = layers * max(padding)
+        #: Voxels of context along K that one output voxel depends on, each side.
+        self.halo_k = layers * padding[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
 
 def kernel_for(kind: str) -> tuple[int, int, int]:
+    """The convolution kernel (KJI) of a plan's kind: 2D planes through-plane, 3D otherwise."""
     return (1, 3, 3) if kind == "through-plane" else (3, 3, 3)
 
 
@@ -214,7 +222,7 @@ def _apply_in_slabs(network: ResidualCNN, array: np.ndarray, device: torch.devic
     out = np.empty_like(array, dtype=np.float32)
     n = array.shape[0]
     depth = max(1, SLAB_VOXELS // max(1, array.shape[1] * array.shape[2]))
-    halo = network.halo if any(m.kernel_size[0] > 1 for m in network.modules() if isinstance(m, nn.Conv3d)) else 0
+    halo = network.halo_k
     for start in range(0, n, depth):
         stop = min(n, start + depth)
         low, high = max(0, start - halo), min(n, stop + halo)

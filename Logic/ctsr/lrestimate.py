@@ -33,7 +33,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from .grids import Scale
-from .lrmodel import DEFAULT_PROFILE, LRModel, LROperator, Profile, slab_from_dicom
+from .lrmodel import AXES, DEFAULT_PROFILE, LRModel, LROperator, Profile, slab_from_dicom
 from .volume import Volume
 
 #: The blur family searched by :func:`estimate_profile` (the profiles of :mod:`ctsr.lrmodel`).
@@ -46,6 +46,13 @@ MIN_SAMPLES = 16
 #: Largest scale whose blur is estimated: the estimate was measured on the degradation matrix
 #: at x2 only (at x4 the benchmark crops are too small for it); larger scales get the default.
 MAX_ESTIMATED_SCALE = 2
+#: A given profile more than this many times wider (in SD) than the estimate is flagged: at x2
+#: the estimate returned the true width or the narrowest pair (benchmarks/degradation.md), and a
+#: blur wider than the truth made the consistency step lose over 11 dB to cubic
+#: (benchmarks/wrong_model.md).
+WIDER_FACTOR = 1.5
+#: What the source of a flagged profile says (the internal prior learns nothing from it).
+LOOKS_TOO_WIDE = "wider than the input looks"
 
 
 def estimate_noise_hu(array: np.ndarray) -> float:
@@ -192,5 +199,21 @@ def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = Non
             spacing = float(lr.spacing[axis]) / scale[axis]
             profile = min(peers, key=lambda p: p.std_hr_voxels(scale[axis], spacing))
         model = model.with_profile(axis, profile or DEFAULT_PROFILE, how)
+    return _flag_given_profiles_wider_than_estimated(lr, scale, model)
+
+
+def _flag_given_profiles_wider_than_estimated(lr: Volume, scale: Scale, model: LRModel) -> LRModel:
+    """``model`` with the source of each given profile that is more than :data:`WIDER_FACTOR`
+    times wider than the cross-scale estimate (axes where it runs) saying so."""
+    for axis, s in enumerate(scale):
+        if s == 1 or model.source.get(AXES[axis]) != "given":
+            continue
+        estimate, _ = estimate_profile(lr, scale, axis, model.noise_hu)
+        spacing = float(lr.spacing[axis]) / s
+        if estimate is not None and (model.profiles[axis].std_hr_voxels(s, spacing)
+                                     > WIDER_FACTOR * estimate.std_hr_voxels(s, spacing)):
+            model = model.with_profile(axis, model.profiles[axis],
+                                       f"given ({LOOKS_TOO_WIDE}: estimated {estimate}; a blur wider than "
+                                       "the truth makes halos)")
     return model
 
