@@ -9,8 +9,9 @@ as noisy as ``L``), brought back to ``L``'s grid by the ``fast`` preset's own up
 runs once more. What it learns is what ``fast`` misses at this scale on this scan.
 
 The pair is only as right as the LR model: when the blur along a scaled axis is the assumed
-default (not given, not read from DICOM, not estimated), or was given but looks wider than the
-input (:data:`ctsr.lrestimate.LOOKS_TOO_WIDE`), nothing is learned and the result is ``fast``'s (through-plane on the degradation benchmark, a pair made with the default profile
+default (not given, not read from DICOM, not estimated), or was given but looks wider than
+the input (:data:`ctsr.lrestimate.LOOKS_TOO_WIDE`), nothing is learned and the result is
+``fast``'s (through-plane on the degradation benchmark, a pair made with the default profile
 for a wider true blur lost up to 0.0064 SSIM to cubic; with the true profile it gained 1.2 dB).
 
 Two geometries (:func:`plan`):

@@ -91,8 +91,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     model = resolve_lr_model(lr, scale, lr_model, slice_thickness_mm)
     provenance["lr_model"] = model.describe()
     progress.log(f"LR model: {model} ({'; '.join(f'{k}: {v}' for k, v in model.source.items())})")
-    # The model takes about as long as fast's other stages, and little beside training.
-    share = 0.4 if method in INTERPOLATION_METHODS + ("fast",) else 0.01
+    # Beside the methods with no training or fit, the model takes about as long as the rest.
+    share = 0.4 if method in DETERMINISTIC_METHODS else 0.01
     progress.update("lr model", share, f"{model}")
     progress = progress.span(share, 1.0)
     if method in INTERPOLATION_METHODS:
