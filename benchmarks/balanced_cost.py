@@ -5,72 +5,73 @@ on this machine's CPU (2 threads), at the sizes a user brings.
 
 Inputs are real scans of ../shared/data taken **as scanned** (no truth, no simulated LR): the
 central crop of the chest CTA at x2 (64^3 -> 128^3 and 128^3 -> 256^3) and the real 5 mm
-chest at through-plane x4 (192 x 192 x 48 -> x 192). Each run is a fresh process (peak RSS is
-that run's). Writes benchmarks/balanced_cost.{json,md}.
+chest at through-plane x4 (192 x 192 x 48 -> x 192). Each run is a fresh process (this script
+with ``--one``), so its peak RSS is that run's. Writes benchmarks/balanced_cost.{json,md}.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1] / "shared" / "data" / "ct"
+sys.path.insert(0, str(HERE))
+
+from quality_bench import DATA, _crop  # noqa: E402
+
 #: name -> (file, KJI crop of the input, scale)
 CASES = {
     "chest 64^3 x2": ("chest_cta_1.5mm.nrrd", (slice(63, 127), slice(51, 115), slice(84, 148)), "2"),
     "chest 128^3 x2": ("chest_cta_1.5mm.nrrd", (slice(31, 159), slice(19, 147), slice(52, 180)), "2"),
     "thick 5 mm 192x192x48 1x1x4": ("chest_thick_5mm.nrrd", (slice(0, 48), slice(160, 352), slice(96, 288)), "1x1x4"),
 }
+METHODS = ("fast", "balanced")
 
-RUN_ONE = r"""
-import json, resource, sys, time
-import torch
-torch.set_num_threads(2)
-sys.path.insert(0, sys.argv[4])
-from quality_bench import _crop
-from ctsr.io import read_volume
-from ctsr.progress import CallbackProgress
-from ctsr.upsampling import upsample
-crop = tuple(slice(*map(int, part.split(":"))) for part in sys.argv[2].split(","))
-lr = _crop(read_volume(sys.argv[1]), crop)
-stages, state = {}, {"stage": None, "mark": time.monotonic()}
-def on_event(event):
-    stage = event.get("stage")
-    if stage and stage != state["stage"]:
-        now = time.monotonic()
-        if state["stage"]:
-            stages[state["stage"]] = round(stages.get(state["stage"], 0) + now - state["mark"], 1)
-        state.update(stage=stage, mark=now)
-start = time.monotonic()
-result = upsample(lr, sys.argv[3], sys.argv[5], progress=CallbackProgress(on_event), device="cpu")
-total = time.monotonic() - start
-if state["stage"]:
-    stages[state["stage"]] = round(stages.get(state["stage"], 0) + time.monotonic() - state["mark"], 1)
-print(json.dumps({"seconds": round(total, 1), "stages": stages,
-                  "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-                  "input": list(lr.shape_ijk), "output": list(result.volume.shape_ijk),
-                  "lr_model": result.provenance["lr_model"]["model"],
-                  "internal_prior": result.provenance.get("internal_prior", "-")}))
-"""
+
+def run_one(case: str, method: str) -> dict:
+    """``method`` on ``case``, in this process: seconds per stage, peak RSS, what ran."""
+    import torch
+    from pipeline_cost import StageClock
+
+    from ctsr.io import read_volume
+    from ctsr.progress import CallbackProgress
+    from ctsr.upsampling import upsample
+
+    torch.set_num_threads(2)
+    file, crop, scale = CASES[case]
+    lr = _crop(read_volume(DATA / file), crop)
+    clock = StageClock()
+    result = upsample(lr, scale, method, progress=CallbackProgress(clock), device="cpu")
+    seconds = clock.total()
+    return {"case": case, "method": method, "seconds": seconds, "stages": clock.seconds,
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "input": list(lr.shape_ijk), "output": list(result.volume.shape_ijk),
+            "lr_model": result.provenance["lr_model"]["model"],
+            "internal_prior": result.provenance.get("internal_prior", "-")}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--one", nargs=2, metavar=("CASE", "METHOD"), help="run one case in this process")
+    args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"benchmark data not found at {DATA}")
+    if args.one:
+        print(json.dumps(run_one(*args.one)))
+        return
     rows = []
-    for name, (file, crop, scale) in CASES.items():
-        text = ",".join(f"{s.start}:{s.stop}" for s in crop)
-        for method in ("fast", "balanced"):
-            done = subprocess.run([sys.executable, "-c", RUN_ONE, str(DATA / file), text, scale, str(HERE), method],
-                                  capture_output=True, text=True, check=True)
-            row = {"case": name, "method": method, **json.loads(done.stdout.splitlines()[-1])}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for case in CASES:
+        for method in METHODS:
+            done = subprocess.run([sys.executable, __file__, "--one", case, method], capture_output=True, text=True,
+                                  check=True)
+            rows.append(json.loads(done.stdout.splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
     meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
             "threads": 2, "date": time.strftime("%Y-%m-%d")}
     (HERE / "balanced_cost.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

@@ -93,11 +93,12 @@ def enforce_lr_consistency(hr: Volume, lr: Volume, scale: Scale, model: LRModel)
     start = float(np.sqrt(np.mean(coefficients**2)))
     if start <= noise:
         return hr.with_array(np.clip(hr.array, *hu_bounds(lr))), {"lambda": None, "stopped_by": "already within the noise"}
-    if rms_after(MIN_LAMBDA) > MISMATCH_RATIO * start and rms_after(MIN_LAMBDA) > noise:
+    at_floor = rms_after(MIN_LAMBDA)
+    if at_floor > MISMATCH_RATIO * start and at_floor > noise:
         return hr.with_array(np.clip(hr.array, *hu_bounds(lr))), {
             "lambda": None, "stopped_by": f"model mismatch (it explains under {1 - MISMATCH_RATIO:.0%} of the residual "
                                           "even at the floor): no correction"}
-    if rms_after(MIN_LAMBDA) >= noise:
+    if at_floor >= noise:
         lam, stopped_by = MIN_LAMBDA, "regularization floor"
     else:
         low, high = math.log(MIN_LAMBDA), math.log(1e6)
