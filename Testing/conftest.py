@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctsr.io import read_volume
 from ctsr.resources import sample_volume_path
 from ctsr.volume import Volume
 
@@ -25,6 +24,8 @@ def require_shared_data() -> Path:
 @pytest.fixture(scope="session")
 def sample() -> Volume:
     """The bundled real CT sample: 64^3 chest crop, 1.5 mm, HU."""
+    from ctsr.io import read_volume  # here, not at the top: the GPU-only tests run without SimpleITK
+
     return read_volume(sample_volume_path())
 
 

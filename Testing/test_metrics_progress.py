@@ -69,3 +69,18 @@ def test_cancel_stops_the_next_update():
     with pytest.raises(Cancelled):
         progress.update("x", 0.1)
     assert seen == []
+
+
+def test_stage_clock_charges_each_interval_to_the_stage_of_the_event_that_opened_it():
+    from ctsr.progress import StageClock
+
+    readings = iter([0.0, 1.0, 1.5, 4.0, 6.0, 7.0])
+    clock = StageClock(now=lambda: next(readings))  # t = 0
+    clock({"stage": "upsample", "fraction": 0})  # t = 1: the second before it belongs to no stage
+    clock({"stage": "upsample", "fraction": 0.5})  # same stage: the clock is not read
+    clock({"message": "a log line"})             # no stage: not read either
+    clock({"stage": "nabgs"})                    # t = 1.5: upsample 0.5 s
+    clock({"stage": "consistency"})              # t = 4: nabgs 2.5 s
+    clock({"stage": "nabgs"})                    # t = 6: consistency 2 s
+    assert clock.total() == 7.0                  # t = 7: nabgs 1 s more
+    assert clock.seconds == {"upsample": 0.5, "nabgs": 3.5, "consistency": 2.0}

@@ -37,10 +37,8 @@ METHODS = ("fast", "balanced")
 def run_one(case: str, method: str) -> dict:
     """``method`` on ``case``, in this process: seconds per stage, peak RSS, what ran."""
     import torch
-    from pipeline_cost import StageClock
-
     from ctsr.io import read_volume
-    from ctsr.progress import CallbackProgress
+    from ctsr.progress import CallbackProgress, StageClock
     from ctsr.upsampling import upsample
 
     torch.set_num_threads(2)

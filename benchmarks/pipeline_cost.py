@@ -18,7 +18,6 @@ import argparse
 import json
 import platform
 import resource
-import time
 from pathlib import Path
 
 import torch
@@ -30,34 +29,9 @@ from ctsr.io import read_volume
 from ctsr.lrmodel import PAPER, simulate_lr
 from ctsr.metrics import evaluate
 from ctsr.pipeline import Preset, super_resolve
-from ctsr.progress import CallbackProgress
+from ctsr.progress import CallbackProgress, StageClock
 
 HERE = Path(__file__).resolve().parent
-
-
-class StageClock:
-    """Seconds spent in each pipeline stage, from the progress events' stage names."""
-
-    def __init__(self):
-        self.start = self.mark = time.monotonic()
-        self.stage = None
-        self.seconds = {}
-
-    def __call__(self, event):
-        stage = event.get("stage")
-        if stage and stage != self.stage:
-            self._close()
-            self.stage = stage
-
-    def _close(self):
-        now = time.monotonic()
-        if self.stage is not None:
-            self.seconds[self.stage] = round(self.seconds.get(self.stage, 0.0) + now - self.mark, 1)
-        self.mark = now
-
-    def total(self) -> float:
-        self._close()
-        return round(time.monotonic() - self.start, 1)
 
 
 def main():

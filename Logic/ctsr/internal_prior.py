@@ -27,7 +27,9 @@ Two geometries (:func:`plan`):
 
 Arrays are KJI and in HU; the network sees HU / :data:`HU_SCALE`. Training is a fixed number
 of Adam steps on random patches (bounded time, whatever the input size); inference runs in
-slabs along the first array axis (memory bounded; time linear in the output size).
+slabs along the first array axis (memory bounded; time linear in the output size). On CUDA the
+convolutions run in full float32 with deterministic cuDNN algorithms (:func:`exact_convolutions`),
+so a seed gives the same result on a GPU and the GPU computes what the CPU does, to rounding.
 """
 
 from __future__ import annotations
@@ -170,12 +172,18 @@ def kernel_for(kind: str) -> tuple[int, int, int]:
     return (1, 3, 3) if kind == "through-plane" else (3, 3, 3)
 
 
+def exact_convolutions():
+    """A context in which cuDNN convolutions are float32 (no TF32) and deterministic (no
+    autotuned or atomic algorithms); it changes nothing on the CPU."""
+    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
+
+
 def train(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSettings = InternalPriorSettings(),
           seed: int = 0, device: str | torch.device = "cpu", progress: Progress | None = None
           ) -> tuple[ResidualCNN, Plan]:
     """Train the internal prior of ``lr`` (HU) for ``scale`` (IJK) under ``model``; returns the
     network (eval mode, on ``device``) and its :class:`Plan`. Raises ``ValueError`` when the
-    plan has no pair (check :func:`plan` first). Deterministic for a seed on the CPU."""
+    plan has no pair (check :func:`plan` first). Deterministic for a seed on the CPU and on CUDA."""
     progress = progress or SilentProgress()
     the_plan = plan(lr, scale, model)
     if the_plan.kind is None:
@@ -195,24 +203,25 @@ def train(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSetti
     edges = [1 if (k == 1) else min(settings.patch, n) for k, n in zip(kernel, source.shape)]
     batch = settings.batch * (settings.patch if kernel[0] == 1 else 1)
     every = max(1, settings.steps // 50)
-    for step in range(settings.steps):
-        corners = [torch.randint(0, n - e + 1, (batch,), generator=generator).tolist()
-                   for n, e in zip(source.shape, edges)]
-        pieces = [(a[k:k + edges[0], j:j + edges[1], i:i + edges[2]])
-                  for k, j, i in zip(*corners) for a in (source_t, residual_t)]
-        pair = torch.stack(pieces).view(batch, 2, *edges)
-        for axis in (3, 4) if kernel[0] == 1 else (2, 3, 4):
-            if torch.rand((), generator=generator) < 0.5:
-                pair = pair.flip(axis)
-        loss = torch.mean((network(pair[:, :1]) - pair[:, 1:]) ** 2)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % every == 0 or step == settings.steps - 1:
-            progress.update("internal prior", (step + 1) / settings.steps,
-                            f"learning from the scan itself: step {step + 1}/{settings.steps}",
-                            iteration=step + 1, loss=round(loss.item() * HU_SCALE**2, 3))
+    with exact_convolutions():
+        for step in range(settings.steps):
+            corners = [torch.randint(0, n - e + 1, (batch,), generator=generator).tolist()
+                       for n, e in zip(source.shape, edges)]
+            pieces = [(a[k:k + edges[0], j:j + edges[1], i:i + edges[2]])
+                      for k, j, i in zip(*corners) for a in (source_t, residual_t)]
+            pair = torch.stack(pieces).view(batch, 2, *edges)
+            for axis in (3, 4) if kernel[0] == 1 else (2, 3, 4):
+                if torch.rand((), generator=generator) < 0.5:
+                    pair = pair.flip(axis)
+            loss = torch.mean((network(pair[:, :1]) - pair[:, 1:]) ** 2)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if step % every == 0 or step == settings.steps - 1:
+                progress.update("internal prior", (step + 1) / settings.steps,
+                                f"learning from the scan itself: step {step + 1}/{settings.steps}",
+                                iteration=step + 1, loss=round(loss.item() * HU_SCALE**2, 3))
     return network.eval(), the_plan
 
 
@@ -228,7 +237,8 @@ def _apply_in_slabs(network: ResidualCNN, array: np.ndarray, device: torch.devic
         stop = min(n, start + depth)
         low, high = max(0, start - halo), min(n, stop + halo)
         x = torch.from_numpy(np.ascontiguousarray(array[low:high], dtype=np.float32) / HU_SCALE).to(device)
-        y = network(x[None, None])[0, 0].cpu().numpy() * HU_SCALE
+        with exact_convolutions():
+            y = network(x[None, None])[0, 0].cpu().numpy() * HU_SCALE
         out[start:stop] = array[start:stop] + y[start - low:start - low + stop - start]
         progress.update("internal prior", stop / n, f"applying the learned prior: slice {stop}/{n}")
     return out

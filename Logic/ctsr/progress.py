@@ -128,6 +128,34 @@ class CallbackProgress(Progress):
         self._callback(event)
 
 
+class StageClock:
+    """Wall seconds spent in each stage, from the stage names of the progress events it is given
+    (use it as the callback of :class:`CallbackProgress`); ``seconds``: stage -> seconds.
+    ``now``: the clock it reads (seconds)."""
+
+    def __init__(self, now=time.monotonic):
+        self.now = now
+        self.start = self.mark = now()
+        self.stage = None
+        self.seconds = {}
+
+    def __call__(self, event):
+        stage = event.get("stage")
+        if stage and stage != self.stage:
+            self._close()
+            self.stage = stage
+
+    def _close(self):
+        now = self.now()
+        if self.stage is not None:
+            self.seconds[self.stage] = round(self.seconds.get(self.stage, 0.0) + now - self.mark, 1)
+        self.mark = now
+
+    def total(self) -> float:
+        self._close()
+        return round(self.mark - self.start, 1)
+
+
 class JsonLinesProgress(Progress):
     """Writes each event as one JSON line to ``stream`` (stdout by default), flushed at once."""
 
