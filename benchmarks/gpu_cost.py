@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
@@ -206,7 +207,12 @@ def main() -> None:
         if time.monotonic() - start > args.budget:
             print(f"budget spent: {case} {label} not run", flush=True)
             continue
-        rows.append(run(cases[case], preset_for(name, label), prior, label, args.device))
+        try:
+            rows.append(run(cases[case], preset_for(name, label), prior, label, args.device))
+        except Exception as error:  # a benchmark keeps going: the failure is in the log and the rows after it still run
+            print(f"{case} {label} FAILED: {error!r}", flush=True)
+            traceback.print_exc()
+            continue
         print(json.dumps(rows[-1]), flush=True)
         write_report(meta, rows)
 

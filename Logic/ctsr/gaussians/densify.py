@@ -27,7 +27,8 @@ def initialize(residual: torch.Tensor, geometry: ConeGeometry, count: int, gener
     weights = flat / flat.sum() if float(flat.sum()) > 0 else torch.full_like(flat, 1.0 / n_voxels)
     weights = 0.5 * weights + 0.5 / n_voxels
     count = min(count, n_voxels)
-    picked = torch.multinomial(weights, count, replacement=False, generator=generator)
+    # drawn on the CPU, where the generator lives: the same centres for a seed on any device
+    picked = torch.multinomial(weights.cpu(), count, replacement=False, generator=generator).to(residual.device)
     centres = geometry.voxel_centres(residual.device, residual.dtype).reshape(-1, 3)[picked]
     spacing = torch.tensor(geometry.dVoxel[::-1], dtype=residual.dtype, device=residual.device)
     jitter = torch.rand(count, 3, generator=generator).to(residual) - 0.5
