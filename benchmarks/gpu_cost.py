@@ -39,11 +39,11 @@ CASES = {
 RUNS = (
     ("chest 128^3", "fast", "fast"),
     ("chest 128^3", "balanced", "balanced"),
-    ("chest 128^3", "balanced", "balanced, 1500 steps"),
     ("chest 128^3", "standard", "standard"),
     ("chest 232x166x190", "balanced", "balanced"),
     ("chest 232x166x190", "standard", "standard"),
     ("chest 128^3", "quality", "quality"),
+    ("chest 128^3", "balanced", "balanced, 1500 steps"),
 )
 SCALE = (2, 2, 2)
 

@@ -44,8 +44,9 @@ def initialize(residual: torch.Tensor, geometry: ConeGeometry, count: int, gener
 def prune(gaussians: SignedGaussians, geometry: ConeGeometry, min_density: float = 1e-5):
     """Drop Gaussians with ``|rho| < min_density`` or a centre outside the volume box."""
     with torch.no_grad():
-        half = torch.tensor(geometry.half_extent[::-1].copy(), dtype=gaussians.means.dtype)
-        offset = torch.tensor(geometry.offOrigin[::-1], dtype=gaussians.means.dtype)
+        like = dict(dtype=gaussians.means.dtype, device=gaussians.means.device)
+        half = torch.tensor(geometry.half_extent[::-1].copy(), **like)
+        offset = torch.tensor(geometry.offOrigin[::-1], **like)
         inside = ((gaussians.means - offset).abs() <= half).all(-1)
         keep = (gaussians.density().abs() >= min_density) & inside
     source = torch.nonzero(keep)[:, 0]
@@ -62,7 +63,7 @@ def densify(gaussians: SignedGaussians, grad_score: torch.Tensor, fraction: floa
     n = len(gaussians)
     budget = min(int(math.ceil(fraction * n)), cap - n)
     if budget <= 0:
-        return gaussians.detached(), torch.arange(n)
+        return gaussians.detached(), torch.arange(n, device=grad_score.device)
     chosen = torch.topk(grad_score, budget).indices
     g = gaussians.detached()
     big = g.log_scales[chosen].amax(-1).exp() >= split_sigma
@@ -79,7 +80,7 @@ def densify(gaussians: SignedGaussians, grad_score: torch.Tensor, fraction: floa
         g.means[split] += offsets
         g.log_scales[split] -= math.log(1.6)
         g.raw_density[split] *= 1.6**3 / 2
-    source = torch.cat([torch.arange(n), clone, split])
+    source = torch.cat([torch.arange(n, device=chosen.device), clone, split])
     new = g.select(source)
     if len(split):
         new.means[n + len(clone):] = sibling_means

@@ -93,8 +93,8 @@ def fit_residual(Y: torch.Tensor, P_up: torch.Tensor, V_up: torch.Tensor, geomet
     for p in gaussians.parameters():
         p.requires_grad_(True)
     optimizer = _optimizer(gaussians, settings)
-    score = torch.zeros(len(gaussians))
-    seen = torch.zeros(len(gaussians))
+    score = torch.zeros(len(gaussians), device=Y.device)
+    seen = torch.zeros(len(gaussians), device=Y.device)
     window = _ssim_window(Y.dtype, Y.device)
     data_range = float(Y.max() - Y.min()) or 1.0
     split_sigma = 1.5 * min(geometry.dVoxel)
@@ -126,8 +126,8 @@ def fit_residual(Y: torch.Tensor, P_up: torch.Tensor, V_up: torch.Tensor, geomet
             gaussians, kept = prune(gaussians, geometry, settings.prune_density)
             source = source[kept]
             optimizer = _carry_optimizer(optimizer, gaussians, source, settings)
-            score = torch.zeros(len(gaussians))
-            seen = torch.zeros(len(gaussians))
+            score = torch.zeros(len(gaussians), device=Y.device)
+            seen = torch.zeros(len(gaussians), device=Y.device)
         if it % 10 == 0 or it == iterations - 1:
             entry = {"iteration": it + 1, "loss": round(float(loss.detach()), 6), "gaussians": len(gaussians)}
             history.append(entry)
