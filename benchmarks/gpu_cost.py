@@ -1,6 +1,6 @@
 """Cost of the presets on a CUDA GPU: wall time per stage, peak GPU memory, Gaussians and
-PSNR / SSIM against the truth, at 128^3 and at the whole chest CTA, plus the cost model that
-README's GPU figures come from.
+PSNR / SSIM against the truth, at 128^3 and at the whole chest CTA, with what README's cost
+model uses: NAB-GS milliseconds per iteration and the other stages' seconds per output voxel.
 
     python benchmarks/gpu_cost.py                  # on a CUDA machine that has ../shared/data
     python benchmarks/gpu_cost.py --write-cases F  # anywhere with ../shared/data: the cases as one .npz
@@ -110,7 +110,8 @@ def run(hr, preset, prior, label: str, device: str) -> dict:
     seconds = clock.total()
     scores = evaluate(out, hr)
     row = {"preset": label, "output": list(hr.shape_ijk), "output_voxels": int(hr.array.size),
-           "seconds": seconds, "stages": clock.seconds, "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+           "seconds": seconds, "stages": clock.seconds,
+           "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
            "psnr": round(scores["psnr"], 2), "ssim": round(scores["ssim"], 4), "views": preset.n_views,
            "prior_steps": preset.prior_steps, "gaussians": info.get("gaussians"),
            "iterations": preset.fit.iterations if preset.fit else None,
@@ -137,41 +138,32 @@ def warm_up(device: str) -> float:
     return round(time.monotonic() - start, 1)
 
 
-def cost_model(rows: list[dict]) -> dict:
-    """Per preset measured at two sizes: seconds = a + b * output voxels (least squares through
-    the points), and what that gives for a 512^3 output."""
-    model = {}
-    for label in {r["preset"] for r in rows}:
-        points = sorted((r["output_voxels"], r["seconds"]) for r in rows if r["preset"] == label)
-        if len(points) < 2:
-            continue
-        (v0, t0), (v1, t1) = points[0], points[-1]
-        slope = (t1 - t0) / (v1 - v0)
-        model[label] = {"seconds_per_mvoxel": round(slope * 1e6, 2), "intercept_s": round(t0 - slope * v0, 1),
-                        "predicted_512^3_s": round(t0 + slope * (512**3 - v0))}
-    return model
+def derived(row: dict) -> dict:
+    """What the cost model uses: NAB-GS milliseconds per iteration, and the seconds of every
+    other stage per million output voxels."""
+    nabgs = row["stages"].get("nabgs", 0.0)
+    other = row["seconds"] - nabgs
+    return {"nabgs_ms_per_iteration": round(1000 * nabgs / row["iterations"]) if row["iterations"] else None,
+            "other_s_per_mvoxel": round(other / (row["output_voxels"] / 1e6), 3)}
 
 
 def write_report(meta: dict, rows: list[dict]) -> None:
-    model = cost_model(rows)
-    result = {"meta": meta, "rows": rows, "cost_model": model}
-    (HERE / "gpu_cost.json").write_text(json.dumps(result, indent=1) + "\n")
+    for row in rows:
+        row.update(derived(row))
+    (HERE / "gpu_cost.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [f"# Cost of the presets on {meta['device']} ({meta['date']})", "",
              f"Command: `python benchmarks/gpu_cost.py`. Chest CTA crops at x2, LR by the paper's operator "
              f"(given to the runs). torch {meta['torch']}, Triton {meta['triton']}. CUDA start and Triton "
              f"compilation (a first 32^3 run): {meta['warm_up_s']} s, not in the rows.", "",
              "| output | preset | views | prior steps | NAB-GS iterations | Gaussians | total s | stages (s) "
-             "| peak GPU GB | PSNR dB | SSIM |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| NAB-GS ms / iteration | other stages s / Mvoxel | peak GPU GB | PSNR dB | SSIM |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         stages = ", ".join(f"{k} {v}" for k, v in r["stages"].items())
         lines.append(f"| {'x'.join(map(str, r['output']))} | {r['preset']} | {r['views']} | {r['prior_steps']} | "
                      f"{r['iterations'] or '-'} | {r['gaussians'] or '-'} | {r['seconds']} | {stages} | "
-                     f"{r['peak_gpu_gb']} | {r['psnr']} | {r['ssim']} |")
-    if model:
-        lines += ["", "Cost model (two sizes; seconds = a + b x output voxels, extrapolated to 512^3):", "",
-                  "| preset | s per million output voxels | a (s) | predicted 512^3 s |", "|---|---|---|---|"]
-        lines += [f"| {k} | {v['seconds_per_mvoxel']} | {v['intercept_s']} | {v['predicted_512^3_s']} |"
-                  for k, v in sorted(model.items())]
+                     f"{r['nabgs_ms_per_iteration'] or '-'} | {r['other_s_per_mvoxel']} | {r['peak_gpu_gb']} | "
+                     f"{r['psnr']} | {r['ssim']} |")
     (HERE / "gpu_cost.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
