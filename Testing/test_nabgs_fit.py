@@ -7,7 +7,7 @@ import torch
 
 from ctsr.baselines import upsample_interpolate
 from ctsr.errors import Cancelled
-from ctsr.gaussians.fit import FitSettings, fit_residual
+from ctsr.gaussians.fit import MIN_GAUSSIANS, FitSettings, fit_residual
 from ctsr.geometry import ConeGeometry
 from ctsr.io import read_volume
 from ctsr.lrmodel import simulate_lr
@@ -78,6 +78,17 @@ def test_cancellation_stops_the_fit(problem):
     with pytest.raises(Cancelled):
         fit_residual(y, p_up, v_up, geometry, SETTINGS, progress, seed=0)
     assert max(e.get("iteration", 0) for e in seen) < 30
+
+
+def test_gaussian_counts_scale_down_with_the_output_and_never_up():
+    standard = FitSettings.preset("standard")
+    assert standard.scaled_to(128**3) == standard == standard.scaled_to(512**3)
+    small = standard.scaled_to(32 * 64 * 64)  # a sixteenth of 128^3
+    assert (small.init_gaussians, small.max_gaussians) == (30000 // 16, 80000 // 16)
+    assert small.iterations == standard.iterations
+    assert standard.scaled_to(10).init_gaussians == MIN_GAUSSIANS
+    few = FitSettings(init_gaussians=400, max_gaussians=800)
+    assert few.scaled_to(10) == few  # the floor never raises what the settings ask for
 
 
 def test_presets_and_bad_shapes():

@@ -56,6 +56,16 @@ def test_output_grid_progress_and_determinism(lr):
     np.testing.assert_array_equal(out.array, again.array)
 
 
+def test_the_fit_is_sized_for_the_output(lr):
+    """A preset sized for 128^3 (64k Gaussians) starts a 32^3 output with a 64th of them."""
+    big = Preset("big", n_views=8, prior_steps=0, fit=FitSettings(iterations=2, init_gaussians=64000,
+                                                                   max_gaussians=128000), consistency=False)
+    events = []
+    _, info = super_resolve(lr, (2, 2, 2), big, PAPER, device="cpu", progress=CallbackProgress(events.append))
+    assert any("1000 Gaussians to start (up to 2000)" in e.get("message", "") for e in events)
+    assert 0 < info["gaussians"] <= 1000
+
+
 def test_cancel_stops_the_fit(lr):
     def cancel_in_fit(event):
         if event["event"] == "progress" and event["stage"] == "nabgs":

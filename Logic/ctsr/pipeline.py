@@ -210,8 +210,10 @@ def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, lr_mode
     from .gaussians.kernels import select_backend
 
     info["render_backend"] = select_backend(device)
-    progress.log(f"NAB-GS on {device.type} with the {info['render_backend']} renderer")
-    fit = fit_residual(target, p_up, v_up_n, geometry, preset.fit or PRESETS["standard"].fit,
+    settings = (preset.fit or PRESETS["standard"].fit).scaled_to(v_up.array.size)
+    progress.log(f"NAB-GS on {device.type} with the {info['render_backend']} renderer, "
+                 f"{settings.init_gaussians} Gaussians to start (up to {settings.max_gaussians})")
+    fit = fit_residual(target, p_up, v_up_n, geometry, settings,
                        progress.span(0.40, 0.93), seed)
     info["gaussians"] = len(fit.gaussians)
     hr_n = torch.clamp(v_up_n + fit.residual, min=0).cpu().numpy()

@@ -26,6 +26,12 @@ from .kernels import render, voxelize  # Triton on CUDA, numba on CPU, the torch
 from .model import SignedGaussians
 
 
+#: The output size (voxels) the presets' Gaussian counts are sized for: 128^3.
+REFERENCE_VOXELS = 128**3
+#: The fewest Gaussians a scaled fit starts with or grows to.
+MIN_GAUSSIANS = 1000
+
+
 @dataclass(frozen=True)
 class FitSettings:
     """Knobs of the fit. Learning rates decay exponentially from the first to the second
@@ -50,6 +56,16 @@ class FitSettings:
     densify_fraction: float = 0.05
     prune_density: float = 1e-5
     footprint_sigmas: float = FOOTPRINT_SIGMAS
+
+    def scaled_to(self, output_voxels: int) -> "FitSettings":
+        """These settings for an output of ``output_voxels``: the Gaussian counts are sized for a
+        :data:`REFERENCE_VOXELS` output and shrink in proportion below it (the same Gaussians
+        per voxel, so each starts as wide in voxels and an iteration costs in proportion),
+        never under :data:`MIN_GAUSSIANS` unless the settings ask for fewer; above it they stay
+        (the preset's caps)."""
+        share = min(1.0, output_voxels / REFERENCE_VOXELS)
+        scaled = lambda count: min(count, max(MIN_GAUSSIANS, round(count * share)))
+        return replace(self, init_gaussians=scaled(self.init_gaussians), max_gaussians=scaled(self.max_gaussians))
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "FitSettings":
