@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ctsr.batch import BatchOptions, find_scans, is_complete, read_manifest, run_batch, run_scan, sidecar_path
+from ctsr.batch import (BatchOptions, Scan, ScanRecord, find_scans, is_complete, local_workers, read_manifest, run_batch,
+                        run_scan, sidecar_path)
 from ctsr.io import read_volume, write_volume
 from ctsr.volume import Volume
 
@@ -144,3 +145,34 @@ def test_the_same_folder_on_ray_retries_a_task_whose_worker_died(tmp_path, sampl
     assert status == {"broken.nii.gz": "failed", "scan0.nrrd": "done", "scan1.nrrd": "done", "sub/scan2.nrrd": "done"}
     assert (tmp_path / "out" / CRASHED_ONCE).exists()  # it did die once, and was retried
     assert all(read_volume(r.output).shape_ijk == (64, 64, 64) for r in records if r.status == "done")
+
+
+def report_the_visible_gpu(scan, options, threads):
+    """A local-engine task body that waits until two workers hold a task (so both get one)
+    and reports the GPU its worker was given."""
+    meeting = Path(scan.output).parent / "workers"
+    meeting.mkdir(parents=True, exist_ok=True)
+    (meeting / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(meeting.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return ScanRecord(scan.name, scan.input, scan.output, "done", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+
+
+@pytest.mark.parametrize("inherited, expected", [(None, {"0", "1"}), ("5,7", {"5", "7"})])
+def test_local_workers_are_one_per_gpu_each_seeing_only_its_own(tmp_path, monkeypatch, inherited, expected):
+    """Two GPUs (their count stood in for: this machine has none): two workers, one GPU each,
+    named as the parent's CUDA_VISIBLE_DEVICES names them."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    if inherited is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
+    scans = [Scan(f"s{i}", f"in{i}.nrrd", str(tmp_path / f"out{i}.nrrd")) for i in range(4)]
+    options = BatchOptions(device="auto")
+    assert local_workers(scans, options) == 2 and local_workers(scans[:1], options) == 1
+    assert local_workers(scans, BatchOptions(device="cpu"), requested=3) == 3
+    records = run_batch(scans, options, tmp_path, runner=report_the_visible_gpu)
+    assert {r.reason for r in records} == expected

@@ -12,8 +12,8 @@
 * :func:`run_batch` skips scans whose output and sidecar are complete for the same options
   (:func:`is_complete`; ``force`` redoes all), runs the rest on an engine, reports overall
   progress, and writes ``batch_report.csv`` and ``batch_report.md`` in the output folder:
-  ``engine="local"`` (default): N worker processes, N sized by the memory planner and the
-  cores; ``engine="ray"``: one Ray task per scan with its CPU / GPU / memory request, retried
+  ``engine="local"`` (default): N worker processes, one per GPU (each pinned to its own) when
+  there are GPUs, else N sized by the memory planner and the cores; ``engine="ray"``: one Ray task per scan with its CPU / GPU / memory request, retried
   when its worker dies (Ray's ``max_retries``; a bad input is a result, not a death).
 
 Cancel (Ctrl-C, SIGTERM) stops the workers; outputs and sidecars are written atomically, so
@@ -245,12 +245,28 @@ def _finish(record: ScanRecord, start: float, details: dict | None = None) -> Sc
 
 
 # -- the batch ------------------------------------------------------------------------------
+def gpu_ids(options: BatchOptions) -> list[str]:
+    """The CUDA devices the local engine spreads its workers over, as ``CUDA_VISIBLE_DEVICES``
+    names them (the parent's own list when it has one): none with ``device="cpu"``."""
+    if options.device == "cpu":
+        return []
+    import torch
+
+    count = torch.cuda.device_count()
+    inherited = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return inherited[:count] if inherited else [str(i) for i in range(count)]
+
+
 def local_workers(scans: list[Scan], options: BatchOptions, requested: int | None = None) -> int:
-    """Worker processes for the local engine: ``requested``, or as many as the cores allow
-    (two threads each) and the free RAM holds for the largest scan (the memory planner's
-    estimate of the default method), at least one."""
+    """Worker processes for the local engine: ``requested``; else one per GPU when there are
+    GPUs (:func:`gpu_ids`); else as many as the cores allow (two threads each) and the free RAM
+    holds for the largest scan (the memory planner's estimate of the default method); at least
+    one, and no more than there are scans."""
     if requested:
         return max(1, int(requested))
+    gpus = gpu_ids(options)
+    if gpus:
+        return max(1, min(len(gpus), len(scans)))
     from .grids import parse_scale
     from .memory import available_ram_bytes
     from .planning import SAFETY, estimate_bytes
@@ -317,7 +333,15 @@ def _run_locally(scans, indices, options, workers, ray_address, runner):
         for scan, index in zip(scans, indices):
             yield index, runner(scan, options, threads)
         return
-    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+    context = multiprocessing.get_context("spawn")
+    gpus = gpu_ids(options)
+    pinning = {}
+    if gpus:  # worker i sees only GPU i (round robin when there are more workers than GPUs)
+        queue = context.Queue()
+        for i in range(n):
+            queue.put(gpus[i % len(gpus)])
+        pinning = {"initializer": _pin_to_gpu, "initargs": (queue,)}
+    pool = ProcessPoolExecutor(n, mp_context=context, **pinning)
     completed = False
     try:
         pending = {pool.submit(runner, scan, options, threads): index for scan, index in zip(scans, indices)}
@@ -334,6 +358,12 @@ def _run_locally(scans, indices, options, workers, ray_address, runner):
         if not completed:
             for process in processes:
                 process.kill()
+
+
+def _pin_to_gpu(queue) -> None:
+    """A local worker's first act: see only the GPU it takes from ``queue`` (as ``cuda:0``),
+    before anything in it starts CUDA."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = queue.get()
 
 
 def _run_on_ray(scans, indices, options, workers, ray_address, runner):
