@@ -37,6 +37,7 @@ METHODS = ("fast", "balanced")
 def run_one(case: str, method: str) -> dict:
     """``method`` on ``case``, in this process: seconds per stage, peak RSS, what ran."""
     import torch
+
     from ctsr.io import read_volume
     from ctsr.progress import CallbackProgress, StageClock
     from ctsr.upsampling import upsample

@@ -13,8 +13,9 @@
   (:func:`is_complete`; ``force`` redoes all), runs the rest on an engine, reports overall
   progress, and writes ``batch_report.csv`` and ``batch_report.md`` in the output folder:
   ``engine="local"`` (default): N worker processes, one per GPU (each pinned to its own) when
-  there are GPUs, else N sized by the memory planner and the cores; ``engine="ray"``: one Ray task per scan with its CPU / GPU / memory request, retried
-  when its worker dies (Ray's ``max_retries``; a bad input is a result, not a death).
+  there are GPUs, else N sized by the memory planner and the cores; ``engine="ray"``: one Ray
+  task per scan with its CPU / GPU / memory request, retried when its worker dies (Ray's
+  ``max_retries``; a bad input is a result, not a death).
 
 Cancel (Ctrl-C, SIGTERM) stops the workers; outputs and sidecars are written atomically, so
 only finished scans remain.
