@@ -83,8 +83,9 @@ class CTSuperResolution(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Makes a low-resolution CT volume high-resolution (x2, x4, x8, or through-plane only "
             "for thick-slice scans) without paired training data: by default a small network the "
-            "scan trains on itself (balanced); or a diffusion prior on 2D X-ray projections and "
-            "signed 3D Gaussians; or an interpolation baseline. The work runs in a background "
+            "scan trains on itself (balanced); or a network trained on the scan's own 2D X-ray "
+            "projections and signed 3D Gaussians (standard, quality); or an interpolation "
+            "baseline. The work runs in a background "
             "process; the result is a new volume aligned with the input.")
         self.parent.acknowledgementText = _(
             "Method: Zero-shot CT Super-Resolution using Diffusion-based 2D Projection Priors and "

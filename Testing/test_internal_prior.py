@@ -9,7 +9,8 @@ from ctsr import internal_prior as ip
 from ctsr.baselines import upsample_interpolate
 from ctsr.errors import Cancelled
 from ctsr.fidelity import enforce_lr_consistency
-from ctsr.lrmodel import LRModel, LROperator, simulate_lr
+from ctsr.grids import hr_grid
+from ctsr.lrmodel import LRModel, LROperator, Profile, simulate_lr
 from ctsr.metrics import evaluate
 from ctsr.progress import CallbackProgress, SilentProgress
 from ctsr.volume import Volume
@@ -53,7 +54,11 @@ def test_plan_follows_the_scale(sample):
     assert through.pair_model.profiles[0].value == pytest.approx(3.0 * 1.5 / (1.5 / 4))
     too_small = ip.plan(Volume(sample.array[:20, :20, :20], sample.ijk_to_ras), (2, 2, 2), model)
     assert too_small.kind is None and "too small" in too_small.reason
-    assert "not measured" in ip.plan(sample, (4, 4, 4), model).reason
+    two = ip.plan(sample, (4, 4, 4), model)
+    # x4: the pair at x2, the Gaussian's sigma halved in HR voxels twice as large, the slab in mm kept
+    assert two.kind == "two levels" and two.pair_scale == (2, 2, 2)
+    assert two.pair_model.profiles[0] == Profile("gauss", 0.5) and two.pair_model.profiles[2] == Profile("slab", 3.0)
+    assert "not measured" in ip.plan(sample, (8, 8, 8), model).reason
 
 
 def test_no_pair_is_made_with_an_assumed_blur(sample):
@@ -81,7 +86,7 @@ def test_inference_in_slabs_equals_one_pass(monkeypatch, kernel):
     with torch.no_grad():
         whole = array + network(torch.from_numpy(array / ip.HU_SCALE)[None, None])[0, 0].numpy() * ip.HU_SCALE
     monkeypatch.setattr(ip, "SLAB_VOXELS", 4 * 10 * 12)
-    sliced = ip._apply_in_slabs(network, array, torch.device("cpu"), SilentProgress())
+    sliced = ip.apply_in_slabs(network, array, torch.device("cpu"), SilentProgress())
     np.testing.assert_allclose(sliced, whole, atol=1e-3)
 
 
@@ -138,3 +143,17 @@ def test_without_a_plan_it_falls_back_to_fast(sample):
     assert info["internal_prior"] == f"skipped: {ip.plan(lr, (4, 4, 4), model).reason}"
     fast, _ = enforce_lr_consistency(upsample_interpolate(lr, (4, 4, 4), "lanczos"), lr, (4, 4, 4), model)
     np.testing.assert_array_equal(out.array, fast.array)
+
+
+def test_at_x4_it_learns_at_x2_and_lanczos_does_the_rest(sample):
+    """A 48 x 48 x 8 LR at 4x4x1: the pair is made at 2x2x1 (24 voxels left, 12 after the second
+    degradation), the output is on the x4 grid, seeded, and not ``fast``'s."""
+    lr = Volume(sample.array[:8, :48, :48], sample.ijk_to_ras)
+    scale, model = (4, 4, 1), LRModel.parse("box,noise:10")
+    out, info = ip.upsample_with_internal_prior(lr, scale, model, TINY, seed=1)
+    assert info["internal_prior"].startswith("two levels (the volume pair at x2 under xy=box,noise:10")
+    matrix, shape = hr_grid(lr.ijk_to_ras, lr.shape_ijk, scale)
+    assert out.shape_ijk == shape and np.allclose(out.ijk_to_ras, matrix)
+    again, _ = ip.upsample_with_internal_prior(lr, scale, model, TINY, seed=1)
+    np.testing.assert_array_equal(out.array, again.array)
+    assert np.abs(out.array - ip.consistent_upsample(lr, scale, model).array).max() > 1.0

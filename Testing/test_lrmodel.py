@@ -155,3 +155,19 @@ def test_a_given_blur_much_wider_than_the_input_looks_is_flagged(sample):
     assert wide.profiles[0] == Profile("gauss", 2.0)  # still the user's model, only flagged
     assert all(LOOKS_TOO_WIDE in wide.source[axis] for axis in "xyz"), wide.source
     assert resolve_lr_model(lr, (2, 2, 2), "box").source["x"] == "given"
+
+
+def test_one_level_down_keeps_physical_widths_and_estimates_the_rest(sample):
+    """x4 -> x2: a given Gaussian's sigma halves (HR voxels twice as large), a box stays the
+    block, DICOM's slab stays in mm; an estimated or default profile is estimated again at x2."""
+    from ctsr.lrestimate import lr_model_one_level_down
+
+    lr = simulate_lr(sample, (2, 2, 2), LRModel.parse("box,noise:0"))
+    given = resolve_lr_model(lr, (4, 4, 4), "x=gauss:1.5,y=box,noise:7", slice_thickness_mm=6.0)
+    down = lr_model_one_level_down(lr, (4, 4, 4), given)
+    assert down.profiles == (Profile("gauss", 0.75), Profile("box"), Profile("slab", 6.0))
+    assert down.noise_hu == 7.0 and down.source["x"].startswith("given") and "DICOM" in down.source["z"]
+    estimated = resolve_lr_model(lr, (4, 4, 4))
+    assert estimated.source["x"].startswith("default")  # the blur is estimated up to x2 only
+    again = lr_model_one_level_down(lr, (4, 4, 4), estimated)
+    assert again.source["x"].startswith("estimated") and again == resolve_lr_model(lr, (2, 2, 2), f"noise:{estimated.noise_hu}")

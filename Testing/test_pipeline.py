@@ -14,6 +14,7 @@ from ctsr.errors import Cancelled
 from ctsr.gaussians.fit import FitSettings
 from ctsr.gaussians.kernels import numba_available
 from ctsr.grids import hr_grid
+from ctsr.internal_prior import InternalPriorSettings
 from ctsr.lrmodel import PAPER, simulate_lr
 from ctsr.metrics import evaluate, normalize, psnr
 from ctsr.pipeline import PRESETS, Preset, super_resolve
@@ -83,6 +84,22 @@ def test_prior_path_runs_with_a_diffusion_model(lr):
     out, info = super_resolve(lr, (2, 2, 2), TINY, PAPER, prior=prior, device="cpu")
     assert info["target"].startswith("diffusion prior") and 0 <= info["prior_steps_mean"] <= TINY.prior_steps
     assert np.isfinite(out.array).all()
+
+
+TINY_NETWORK = InternalPriorSettings(steps=3, patch=8, batch=1, channels=4, layers=2)
+
+
+def test_the_internal_projection_prior_makes_the_target_where_it_can(sample, lr):
+    """On the 64^3 sample's x2 LR it runs; on a 32^3 crop's (16 LR voxels, 8 after a second
+    degradation) it cannot, and the target is the consistent ``P_up``."""
+    preset = replace(TINY, projection_prior=TINY_NETWORK)
+    events = []
+    _, info = super_resolve(simulate_lr(sample, (2, 2, 2)), (2, 2, 2), preset, PAPER, device="cpu",
+                            progress=CallbackProgress(events.append))
+    assert info["target"].startswith("internal projection prior") and info["projection_prior"] == "internal, 3 steps"
+    assert any(e.get("stage") == "projection prior" and e.get("iteration") == 3 for e in events)
+    _, info = super_resolve(lr, (2, 2, 2), preset, PAPER, device="cpu")
+    assert info["target"].startswith("consistent P_up") and "too small" in info["projection_prior"]
 
 
 def test_blocked_and_whole_runs_agree(lr, hr):

@@ -24,6 +24,7 @@ benchmarks/montages/, plus a through-plane x4 montage of the real thick-slice sc
 
     python benchmarks/degradation_bench.py                   # the matrix, ~35 min on 2 cores
     python benchmarks/degradation_bench.py --cases head --scales 2
+    python benchmarks/degradation_bench.py --scales 4 --large --noises 0 30 --out degradation_x4_large  # ~25 min
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ NOISES = (0, 10, 30)
 METHODS = ("cubic", "lanczos", "fast", "balanced", "fast, true model", "balanced, true model")
 #: Scales where ``balanced, true model`` runs (elsewhere the model is estimated, or balanced is fast).
 BALANCED_TRUE_SCALES = ((1, 1, 4),)
+#: ``--large``: crops for x4 (KJI slices) big enough for the internal prior's two levels (the LR
+#: model is estimated at x2 on the LR input, which needs 32 LR voxels per axis, 16 after the
+#: second degradation): a 24^3 LR from a 96^3 crop is smaller than any real x4 input. The
+#: abdomen (122 x 101 x 112 voxels) has no such crop.
+LARGE_CASES = {
+    "chest": ("chest_cta_1.5mm.nrrd", (slice(16, 176), slice(4, 164), slice(36, 196))),
+    "head": ("head_1.5mm.nrrd", (slice(2, 106), slice(32, 224), slice(32, 224))),
+}
 #: Display windows of the montages (HU).
 WINDOWS = {"chest": (-1000.0, 500.0), "abdomen": (-160.0, 240.0), "head": (-100.0, 200.0)}
 
@@ -111,7 +120,7 @@ def _summary_table(summaries) -> list[str]:
 
 def markdown(rows, summaries, over_fast, meta) -> str:
     lines = [f"Degradation benchmark ({meta['date']}, CPU, {meta['threads']} threads; "
-             "`python benchmarks/degradation_bench.py`)", "",
+             f"`python benchmarks/degradation_bench.py {meta.get('arguments', '')}`)", "",
              "Gain over cubic (PSNR dB / SSIM) per scale: the mean over the cells and the worst cell.", "",
              *_summary_table(summaries), "",
              "Gain of the internal prior over `fast` under the same LR model (`balanced` over `fast`, "
@@ -151,29 +160,35 @@ def main() -> None:
     parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES))
     parser.add_argument("--standard-cells", nargs="*", default=[], metavar="CASE:SCALE:BLUR:NOISE",
                         help="also run the standard preset on these cells (slow), e.g. head:2:box:10")
+    parser.add_argument("--noises", nargs="+", type=int, default=list(NOISES), help="LR noise SDs (HU)")
+    parser.add_argument("--large", action="store_true",
+                        help="the LARGE_CASES crops (160^3 chest, 104 x 192 x 192 head) instead of 96^3")
     parser.add_argument("--out", default="degradation")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"benchmark data not found at {DATA}")
     import torch
 
+    from ctsr.io import read_volume
     from ctsr.montage import write_montage
 
     torch.set_num_threads(2)
     rows = []
     (HERE / "montages").mkdir(exist_ok=True)
-    for case in args.cases:
-        hr = _hr(case)
+    cases = [c for c in args.cases if c in LARGE_CASES] if args.large else args.cases
+    for case in cases:
+        hr = _crop(read_volume(DATA / LARGE_CASES[case][0]), LARGE_CASES[case][1]) if args.large else _hr(case)
         for scale_name in args.scales:
             for blur in BLURS:
-                for noise in NOISES:
+                for noise in args.noises:
                     standard = f"{case}:{scale_name}:{blur}:{noise}" in args.standard_cells
                     row, volumes, _ = run_cell(hr, SCALES[scale_name], blur, noise, standard)
                     row.update(case=case, scale=scale_name)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     if blur == "box" and noise == 10:
-                        write_montage(HERE / "montages" / f"degradation_{case}_{_label(scale_name)}_box_noise10.png",
+                        size = "_large" if args.large else ""
+                        write_montage(HERE / "montages" / f"degradation_{case}{size}_{_label(scale_name)}_box_noise10.png",
                                       [volumes["cubic"], volumes["fast"], volumes["balanced"], hr], WINDOWS[case],
                                       inset=True, labels=["cubic", f"fast ({row['estimated']})", "balanced", "truth"])
     if "1x1x4" in args.scales:
@@ -183,7 +198,9 @@ def main() -> None:
     over_fast = summary(rows, ["balanced"], reference="fast") + summary(rows, ["balanced, true model"],
                                                                          reference="fast, true model")
     meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "threads": 2, "date": time.strftime("%Y-%m-%d"), "blurs": BLURS, "noises_hu": NOISES}
+            "threads": 2, "date": time.strftime("%Y-%m-%d"), "blurs": BLURS, "noises_hu": args.noises,
+            "crops": {c: str(LARGE_CASES[c] if args.large else CASES[c]) for c in cases},
+            "arguments": " ".join(sys.argv[1:])}
     (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "summary": summaries, "balanced_over_fast": over_fast,
                                                          "rows": rows}, indent=1))
     (HERE / f"{args.out}.md").write_text(markdown(rows, summaries, over_fast, meta))

@@ -9,8 +9,9 @@ model uses: NAB-GS milliseconds per iteration and the other stages' seconds per 
 The HR truths are crops of the chest CTA in ../shared/data; each LR is made from its truth by
 :func:`ctsr.lrmodel.simulate_lr` with the paper's operator, which the runs are also given (the
 conditions of ``benchmarks/pipeline_cost.py``, so the CPU rows there compare). Every run is
-:func:`ctsr.pipeline.super_resolve` on CUDA with the named preset, the shipped prior where the
-preset uses one. A first small run compiles the Triton kernels and starts CUDA; its time is
+:func:`ctsr.pipeline.super_resolve` on CUDA with the named preset as a user gets it (the NAB-GS
+presets with their internal projection prior; the rows of 2026-11 predate it and ran no
+projection prior in ``standard``, the shipped diffusion model in ``quality``). A first small run compiles the Triton kernels and starts CUDA; its time is
 reported on its own line, not inside the rows. Writes benchmarks/gpu_cost.{json,md}.
 """
 
@@ -92,7 +93,7 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run(hr, preset, prior, label: str, device: str) -> dict:
+def run(hr, preset, label: str, device: str) -> dict:
     """One preset on ``device``: seconds per stage, peak GPU memory, scores against ``hr``."""
     from ctsr.lrmodel import PAPER, simulate_lr
     from ctsr.metrics import evaluate
@@ -104,8 +105,7 @@ def run(hr, preset, prior, label: str, device: str) -> dict:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     clock = StageClock()
-    out, info = super_resolve(lr, SCALE, preset, PAPER, prior=prior if preset.prior_steps else None,
-                              device=device, progress=CallbackProgress(clock))
+    out, info = super_resolve(lr, SCALE, preset, PAPER, device=device, progress=CallbackProgress(clock))
     synchronize(device)
     seconds = clock.total()
     scores = evaluate(out, hr)
@@ -113,7 +113,7 @@ def run(hr, preset, prior, label: str, device: str) -> dict:
            "seconds": seconds, "stages": clock.seconds,
            "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
            "psnr": round(scores["psnr"], 2), "ssim": round(scores["ssim"], 4), "views": preset.n_views,
-           "prior_steps": preset.prior_steps, "gaussians": info.get("gaussians"),
+           "projection_prior": info.get("projection_prior", "-"), "gaussians": info.get("gaussians"),
            "iterations": preset.fit.iterations if preset.fit else None,
            "renderer": info.get("render_backend"), "internal_prior": info.get("internal_prior")}
     if row["internal_prior"] is not None:
@@ -155,12 +155,12 @@ def write_report(meta: dict, rows: list[dict]) -> None:
              f"Command: `python benchmarks/gpu_cost.py`. Chest CTA crops at x2, LR by the paper's operator "
              f"(given to the runs). torch {meta['torch']}, Triton {meta['triton']}. CUDA start and Triton "
              f"compilation (a first 32^3 run): {meta['warm_up_s']} s, not in the rows.", "",
-             "| output | preset | views | prior steps | NAB-GS iterations | Gaussians | total s | stages (s) "
+             "| output | preset | views | projection prior | NAB-GS iterations | Gaussians | total s | stages (s) "
              "| NAB-GS ms / iteration | other stages s / Mvoxel | peak GPU GB | PSNR dB | SSIM |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         stages = ", ".join(f"{k} {v}" for k, v in r["stages"].items())
-        lines.append(f"| {'x'.join(map(str, r['output']))} | {r['preset']} | {r['views']} | {r['prior_steps']} | "
+        lines.append(f"| {'x'.join(map(str, r['output']))} | {r['preset']} | {r['views']} | {r.get('projection_prior', r.get('prior_steps'))} | "
                      f"{r['iterations'] or '-'} | {r['gaussians'] or '-'} | {r['seconds']} | {stages} | "
                      f"{r['nabgs_ms_per_iteration'] or '-'} | {r['other_s_per_mvoxel']} | {r['peak_gpu_gb']} | "
                      f"{r['psnr']} | {r['ssim']} |")
@@ -184,14 +184,11 @@ def main() -> None:
         sys.exit("no CUDA GPU here: this benchmark measures the GPU path (benchmarks/pipeline_cost.py is the CPU one)")
     import triton
 
-    from ctsr.prior import load_prior
-
     start = time.monotonic()
     cases = read_cases(args.cases)
     meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "CPU (dry run)",
             "torch": torch.__version__, "triton": triton.__version__, "date": time.strftime("%Y-%m-%d"),
             "warm_up_s": warm_up(args.device)}
-    prior = load_prior(None, args.device)
     rows = []
     for index, (case, name, label) in enumerate(RUNS):
         if args.runs is not None and index not in args.runs:
@@ -200,7 +197,7 @@ def main() -> None:
             print(f"budget spent: {case} {label} not run", flush=True)
             continue
         try:
-            rows.append(run(cases[case], preset_for(name, label), prior, label, args.device))
+            rows.append(run(cases[case], preset_for(name, label), label, args.device))
         except Exception as error:  # a benchmark keeps going: the failure is in the log and the rows after it still run
             print(f"{case} {label} FAILED: {error!r}", flush=True)
             traceback.print_exc()

@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", help="only this box: ras:R1,A1,S1,R2,A2,S2 (mm) or ijk:I0,J0,K0,I1,J1,K1 (voxels)")
     p.add_argument("--uncertainty", type=int, default=0, metavar="K",
                    help="also write the voxelwise std over K runs with different seeds (OUT_uncertainty.*)")
-    p.add_argument("--prior", help="prior model folder for the zero-shot presets (default: the shipped "
-                                   "model), or 'none' for no prior")
+    p.add_argument("--prior", help="projection prior of standard and quality (default: the internal one, "
+                                   "trained on the scan's own projections): 'none', 'shipped' (the shipped "
+                                   "diffusion model, DDNM) or a diffusion model folder")
     _lr_model(p, "how the input was made (default: DICOM SliceThickness for z, then estimated from the "
                  "input); e.g. gauss:1, box, z=slab:5mm, noise:15, joined by commas")
     add_progress_options(p)

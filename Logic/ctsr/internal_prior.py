@@ -45,7 +45,7 @@ from torch import nn
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency
 from .grids import Scale, lr_grid
-from .lrestimate import LOOKS_TOO_WIDE
+from .lrestimate import LOOKS_TOO_WIDE, lr_model_one_level_down
 from .lrmodel import LRModel, LROperator, Profile, add_noise
 from .progress import Progress, SilentProgress
 from .volume import Volume
@@ -90,6 +90,9 @@ class Plan:
 def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     """The geometry of the training pair for ``lr`` at ``scale`` (IJK) under ``model``."""
     scale = tuple(int(s) for s in scale)
+    through_plane = scale[0] == scale[1] == 1 and scale[2] > 1
+    if not through_plane and max(scale) == 2 * MAX_VOLUME_SCALE and set(scale) <= {1, 2 * MAX_VOLUME_SCALE}:
+        return _two_level_plan(lr, scale, model)
     sources = {axis: model.source.get("xyz"[axis], "") for axis, s in enumerate(scale) if s > 1}
     assumed = [axis for axis, text in sources.items() if text.startswith("default")]
     if assumed:
@@ -100,7 +103,7 @@ def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     if too_wide:
         return Plan(None, reason=f"the given blur along {'xyz'[too_wide[0]]} is {LOOKS_TOO_WIDE} (a pair made with "
                                  "it would teach halos)")
-    if scale[0] == scale[1] == 1 and scale[2] > 1:
+    if through_plane:
         # x takes z's profile and scale; slab widths in mm are rescaled to x's spacing.
         profile = model.profiles[2]
         if profile.kind == "slab":
@@ -109,8 +112,8 @@ def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
         pair_scale = (scale[2], 1, 1)
         kind = "through-plane"
     elif max(scale) > MAX_VOLUME_SCALE:
-        return Plan(None, reason=f"x{max(scale)} in the volume is not measured to gain over fast "
-                                 f"(the internal prior runs up to x{MAX_VOLUME_SCALE}, and through-plane)")
+        return Plan(None, reason=f"x{max(scale)} in the volume is not measured (the internal prior runs up to "
+                                 f"x{MAX_VOLUME_SCALE}, at x{2 * MAX_VOLUME_SCALE} in two levels, and through-plane)")
     else:
         pair_model, pair_scale, kind = model, scale, "volume"
     short = [(axis, n // s) for axis, (n, s) in enumerate(zip(lr.shape_ijk, pair_scale)) if s > 1 and n // s < MIN_PAIR_VOXELS]
@@ -119,6 +122,17 @@ def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
         return Plan(None, reason=f"the input is too small to teach itself at this scale ({'xyz'[axis]}: "
                                  f"{n} voxels after a second degradation, {MIN_PAIR_VOXELS} needed)")
     return Plan(kind, pair_scale, pair_model)
+
+
+def _two_level_plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
+    """Scaled axes at twice :data:`MAX_VOLUME_SCALE`: the volume pair at half the scale, under
+    the LR model one level down (:func:`ctsr.lrestimate.lr_model_one_level_down`)."""
+    half = tuple(s // 2 if s > 1 else 1 for s in scale)
+    half_model = lr_model_one_level_down(lr, scale, model)
+    inner = plan(lr, half, half_model)
+    if inner.kind is None:
+        return Plan(None, reason=f"at x{max(scale)} it learns at x{max(half)} first, and there {inner.reason}")
+    return Plan("two levels", half, half_model)
 
 
 def consistent_upsample(lr: Volume, scale: Scale, model: LRModel) -> Volume:
@@ -193,16 +207,27 @@ def train(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSetti
         raise ValueError(the_plan.reason)
     progress.update("internal prior", 0.0, f"making the {the_plan.kind} training pair")
     source, target = training_pair(lr, the_plan, seed)
+    network = fit_residual_network(source / HU_SCALE, target / HU_SCALE, kernel_for(the_plan.kind), settings,
+                                   seed, device, progress, "internal prior", loss_unit=HU_SCALE**2)
+    return network, the_plan
+
+
+def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[int, int, int],
+                         settings: InternalPriorSettings, seed: int, device: str | torch.device,
+                         progress: Progress, stage: str, loss_unit: float = 1.0) -> ResidualCNN:
+    """A :class:`ResidualCNN` with ``kernel`` (KJI) trained so that ``source + f(source)``
+    matches ``target`` (same KJI shape, network units): ``settings.steps`` Adam steps on random
+    patches with flips, cosine learning rate. With a 2D kernel (``(1, 3, 3)``) the patches are
+    single planes of the first axis (more, thinner patches). Progress events under ``stage``
+    report the loss times ``loss_unit``. Returns the network in eval mode on ``device``."""
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    source_t = torch.from_numpy(source / HU_SCALE).to(device)
-    residual_t = torch.from_numpy((target - source) / HU_SCALE).to(device)
-    kernel = kernel_for(the_plan.kind)
+    source_t = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).to(device)
+    residual_t = torch.from_numpy(np.ascontiguousarray(target - source, dtype=np.float32)).to(device)
     network = ResidualCNN(settings.channels, settings.layers, kernel).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.steps, settings.learning_rate / 10)
-    # Planes of one voxel in K for the through-plane kind: more, thinner patches.
     edges = [1 if (k == 1) else min(settings.patch, n) for k, n in zip(kernel, source.shape)]
     batch = settings.batch * (settings.patch if kernel[0] == 1 else 1)
     every = max(1, settings.steps // 50)
@@ -222,16 +247,17 @@ def train(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSetti
             optimizer.step()
             schedule.step()
             if step % every == 0 or step == settings.steps - 1:
-                progress.update("internal prior", (step + 1) / settings.steps,
+                progress.update(stage, (step + 1) / settings.steps,
                                 f"learning from the scan itself: step {step + 1}/{settings.steps}",
-                                iteration=step + 1, loss=round(loss.item() * HU_SCALE**2, 3))
-    return network.eval(), the_plan
+                                iteration=step + 1, loss=round(loss.item() * loss_unit, 3))
+    return network.eval()
 
 
 @torch.no_grad()
-def _apply_in_slabs(network: ResidualCNN, array: np.ndarray, device: torch.device, progress: Progress) -> np.ndarray:
-    """``array + HU_SCALE * network(array / HU_SCALE)`` (KJI, HU), slab by slab along K with a
-    halo of the network's receptive field (the slabs join without seams)."""
+def apply_in_slabs(network: ResidualCNN, array: np.ndarray, device: torch.device, progress: Progress,
+                   unit: float = HU_SCALE, stage: str = "internal prior") -> np.ndarray:
+    """``array + unit * network(array / unit)`` (KJI; HU with the default ``unit``), slab by
+    slab along K with a halo of the network's receptive field (the slabs join without seams)."""
     out = np.empty_like(array, dtype=np.float32)
     n = array.shape[0]
     depth = max(1, SLAB_VOXELS // max(1, array.shape[1] * array.shape[2]))
@@ -239,11 +265,11 @@ def _apply_in_slabs(network: ResidualCNN, array: np.ndarray, device: torch.devic
     for start in range(0, n, depth):
         stop = min(n, start + depth)
         low, high = max(0, start - halo), min(n, stop + halo)
-        x = torch.from_numpy(np.ascontiguousarray(array[low:high], dtype=np.float32) / HU_SCALE).to(device)
+        x = torch.from_numpy(np.ascontiguousarray(array[low:high], dtype=np.float32) / unit).to(device)
         with exact_convolutions():
-            y = network(x[None, None])[0, 0].cpu().numpy() * HU_SCALE
+            y = network(x[None, None])[0, 0].cpu().numpy() * unit
         out[start:stop] = array[start:stop] + y[start - low:start - low + stop - start]
-        progress.update("internal prior", stop / n, f"applying the learned prior: slice {stop}/{n}")
+        progress.update(stage, stop / n, f"applying the learned prior: slice {stop}/{n}")
     return out
 
 
@@ -253,13 +279,13 @@ def apply(network: ResidualCNN, the_plan: Plan, volume: Volume, device: str | to
     the through-plane kind, the mean over the two planes orientations that contain z."""
     progress = progress or SilentProgress()
     device = torch.device(device)
-    if the_plan.kind == "volume":
-        return volume.with_array(_apply_in_slabs(network, volume.array, device, progress))
+    if the_plan.kind in ("volume", "two levels"):
+        return volume.with_array(apply_in_slabs(network, volume.array, device, progress))
     # KJI -> IJK puts z last (the degraded axis of training) with y beside it; KJI -> JIK with x.
     results = []
     for order, part in (((2, 1, 0), (0.0, 0.5)), ((1, 2, 0), (0.5, 1.0))):
         moved = np.ascontiguousarray(volume.array.transpose(order))
-        done = _apply_in_slabs(network, moved, device, progress.span(*part))
+        done = apply_in_slabs(network, moved, device, progress.span(*part))
         results.append(done.transpose(np.argsort(order)))
     return volume.with_array((results[0] + results[1]) / 2)
 
@@ -270,16 +296,26 @@ def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
                                  ) -> tuple[Volume, dict]:
     """``lr`` (HU) super-resolved by ``scale``: ``fast``, plus the internal prior when the input
     can teach itself (:func:`plan`), then the consistency step; returns the volume and what
-    was done."""
+    was done. In two levels, the prior's result at half the scale (made consistent with ``lr``
+    under the half-scale model) is brought the rest of the way by Lanczos-3."""
     progress = progress or SilentProgress()
     progress.update("upsample", 0.0, "Lanczos-3 upsampling made consistent with the input")
-    base = consistent_upsample(lr, scale, model)
     the_plan = plan(lr, scale, model)
     if the_plan.kind is None:
         progress.log(f"internal prior skipped: {the_plan.reason}")
-        return base, {"internal_prior": f"skipped: {the_plan.reason}"}
+        return consistent_upsample(lr, scale, model), {"internal_prior": f"skipped: {the_plan.reason}"}
     network, _ = train(lr, scale, model, settings, seed, device, progress.span(0.05, 0.75))
-    hr = apply(network, the_plan, base, device, progress.span(0.75, 0.95))
+    if the_plan.kind == "two levels":
+        half, half_model = the_plan.pair_scale, the_plan.pair_model
+        middle = apply(network, the_plan, consistent_upsample(lr, half, half_model), device,
+                       progress.span(0.75, 0.95))
+        middle, _ = enforce_lr_consistency(middle, lr, half, half_model)
+        hr = upsample_interpolate(middle, tuple(s // h for s, h in zip(scale, half)), "lanczos")
+        done = (f"two levels (the volume pair at x{max(half)} under {half_model}, then Lanczos-3), "
+                f"{settings.steps} steps")
+    else:
+        hr = apply(network, the_plan, consistent_upsample(lr, scale, model), device, progress.span(0.75, 0.95))
+        done = f"{the_plan.kind}, {settings.steps} steps"
     progress.update("consistency", 0.96, f"matching the LR input ({model})")
     hr, consistency = enforce_lr_consistency(hr, lr, scale, model)
-    return hr, {"internal_prior": f"{the_plan.kind}, {settings.steps} steps", "consistency": consistency}
+    return hr, {"internal_prior": done, "consistency": consistency}

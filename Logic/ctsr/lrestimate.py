@@ -217,3 +217,21 @@ def _flag_given_profiles_wider_than_estimated(lr: Volume, scale: Scale, model: L
                                        "the truth makes halos)")
     return model
 
+
+
+def lr_model_one_level_down(lr: Volume, scale: Scale, model: LRModel) -> LRModel:
+    """The LR model of ``lr`` at half of ``scale`` (each scaled axis halved; IJK), from
+    ``model`` at ``scale``: profiles that were given, read from DICOM or the paper's keep their
+    physical width (a Gaussian's sigma halves in HR voxels twice as large; a box stays the
+    block; a slab stays in mm; a given one is checked against the estimate again, which runs at
+    x2); estimated and default ones are estimated again at the half scale; the noise SD stays."""
+    half = tuple(s // 2 if s > 1 else 1 for s in scale)
+    carried = LRModel(noise_hu=model.noise_hu, source={"noise": model.source.get("noise", "")})
+    for axis, (profile, s) in enumerate(zip(model.profiles, scale)):
+        source = model.source.get(AXES[axis], "")
+        if s == 1 or profile is None or source.startswith(("estimated", "default")):
+            continue
+        if profile.kind == "gauss":
+            profile = Profile("gauss", profile.value * half[axis] / s)
+        carried = carried.with_profile(axis, profile, "given" if source.startswith("given") else source)
+    return resolve_lr_model(lr, half, carried)

@@ -8,10 +8,12 @@
    of the LR volume on the LR detector (HR detector binned by the scale: rows by ``sz``,
    columns by ``sx``); ``A``, the projection-domain image of the LR model
    (:class:`ctsr.prior.operators.DetectorBinning`), relates the two detectors.
-3. ``Y``, the target HR projections: the diffusion prior super-resolves ``y`` starting from,
-   and filling its null space with, ``P_up`` (:func:`ctsr.prior.upsample_projections`); a
-   preset whose prior does not beat ``P_up`` uses the consistent ``P_up`` instead
-   (``A_pinv(y) + P_up - A_pinv(A(P_up))``, in ``A``'s range space), see :data:`PRESETS`.
+3. ``Y``, the target HR projections: by default the internal projection prior
+   (:mod:`ctsr.internal_projection_prior`, a 2D CNN the scan's own projections train at run
+   time: ``P_up + f(P_up)``); with a diffusion model (``prior``), DDNM super-resolves ``y``
+   starting from, and filling its null space with, ``P_up`` (:func:`ctsr.prior.upsample_projections`,
+   the paper's option); where neither runs, the consistent ``P_up``
+   (``A_pinv(y) + P_up - A_pinv(A(P_up))``, in ``A``'s range space).
 4. NAB-GS: signed Gaussians fitted to the residual ``Y - P_up`` and voxelized: ``dV``.
 5. ``max(0, V_up + dV)`` back to HU, then the data-consistency step of :mod:`ctsr.fidelity`
    (the output, degraded by the LR model, reproduces the input down to its noise).
@@ -51,7 +53,11 @@ class Preset:
     """Knobs of one preset of the zero-shot method.
 
     n_views:        projections over 180 degrees (0 when the preset makes none);
-    prior_steps:    DDIM steps of the projection prior (0: no prior; ``Y`` = consistent ``P_up``);
+    prior_steps:    DDIM steps of a diffusion projection prior, when one is given (the paper's
+                    option: ``--prior DIR`` or ``shipped``);
+    projection_prior: the settings of the internal projection prior
+                    (:mod:`ctsr.internal_projection_prior`), the target ``Y`` when no diffusion
+                    prior is given, or None (``Y`` = consistent ``P_up``);
     fit:            the NAB-GS settings (iterations, Gaussian counts, learning rates), or None
                     to skip the reconstruction (the output is then the interpolated volume made
                     consistent with the input);
@@ -68,22 +74,30 @@ class Preset:
     consistency: bool
     interpolator: str = "cubic"
     internal_prior: InternalPriorSettings | None = None
+    projection_prior: InternalPriorSettings | None = None
 
     @property
     def max_gaussians(self) -> int:
         return self.fit.max_gaussians if self.fit is not None else 0
 
 
+#: The internal projection prior of the NAB-GS presets: 1500 steps (about a minute on 2 CPU
+#: cores at a 144^2 detector; 300 steps kept under half of its gain, benchmarks/projection_prior.md).
+PROJECTION_PRIOR = InternalPriorSettings(steps=1500)
+
 PRESETS = {
     "fast": Preset("fast", n_views=0, prior_steps=0, fit=None, consistency=True, interpolator="lanczos"),
     "balanced": Preset("balanced", n_views=0, prior_steps=0, fit=None, consistency=True, interpolator="lanczos",
                        internal_prior=InternalPriorSettings()),
-    "standard": Preset("standard", n_views=72, prior_steps=0, fit=FitSettings.preset("standard"), consistency=True),
-    "quality": Preset("quality", n_views=100, prior_steps=20, fit=FitSettings.preset("quality"), consistency=True),
+    "standard": Preset("standard", n_views=72, prior_steps=20, fit=FitSettings.preset("standard"), consistency=True,
+                       projection_prior=PROJECTION_PRIOR),
+    "quality": Preset("quality", n_views=100, prior_steps=20, fit=FitSettings.preset("quality"), consistency=True,
+                      projection_prior=PROJECTION_PRIOR),
 }
-"""The presets. ``fast`` keeps only the stages that helped on the measured data (README, "Why
-``fast`` is the default"); ``standard`` skips the prior because the shipped one does not beat
-``P_up`` in the projection domain (benchmarks/prior_bench.md)."""
+"""The presets. ``fast`` and ``balanced`` keep only the stages that helped on the measured
+data (README, "Why ``balanced`` is the default"); the NAB-GS presets take their target from the
+internal projection prior, which beats the consistent ``P_up`` (benchmarks/projection_prior.md),
+unlike the shipped diffusion model (benchmarks/prior_bench.md), which runs only when asked for."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -139,8 +153,9 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *
     lr_model: the complete LR model (:func:`ctsr.lrestimate.resolve_lr_model`): the range space
             of the projections and the forward model of the consistency step;
 
-    prior:  a loaded :class:`ctsr.prior.model.Prior`, or None for no prior (``Y`` = consistent
-            ``P_up``); ignored when the preset has ``prior_steps == 0``;
+    prior:  a loaded diffusion :class:`ctsr.prior.model.Prior` (DDNM makes ``Y``), or None: the
+            preset's internal projection prior, or the consistent ``P_up`` where it has none or
+            cannot run; ignored when the preset has ``prior_steps == 0``;
     oracle: the true HR volume, for benchmarks only: ``Y`` = its projections (the ceiling of
             what the reconstruction can recover from perfect projections); runs NAB-GS with the
             preset's settings, or the standard ones when the preset has none.
@@ -204,8 +219,23 @@ def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, lr_mode
         info["target"] = "diffusion prior (DDNM with PAS, init P_up)"
         info["prior_steps_mean"] = round(float(result.steps.float().mean()), 2)
     else:
-        target = consistent_p_up(p_up, y, operator)
-        info["target"] = "consistent P_up (no prior)"
+        target = None
+        if preset.projection_prior is not None:
+            from .internal_projection_prior import projection_plan, upsample_projections_internally
+
+            the_plan = projection_plan(lr, scale, lr_model)
+            if the_plan.kind is None:
+                progress.log(f"projection prior skipped: {the_plan.reason}")
+                info["projection_prior"] = f"skipped: {the_plan.reason}"
+            else:
+                target = upsample_projections_internally(lr, scale, lr_model, p_up, y, lr_geometry,
+                                                         preset.projection_prior, seed, device,
+                                                         progress.span(0.08, 0.40), window)
+                info["target"] = "internal projection prior (P_up + a 2D CNN trained on the scan's own projections)"
+                info["projection_prior"] = f"internal, {preset.projection_prior.steps} steps"
+        if target is None:
+            target = consistent_p_up(p_up, y, operator)
+            info["target"] = "consistent P_up (no prior)"
 
     from .gaussians.kernels import select_backend
 

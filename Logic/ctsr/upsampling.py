@@ -7,8 +7,8 @@ same thing everywhere:
   (:mod:`ctsr.pipeline`) with the preset of that name (:data:`ctsr.pipeline.PRESETS`);
   ``balanced`` (``fast`` plus the internal prior of :mod:`ctsr.internal_prior`) is the default
   (the README says why);
-* ``nabgs``: NAB-GS with no prior (the sanity path: ``Y`` = consistent ``P_up``), standard
-  settings;
+* ``nabgs``: NAB-GS with no projection prior (the sanity path: ``Y`` = consistent ``P_up``),
+  standard settings;
 * ``trilinear``, ``cubic``, ``lanczos``: the interpolation baselines of :mod:`ctsr.baselines`.
 
 Heavy packages (torch, diffusers) are imported only when a zero-shot method runs, so that the
@@ -18,7 +18,7 @@ Slicer module can load before its first-use installation.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -37,6 +37,9 @@ ZERO_SHOT_PRESETS = ("fast", "balanced", "standard", "quality")
 METHODS = ZERO_SHOT_PRESETS + ("nabgs",) + INTERPOLATION_METHODS
 #: Methods with no random stage (no training, prior sampling or Gaussian fit): no uncertainty.
 DETERMINISTIC_METHODS = INTERPOLATION_METHODS + ("fast",)
+#: ``prior`` values of :func:`upsample` other than a model folder: no projection prior; the
+#: shipped diffusion model.
+NO_PRIOR, SHIPPED_PRIOR = "none", "shipped"
 #: What ``ctsr upsample``, the worker and the Slicer panel run when no method is given.
 DEFAULT_METHOD = "balanced"
 
@@ -62,8 +65,10 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     uncertainty: K > 1 runs the zero-shot method K times (seeds ``seed .. seed + K - 1``) and
                  returns the voxelwise standard deviation beside the first run's volume (refused
                  for :data:`DETERMINISTIC_METHODS`; zero where ``balanced`` falls back to ``fast``);
-    prior:       a prior model folder for the zero-shot presets (None: the shipped model;
-                 "none": no prior, ``Y`` = consistent ``P_up``);
+    prior:       the projection prior of the NAB-GS presets: None, the internal projection
+                 prior (:mod:`ctsr.internal_projection_prior`); "none": no prior, ``Y`` =
+                 consistent ``P_up``; "shipped" or a model folder: that diffusion model with DDNM
+                 (the paper's option);
     lr_model:    how the input was made from the HR scan (:class:`ctsr.lrmodel.LRModel` or its
                  text, e.g. ``"gauss:1"``, ``"box,noise:15"``, ``"z=slab:5mm"``); what it leaves
                  out is read from ``slice_thickness_mm`` (DICOM SliceThickness, for the z
@@ -159,14 +164,16 @@ def _zero_shot(lr: Volume, scale: Scale, method: str, model: LRModel, seed: int,
     from .planning import BLOCK_OVERLAP, plan_job
 
     preset = PRESETS["standard" if method == "nabgs" else method]
+    if method == "nabgs" or prior_path == NO_PRIOR:
+        preset = replace(preset, projection_prior=None)
     torch_device = resolve_device(device)
     prior = None
     info = {}
-    if method != "nabgs" and prior_path != "none" and preset.prior_steps > 0:
+    if method != "nabgs" and prior_path not in (None, NO_PRIOR) and preset.prior_steps > 0:
         from .prior import load_prior
 
-        prior = load_prior(prior_path, device=torch_device)
-        info["model"] = prior.metadata.get("name", str(prior_path or "default"))
+        prior = load_prior(None if prior_path == SHIPPED_PRIOR else prior_path, device=torch_device)
+        info["model"] = prior.metadata.get("name", str(prior_path))
     plan = plan_job(lr.array.shape, scale, preset.n_views, preset.max_gaussians, torch_device)
     progress.log(plan.describe())
     info["memory_plan"] = plan.describe()

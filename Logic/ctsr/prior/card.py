@@ -21,7 +21,11 @@ def render_model_card(metadata: dict, name: str) -> str:
         "",
         "A diffusers `UNet2DModel` (one channel, images min-max normalized to [-1, 1] per image) that",
         "predicts the noise of a DDPM with T = 1000 and linear betas 1e-4 to 0.02. It is the",
-        "projection prior of the CTSuperResolution extension (`ctsr.prior.upsample_projections`).",
+        "paper's projection prior in the CTSuperResolution extension (DDNM with per-projection",
+        "adaptive sampling, `ctsr.prior.upsample_projections`): it runs only when asked for",
+        "(`ctsr upsample --method standard --prior shipped`, or a folder of another such model);",
+        "by default the NAB-GS presets use the internal projection prior, which beats `P_up`",
+        "where this model does not (`benchmarks/projection_prior.md`).",
         "",
         "## Model",
         f"- preset `{t.get('preset')}`, {metadata.get('parameters', 0) / 1e6:.2f} M parameters, "
@@ -55,7 +59,10 @@ def render_model_card(metadata: dict, name: str) -> str:
         lines.append("Not measured yet: run `python benchmarks/prior_bench.py`.")
     lines += ["", "## Limits",
               "- Trained on a handful of scans on CPU: a small prior; see the measured table for where it",
-              "  helps and where it does not. Not a medical device."]
+              "  helps and where it does not. Not a medical device.",
+              "- Evaluated on one held-out scan only, not leave-one-scan-out: with five CT volumes",
+              "  here, each fold would train on four, and this model already does not beat `P_up` on",
+              "  the one it never saw."]
     return "\n".join(lines) + "\n"
 
 

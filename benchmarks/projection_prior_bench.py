@@ -1,0 +1,184 @@
+"""The internal projection prior against ``P_up`` and the consistent ``P_up``, on real CT crops.
+
+For each 96^3 crop of ../shared/data (the cases of quality_bench.py: chest CTA, abdomen, head)
+and each LR made at x2 by ``ctsr.lrmodel.simulate_lr`` (blurs ``gauss:0.5``, ``gauss:1.5``,
+``box``; white noise 0 and 30 HU), with the LR model estimated from the input (no flags), the
+pipeline's scan (``ctsr.pipeline.scan_geometries``, 72 views as ``standard``) gives the truth's
+projections, ``P_up`` (of the cubic ``V_up``) and ``y``; scored against the truth's
+projections (PSNR over their value range):
+
+* ``bicubic y``: ``y`` brought to the HR detector by bicubic interpolation;
+* ``P_up`` and ``consistent P_up`` (``A_pinv(y) + P_up - A_pinv(A(P_up))``, ``A`` the LR model's
+  detector binning): the target of the NAB-GS presets without a prior;
+* ``internal, N steps``: :mod:`ctsr.internal_projection_prior` with N Adam steps, and its
+  output forced into ``y``'s range space as the consistent ``P_up`` is.
+
+x4 and through-plane are not in the matrix: at x4 a second degradation of a 96^3 crop leaves 6
+voxels per axis, and no shared scan is large enough for a pair (the prior does not run there).
+
+With ``--end-to-end CELL ...`` (e.g. ``chest:box,noise:10``) it also runs ``ctsr.upsampling.upsample``
+on those cells with ``cubic``, ``fast``, ``balanced``, ``nabgs`` (NAB-GS on the consistent ``P_up``)
+and ``standard`` (NAB-GS on the internal projection prior), scored in the volume, with wall time
+and peak RSS. Writes benchmarks/projection_prior.{json,md}; a run of one part (``--skip-projection``,
+or no ``--end-to-end``) keeps the other part's rows from the previous run.
+
+    python benchmarks/projection_prior_bench.py                    # ~35 min on 2 cores
+    python benchmarks/projection_prior_bench.py --skip-projection --end-to-end chest:box,noise:10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from quality_bench import CASES, _hr  # noqa: E402
+
+BLURS = ("gauss:0.5", "gauss:1.5", "box")
+NOISES = (0, 30)
+STEPS = (300, 1500)
+VIEWS = 72
+SCALE = (2, 2, 2)
+END_TO_END = ("cubic", "fast", "balanced", "nabgs", "standard")
+
+
+def _project(volume, geometry) -> torch.Tensor:
+    from ctsr.metrics import normalize
+    from ctsr.projector import forward_project
+
+    with torch.no_grad():
+        return forward_project(torch.from_numpy(normalize(volume.array).astype(np.float32)), geometry)
+
+
+def _score(estimate: torch.Tensor, truth: torch.Tensor) -> float:
+    from ctsr.metrics import psnr
+
+    t = truth.double().numpy()
+    low, span = t.min(), t.max() - t.min()
+    return round(psnr((estimate.double().numpy() - low) / span, (t - low) / span), 3)
+
+
+def projection_cell(hr, cell: str) -> dict:
+    """Every projection-domain target of one LR input, scored against the truth's projections."""
+    from ctsr.baselines import upsample_interpolate
+    from ctsr.internal_prior import InternalPriorSettings
+    from ctsr.internal_projection_prior import upsample_projections_internally
+    from ctsr.lrestimate import resolve_lr_model
+    from ctsr.lrmodel import LRModel, simulate_lr
+    from ctsr.pipeline import consistent_p_up, projection_operator, scan_geometries
+    from ctsr.prior.operators import bicubic
+
+    lr = simulate_lr(hr, SCALE, LRModel.parse(cell), seed=1)
+    model = resolve_lr_model(lr, SCALE)
+    v_up = upsample_interpolate(lr, SCALE, "cubic")
+    geometry, lr_geometry = scan_geometries(lr, v_up, SCALE, VIEWS)
+    operator = projection_operator(model, v_up, SCALE)
+    truth, p_up, y = _project(hr, geometry), _project(v_up, geometry), _project(lr, lr_geometry)
+    row = {"lr_model": cell, "estimated": str(model), "detector": list(geometry.nDetector),
+           "bicubic y": _score(bicubic(y[:, None], (2, 2))[:, 0], truth), "P_up": _score(p_up, truth),
+           "consistent P_up": _score(consistent_p_up(p_up, y, operator), truth)}
+    for steps in STEPS:
+        start = time.monotonic()
+        ours = upsample_projections_internally(lr, SCALE, model, p_up, y, lr_geometry,
+                                               InternalPriorSettings(steps=steps), seed=0)
+        row[f"internal, {steps} steps"] = _score(ours, truth)
+        row[f"internal, {steps} steps, seconds"] = round(time.monotonic() - start, 1)
+        row[f"internal, {steps} steps, consistent"] = _score(consistent_p_up(ours, y, operator), truth)
+    return row
+
+
+def end_to_end_cell(hr, cell: str) -> dict:
+    """The methods of :data:`END_TO_END` on one LR input, scored in the volume."""
+    from ctsr.lrmodel import LRModel, simulate_lr
+    from ctsr.metrics import evaluate
+    from ctsr.upsampling import upsample
+
+    lr = simulate_lr(hr, SCALE, LRModel.parse(cell), seed=1)
+    row = {"lr_model": cell}
+    for method in END_TO_END:
+        start = time.monotonic()
+        result = upsample(lr, SCALE, method, device="cpu")
+        scores = evaluate(result.volume, hr)
+        row[method] = {"psnr": round(scores["psnr"], 3), "ssim": round(scores["ssim"], 4),
+                       "seconds": round(time.monotonic() - start, 1),
+                       "target": result.provenance.get("target", ""),
+                       "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    return row
+
+
+def write(rows: list[dict], ends: list[dict], meta: dict) -> None:
+    (HERE / "projection_prior.json").write_text(json.dumps({"meta": meta, "projection": rows,
+                                                            "end_to_end": ends}, indent=1) + "\n")
+    columns = ["bicubic y", "P_up", "consistent P_up"] + [f"internal, {s} steps{c}" for s in STEPS
+                                                          for c in ("", ", consistent")]
+    lines = [f"Internal projection prior ({meta['date']}, CPU, {meta['threads']} threads; "
+             f"`python benchmarks/projection_prior_bench.py`)", "",
+             f"Projection domain, x2, {VIEWS} views, LR model estimated: PSNR (dB) against the truth's "
+             "projections; training seconds in the last column.", "",
+             "| case | LR made by | estimated | " + " | ".join(columns) + " | seconds (300 / 1500) |",
+             "|---" * (len(columns) + 4) + "|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['lr_model']} | {r['estimated']} | "
+                     + " | ".join(f"{r[c]:.2f}" for c in columns)
+                     + f" | {r['internal, 300 steps, seconds']} / {r['internal, 1500 steps, seconds']} |")
+    if rows:
+        lines += ["", "Gain over the consistent `P_up`, mean over the cells (worst cell):", "",
+                  "| target | mean | worst (cell) |", "|---|---|---|"]
+        for c in ["P_up"] + columns[3:]:
+            gains = [(r[c] - r["consistent P_up"], f"{r['case']} {r['lr_model']}") for r in rows]
+            worst = min(gains)
+            lines.append(f"| {c} | {np.mean([g for g, _ in gains]):+.2f} | {worst[0]:+.2f} ({worst[1]}) |")
+    if ends:
+        lines += ["", "End to end (x2, LR model estimated): PSNR dB / SSIM against the truth, seconds, "
+                  "peak RSS of the benchmark process (GB).", "",
+                  "| case | LR made by | " + " | ".join(END_TO_END) + " |", "|---" * (len(END_TO_END) + 2) + "|"]
+        for r in ends:
+            lines.append(f"| {r['case']} | {r['lr_model']} | " + " | ".join(
+                f"{r[m]['psnr']:.2f} / {r[m]['ssim']:.4f}, {r[m]['seconds']:.0f} s, {r[m]['peak_rss_gb']}"
+                for m in END_TO_END) + " |")
+    (HERE / "projection_prior.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--end-to-end", nargs="*", default=[], metavar="CASE:CELL")
+    parser.add_argument("--skip-projection", action="store_true",
+                        help="only the end-to-end cells (the projection rows of the last run are kept)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    meta = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "machine": platform.processor() or "cpu",
+            "views": VIEWS, "scale": list(SCALE)}
+    # A run of one part keeps the other part's rows from the previous run.
+    previous = HERE / "projection_prior.json"
+    kept = json.loads(previous.read_text()) if previous.is_file() else {}
+    rows = [] if not args.skip_projection else kept.get("projection", [])
+    ends = [] if args.end_to_end else kept.get("end_to_end", [])
+    if not args.skip_projection:
+        for case in args.cases:
+            hr = _hr(case)
+            for blur in BLURS:
+                for noise in NOISES:
+                    rows.append({"case": case, **projection_cell(hr, f"{blur},noise:{noise}")})
+                    print(json.dumps(rows[-1]), flush=True)
+                    write(rows, ends, meta)
+    for spec in args.end_to_end:
+        case, cell = spec.split(":", 1)
+        ends.append({"case": case, **end_to_end_cell(_hr(case), cell)})
+        print(json.dumps(ends[-1]), flush=True)
+        write(rows, ends, meta)
+
+
+if __name__ == "__main__":
+    main()
