@@ -122,7 +122,7 @@ def write(rows: list[dict], ends: list[dict], meta: dict) -> None:
     columns = ["bicubic y", "P_up", "consistent P_up"] + [f"internal, {s} steps{c}" for s in STEPS
                                                           for c in ("", ", consistent")]
     lines = [f"Internal projection prior ({meta['date']}, CPU, {meta['threads']} threads; "
-             f"`python benchmarks/projection_prior_bench.py`)", "",
+             f"`python benchmarks/projection_prior_bench.py {meta.get('arguments', '')}`)", "",
              f"Projection domain, x2, {VIEWS} views, LR model estimated: PSNR (dB) against the truth's "
              "projections; training seconds in the last column.", "",
              "| case | LR made by | estimated | " + " | ".join(columns) + " | seconds (300 / 1500) |",
@@ -131,16 +131,17 @@ def write(rows: list[dict], ends: list[dict], meta: dict) -> None:
         lines.append(f"| {r['case']} | {r['lr_model']} | {r['estimated']} | "
                      + " | ".join(f"{r[c]:.2f}" for c in columns)
                      + f" | {r['internal, 300 steps, seconds']} / {r['internal, 1500 steps, seconds']} |")
-    if rows:
-        lines += ["", "Gain over the consistent `P_up`, mean over the cells (worst cell):", "",
+    for reference in ("consistent P_up", "P_up") if rows else ():
+        lines += ["", f"Gain over `{reference}`, mean over the cells (worst cell):", "",
                   "| target | mean | worst (cell) |", "|---|---|---|"]
-        for c in ["P_up"] + columns[3:]:
-            gains = [(r[c] - r["consistent P_up"], f"{r['case']} {r['lr_model']}") for r in rows]
+        for c in [c for c in ["P_up"] + columns[3:] if c != reference]:
+            gains = [(r[c] - r[reference], f"{r['case']} {r['lr_model']}") for r in rows]
             worst = min(gains)
             lines.append(f"| {c} | {np.mean([g for g, _ in gains]):+.2f} | {worst[0]:+.2f} ({worst[1]}) |")
     if ends:
-        lines += ["", "End to end (x2, LR model estimated): PSNR dB / SSIM against the truth, seconds, "
-                  "peak RSS of the benchmark process (GB).", "",
+        lines += ["", "End to end (x2, LR model estimated; `python benchmarks/projection_prior_bench.py "
+                  "--skip-projection --end-to-end CASE:CELL ...`): PSNR dB / SSIM against the truth, seconds, "
+                  "peak RSS of the benchmark process so far (GB).", "",
                   "| case | LR made by | " + " | ".join(END_TO_END) + " |", "|---" * (len(END_TO_END) + 2) + "|"]
         for r in ends:
             lines.append(f"| {r['case']} | {r['lr_model']} | " + " | ".join(
@@ -155,11 +156,12 @@ def main() -> None:
     parser.add_argument("--end-to-end", nargs="*", default=[], metavar="CASE:CELL")
     parser.add_argument("--skip-projection", action="store_true",
                         help="only the end-to-end cells (the projection rows of the last run are kept)")
+    parser.add_argument("--noises", nargs="+", type=int, default=list(NOISES), help="LR noise SDs (HU)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     meta = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "machine": platform.processor() or "cpu",
-            "views": VIEWS, "scale": list(SCALE)}
+            "views": VIEWS, "scale": list(SCALE), "arguments": " ".join(sys.argv[1:])}
     # A run of one part keeps the other part's rows from the previous run.
     previous = HERE / "projection_prior.json"
     kept = json.loads(previous.read_text()) if previous.is_file() else {}
@@ -169,7 +171,7 @@ def main() -> None:
         for case in args.cases:
             hr = _hr(case)
             for blur in BLURS:
-                for noise in NOISES:
+                for noise in args.noises:
                     rows.append({"case": case, **projection_cell(hr, f"{blur},noise:{noise}")})
                     print(json.dumps(rows[-1]), flush=True)
                     write(rows, ends, meta)

@@ -46,16 +46,16 @@ KERNEL = (1, 3, 3)
 
 
 def projection_plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
-    """:func:`ctsr.internal_prior.plan`'s volume kind, renamed ``"projections"``; through-plane
-    and above x2 it has no plan (not measured: the shared scans are too small for a second
-    degradation at x4, and a through-plane pair would need z degraded again)."""
+    """:func:`ctsr.internal_prior.plan`'s volume kind (every scaled axis at most x2), renamed
+    ``"projections"``; at x4 and through-plane it has no plan (not measured: the shared scans are
+    too small for a pair at x4, and a through-plane pair would need z degraded again)."""
     the_plan = plan(lr, scale, model)
     if the_plan.kind == "volume":
         return Plan("projections", the_plan.pair_scale, the_plan.pair_model)
     if the_plan.kind is None:
         return the_plan
-    return Plan(None, reason="the projection-domain internal prior runs where the volume pair does "
-                             "(every scaled axis at most x2), not through-plane")
+    return Plan(None, reason="the projection-domain internal prior runs up to x2 (not measured at x4 "
+                             "or through-plane)")
 
 
 def projection_training_pair(lr: Volume, scale: Scale, model: LRModel, lr_geometry: ConeGeometry, seed: int = 0,
