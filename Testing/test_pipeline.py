@@ -140,3 +140,26 @@ def test_upsample_with_roi_and_uncertainty(oblique_sample):
     # too small a box for the internal prior: balanced falls back to fast, whose runs agree
     assert result.provenance["internal_prior"].startswith("skipped")
     assert np.all(result.uncertainty.array == 0)
+
+
+@pytest.mark.parametrize("option, projection_prior, diffusion", [
+    (None, True, False), ("none", False, False), ("shipped", True, True)])
+def test_the_prior_option_picks_the_projection_prior(lr, monkeypatch, option, projection_prior, diffusion):
+    """``upsample(..., prior=...)``: by default the preset's internal projection prior; "none"
+    turns it off; "shipped" loads the shipped diffusion model (which then makes ``Y``). Only the
+    pipeline call is stood in for: the route to it is what is tested."""
+    import ctsr.pipeline as pipeline
+    from ctsr.baselines import upsample_interpolate
+    from ctsr.prior.model import Prior
+    from ctsr.upsampling import upsample
+
+    seen = {}
+
+    def record(piece, scale, preset, model, prior=None, **options):
+        seen.update(projection_prior=preset.projection_prior is not None, prior=prior)
+        return upsample_interpolate(piece, scale, "cubic"), {}
+
+    monkeypatch.setattr(pipeline, "super_resolve", record)
+    upsample(lr, 2, "standard", device="cpu", prior=option)
+    assert seen["projection_prior"] is projection_prior
+    assert isinstance(seen["prior"], Prior) if diffusion else seen["prior"] is None
