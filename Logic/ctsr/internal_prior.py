@@ -14,7 +14,7 @@ the input (:data:`ctsr.lrestimate.LOOKS_TOO_WIDE`), nothing is learned and the r
 ``fast``'s (through-plane on the degradation benchmark, a pair made with the default profile
 for a wider true blur lost up to 0.0064 SSIM to cubic; with the true profile it gained 1.2 dB).
 
-Two geometries (:func:`plan`):
+Three geometries (:func:`plan`):
 
 * **volume** (scales up to :data:`MAX_VOLUME_SCALE`, every scaled axis keeping
   :data:`MIN_PAIR_VOXELS` after a second degradation): the pair is made at the job's own
@@ -23,7 +23,12 @@ Two geometries (:func:`plan`):
   idea, Zhao et al. 2021): the pair degrades the *x* axis of ``L`` with the z profile and
   scale, the CNN works on 2D planes (1x3x3 kernels), and it is applied to the planes of
   ``fast(L)`` that contain z and one in-plane axis (both such orientations, averaged). This
-  assumes the scan's physics along z, in HR voxels, is what it would be along x.
+  assumes the scan's physics along z, in HR voxels, is what it would be along x;
+* **two levels** (scaled axes at x4, not through-plane): the volume pair at x2 under the LR
+  model one level down (:func:`ctsr.lrestimate.lr_model_one_level_down`), the network applied
+  to ``fast`` at x2, that made consistent with ``L`` at x2, then Lanczos-3 the rest of the way
+  (one x4 pair lost 0.59 dB to ``fast`` on a head; this gained +0.42 to +0.75 dB on every
+  cell of a 160^3 chest crop, ``benchmarks/degradation_x4_large.md``).
 
 Arrays are KJI and in HU; the network sees HU / :data:`HU_SCALE`. Training is a fixed number
 of Adam steps on random patches (bounded time, whatever the input size); inference runs in
@@ -55,7 +60,7 @@ HU_SCALE = 1000.0
 #: Fewest voxels that ``L2`` needs along each scaled axis for a pair worth learning from.
 MIN_PAIR_VOXELS = 12
 #: Largest per-axis scale of the volume kind: at x4 one pair in the volume lost 0.59 dB to
-#: ``fast`` on a head (DESIGN.md section 7), so x4 and above keep ``fast``'s result.
+#: ``fast`` on a head (DESIGN.md section 7), so x4 runs in two levels and above keeps ``fast``'s.
 MAX_VOLUME_SCALE = 2
 #: Output voxels per inference slab (bounds the activations: about 70 bytes each).
 SLAB_VOXELS = 2_000_000
@@ -78,7 +83,7 @@ class InternalPriorSettings:
 
 @dataclass(frozen=True)
 class Plan:
-    """How the scan teaches itself: ``kind`` ``"volume"`` or ``"through-plane"``, the scale
+    """How the scan teaches itself: ``kind`` ``"volume"``, ``"through-plane"`` or ``"two levels"``, the scale
     and the LR model of the training pair (IJK), or ``kind`` None and ``reason``."""
 
     kind: str | None
