@@ -20,7 +20,8 @@ With ``--end-to-end CELL ...`` (e.g. ``chest:box,noise:10``) it also runs ``ctsr
 on those cells with ``cubic``, ``fast``, ``balanced``, ``nabgs`` (NAB-GS on the consistent ``P_up``)
 and ``standard`` (NAB-GS on the internal projection prior), scored in the volume, with wall time
 and peak RSS. Writes benchmarks/projection_prior.{json,md}; a run of one part (``--skip-projection``,
-or no ``--end-to-end``) keeps the other part's rows from the previous run.
+or no ``--end-to-end``) keeps the other part's rows from the previous run, and end-to-end rows
+of other cells are kept too.
 
     python benchmarks/projection_prior_bench.py                    # ~35 min on 2 cores
     python benchmarks/projection_prior_bench.py --skip-projection --end-to-end chest:box,noise:10
@@ -97,15 +98,15 @@ def projection_cell(hr, cell: str) -> dict:
     return row
 
 
-def end_to_end_cell(hr, cell: str) -> dict:
-    """The methods of :data:`END_TO_END` on one LR input, scored in the volume."""
+def end_to_end_cell(hr, cell: str, methods=END_TO_END) -> dict:
+    """``methods`` (of :data:`END_TO_END`) on one LR input, scored in the volume."""
     from ctsr.lrmodel import LRModel, simulate_lr
     from ctsr.metrics import evaluate
     from ctsr.upsampling import upsample
 
     lr = simulate_lr(hr, SCALE, LRModel.parse(cell), seed=1)
     row = {"lr_model": cell}
-    for method in END_TO_END:
+    for method in methods:
         start = time.monotonic()
         result = upsample(lr, SCALE, method, device="cpu")
         scores = evaluate(result.volume, hr)
@@ -146,7 +147,7 @@ def write(rows: list[dict], ends: list[dict], meta: dict) -> None:
         for r in ends:
             lines.append(f"| {r['case']} | {r['lr_model']} | " + " | ".join(
                 f"{r[m]['psnr']:.2f} / {r[m]['ssim']:.4f}, {r[m]['seconds']:.0f} s, {r[m]['peak_rss_gb']}"
-                for m in END_TO_END) + " |")
+                if m in r else "-" for m in END_TO_END) + " |")
     (HERE / "projection_prior.md").write_text("\n".join(lines) + "\n")
 
 
@@ -154,6 +155,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--end-to-end", nargs="*", default=[], metavar="CASE:CELL")
+    parser.add_argument("--methods", nargs="+", default=list(END_TO_END), choices=END_TO_END,
+                        help="the end-to-end methods (default: all)")
     parser.add_argument("--skip-projection", action="store_true",
                         help="only the end-to-end cells (the projection rows of the last run are kept)")
     parser.add_argument("--noises", nargs="+", type=int, default=list(NOISES), help="LR noise SDs (HU)")
@@ -166,7 +169,10 @@ def main() -> None:
     previous = HERE / "projection_prior.json"
     kept = json.loads(previous.read_text()) if previous.is_file() else {}
     rows = [] if not args.skip_projection else kept.get("projection", [])
-    ends = [] if args.end_to_end else kept.get("end_to_end", [])
+    if args.skip_projection:  # the projection table's command is the run that made it
+        meta["arguments"] = kept.get("meta", {}).get("arguments", "")
+    rerun = [tuple(spec.split(":", 1)) for spec in args.end_to_end]
+    ends = [r for r in kept.get("end_to_end", []) if (r["case"], r["lr_model"]) not in rerun]
     if not args.skip_projection:
         for case in args.cases:
             hr = _hr(case)
@@ -177,7 +183,7 @@ def main() -> None:
                     write(rows, ends, meta)
     for spec in args.end_to_end:
         case, cell = spec.split(":", 1)
-        ends.append({"case": case, **end_to_end_cell(_hr(case), cell)})
+        ends.append({"case": case, **end_to_end_cell(_hr(case), cell, args.methods)})
         print(json.dumps(ends[-1]), flush=True)
         write(rows, ends, meta)
 
