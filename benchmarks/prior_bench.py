@@ -26,17 +26,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ctsr.baselines import upsample_interpolate
 from ctsr.geometry import ConeGeometry
 from ctsr.io import read_volume
 from ctsr.lrmodel import simulate_lr
-from ctsr.metrics import normalize, psnr, ssim_along_axis
+from ctsr.metrics import psnr, ssim_along_axis
 from ctsr.prior import consistent_init, load_prior, upsample_projections
 from ctsr.prior.operators import DetectorBinning, bicubic
-from ctsr.projector import forward_project
+from ctsr.projector import project_hu
 from ctsr.resources import sample_volume_path
 
 HERE = Path(__file__).resolve().parent
@@ -51,9 +50,7 @@ def score(estimate: torch.Tensor, truth: torch.Tensor) -> dict:
 
 
 def projections(volume, geometry, views) -> torch.Tensor:
-    tensor = torch.from_numpy(normalize(volume.array).astype(np.float32))
-    with torch.no_grad():
-        return forward_project(tensor, geometry, views=views)[:, None]
+    return project_hu(volume.array, geometry, views=views)[:, None]
 
 
 def run_scale(hr, s: int, prior, args) -> list[dict]:

@@ -53,14 +53,6 @@ SCALE = (2, 2, 2)
 END_TO_END = ("cubic", "fast", "balanced", "nabgs", "standard")
 
 
-def _project(volume, geometry) -> torch.Tensor:
-    from ctsr.metrics import normalize
-    from ctsr.projector import forward_project
-
-    with torch.no_grad():
-        return forward_project(torch.from_numpy(normalize(volume.array).astype(np.float32)), geometry)
-
-
 def _score(estimate: torch.Tensor, truth: torch.Tensor) -> float:
     from ctsr.metrics import psnr
 
@@ -78,13 +70,14 @@ def projection_cell(hr, cell: str) -> dict:
     from ctsr.lrmodel import LRModel, simulate_lr
     from ctsr.pipeline import consistent_p_up, projection_operator, scan_geometries
     from ctsr.prior.operators import bicubic
+    from ctsr.projector import project_hu
 
     lr = simulate_lr(hr, SCALE, LRModel.parse(cell), seed=1)
     model = resolve_lr_model(lr, SCALE)
     v_up = upsample_interpolate(lr, SCALE, "cubic")
     geometry, lr_geometry = scan_geometries(lr, v_up, SCALE, VIEWS)
     operator = projection_operator(model, v_up, SCALE)
-    truth, p_up, y = _project(hr, geometry), _project(v_up, geometry), _project(lr, lr_geometry)
+    truth, p_up, y = project_hu(hr.array, geometry), project_hu(v_up.array, geometry), project_hu(lr.array, lr_geometry)
     row = {"lr_model": cell, "estimated": str(model), "detector": list(geometry.nDetector),
            "bicubic y": _score(bicubic(y[:, None], (2, 2))[:, 0], truth), "P_up": _score(p_up, truth),
            "consistent P_up": _score(consistent_p_up(p_up, y, operator), truth)}

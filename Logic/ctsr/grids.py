@@ -66,3 +66,8 @@ def lr_grid(hr_ijk_to_ras: np.ndarray, hr_shape_ijk, scale: Scale):
     if min(shape) < 2:
         raise UserError(f"a volume of size {tuple(hr_shape_ijk)} is too small to downsample by {format_scale(scale)}.")
     return matrix, shape
+
+
+def halved(scale: Scale) -> Scale:
+    """``scale`` one level down: each scaled axis halved (IJK; an unscaled axis stays 1)."""
+    return tuple(max(1, int(s) // 2) for s in scale)

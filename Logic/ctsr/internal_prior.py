@@ -49,7 +49,7 @@ from torch import nn
 
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency
-from .grids import Scale, lr_grid
+from .grids import Scale, halved, lr_grid
 from .lrestimate import LOOKS_TOO_WIDE, lr_model_one_level_down
 from .lrmodel import LRModel, LROperator, Profile, add_noise
 from .progress import Progress, SilentProgress
@@ -132,7 +132,7 @@ def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
 def _two_level_plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     """Scaled axes at twice :data:`MAX_VOLUME_SCALE`: the volume pair at half the scale, under
     the LR model one level down (:func:`ctsr.lrestimate.lr_model_one_level_down`)."""
-    half = tuple(s // 2 if s > 1 else 1 for s in scale)
+    half = halved(scale)
     half_model = lr_model_one_level_down(lr, scale, model)
     inner = plan(lr, half, half_model)
     if inner.kind is None:
@@ -206,15 +206,19 @@ def train(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSetti
     network (eval mode, on ``device``) and its :class:`Plan`. Raises ``ValueError`` when the
     plan has no pair (check :func:`plan` first). Deterministic for a seed on the CPU (on CUDA to
     0.01 HU, :func:`exact_convolutions`)."""
-    progress = progress or SilentProgress()
     the_plan = plan(lr, scale, model)
     if the_plan.kind is None:
         raise ValueError(the_plan.reason)
+    return _train_for(lr, the_plan, settings, seed, device, progress or SilentProgress()), the_plan
+
+
+def _train_for(lr: Volume, the_plan: Plan, settings: InternalPriorSettings, seed: int, device: str | torch.device,
+               progress: Progress) -> ResidualCNN:
+    """:func:`train` for a plan already made (it may have estimated an LR model)."""
     progress.update("internal prior", 0.0, f"making the {the_plan.kind} training pair")
     source, target = training_pair(lr, the_plan, seed)
-    network = fit_residual_network(source / HU_SCALE, target / HU_SCALE, kernel_for(the_plan.kind), settings,
-                                   seed, device, progress, "internal prior", loss_unit=HU_SCALE**2)
-    return network, the_plan
+    return fit_residual_network(source / HU_SCALE, target / HU_SCALE, kernel_for(the_plan.kind), settings,
+                                seed, device, progress, "internal prior", loss_unit=HU_SCALE**2)
 
 
 def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[int, int, int],
@@ -309,7 +313,7 @@ def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
     if the_plan.kind is None:
         progress.log(f"internal prior skipped: {the_plan.reason}")
         return consistent_upsample(lr, scale, model), {"internal_prior": f"skipped: {the_plan.reason}"}
-    network, _ = train(lr, scale, model, settings, seed, device, progress.span(0.05, 0.75))
+    network = _train_for(lr, the_plan, settings, seed, device, progress.span(0.05, 0.75))
     if the_plan.kind == "two levels":
         half, half_model = the_plan.pair_scale, the_plan.pair_model
         middle = apply(network, the_plan, consistent_upsample(lr, half, half_model), device,

@@ -31,12 +31,12 @@ import torch
 from .baselines import upsample_interpolate
 from .geometry import ConeGeometry
 from .grids import Scale
-from .internal_prior import (InternalPriorSettings, Plan, apply_in_slabs, degrade_again, fit_residual_network,
-                             plan)
+from .internal_prior import (MAX_VOLUME_SCALE, InternalPriorSettings, Plan, apply_in_slabs, degrade_again,
+                             fit_residual_network, plan)
 from .lrmodel import LRModel
-from .metrics import DEFAULT_WINDOW, normalize
+from .metrics import DEFAULT_WINDOW
 from .progress import Progress, SilentProgress
-from .projector import forward_project
+from .projector import project_hu
 from .volume import Volume
 
 #: The stage name of its progress events.
@@ -49,13 +49,13 @@ def projection_plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     """:func:`ctsr.internal_prior.plan`'s volume kind (every scaled axis at most x2), renamed
     ``"projections"``; at x4 and through-plane it has no plan (not measured: the shared scans are
     too small for a pair at x4, and a through-plane pair would need z degraded again)."""
+    if max(scale) > MAX_VOLUME_SCALE or (scale[0] == scale[1] == 1):  # before plan() estimates anything
+        return Plan(None, reason="the projection-domain internal prior runs up to x2 (not measured at x4 "
+                                 "or through-plane)")
     the_plan = plan(lr, scale, model)
     if the_plan.kind == "volume":
         return Plan("projections", the_plan.pair_scale, the_plan.pair_model)
-    if the_plan.kind is None:
-        return the_plan
-    return Plan(None, reason="the projection-domain internal prior runs up to x2 (not measured at x4 "
-                             "or through-plane)")
+    return the_plan
 
 
 def projection_training_pair(lr: Volume, scale: Scale, model: LRModel, lr_geometry: ConeGeometry, seed: int = 0,
@@ -66,8 +66,7 @@ def projection_training_pair(lr: Volume, scale: Scale, model: LRModel, lr_geomet
     low = degrade_again(lr, scale, model, seed)
     u2 = upsample_interpolate(low, scale, "cubic").array
     u2 = np.pad(u2, [(0, n - m) for n, m in zip(lr.array.shape, u2.shape)], mode="edge")
-    with torch.no_grad():
-        return forward_project(torch.from_numpy(normalize(u2, window).astype(np.float32)).to(device), lr_geometry)
+    return project_hu(u2, lr_geometry, window, device)
 
 
 def upsample_projections_internally(lr: Volume, scale: Scale, model: LRModel, p_up: torch.Tensor, y: torch.Tensor,

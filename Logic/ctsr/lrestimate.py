@@ -32,7 +32,7 @@ import math
 import numpy as np
 from scipy.stats import chi2
 
-from .grids import Scale
+from .grids import Scale, halved
 from .lrmodel import AXES, DEFAULT_PROFILE, LRModel, LROperator, Profile, slab_from_dicom
 from .volume import Volume
 
@@ -218,14 +218,13 @@ def _flag_given_profiles_wider_than_estimated(lr: Volume, scale: Scale, model: L
     return model
 
 
-
 def lr_model_one_level_down(lr: Volume, scale: Scale, model: LRModel) -> LRModel:
     """The LR model of ``lr`` at half of ``scale`` (each scaled axis halved; IJK), from
     ``model`` at ``scale``: profiles that were given, read from DICOM or the paper's keep their
     physical width (a Gaussian's sigma halves in HR voxels twice as large; a box stays the
     block; a slab stays in mm; a given one is checked against the estimate again, which runs at
     x2); estimated and default ones are estimated again at the half scale; the noise SD stays."""
-    half = tuple(s // 2 if s > 1 else 1 for s in scale)
+    half = halved(scale)
     carried = LRModel(noise_hu=model.noise_hu, source={"noise": model.source.get("noise", "")})
     for axis, (profile, s) in enumerate(zip(model.profiles, scale)):
         source = model.source.get(AXES[axis], "")

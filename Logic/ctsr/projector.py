@@ -38,6 +38,17 @@ def forward_project(volume: torch.Tensor, geometry: ConeGeometry, views=None,
     return out[0] if squeeze else out
 
 
+def project_hu(array_hu, geometry: ConeGeometry, window=None, device="cpu", views=None) -> torch.Tensor:
+    """Projections (views, rows, columns) of a KJI volume in HU, in the pipeline's units: the
+    HU window (default :data:`ctsr.metrics.DEFAULT_WINDOW`) mapped to [0, 1], then line
+    integrals in scene units; no gradient."""
+    from .metrics import DEFAULT_WINDOW, normalize
+
+    tensor = torch.from_numpy(normalize(array_hu, window or DEFAULT_WINDOW).astype("float32")).to(device)
+    with torch.no_grad():
+        return forward_project(tensor, geometry, views=views)
+
+
 def back_project(projections: torch.Tensor, geometry: ConeGeometry, views=None,
                  samples_per_voxel: float = 1.0) -> torch.Tensor:
     """The adjoint of :func:`forward_project`: ``[V, nv, nu]`` (or batched) -> ``[K, J, I]``."""
