@@ -171,3 +171,25 @@ def test_one_level_down_keeps_physical_widths_and_estimates_the_rest(sample):
     assert estimated.source["x"].startswith("default")  # the blur is estimated up to x2 only
     again = lr_model_one_level_down(lr, (4, 4, 4), estimated)
     assert again.source["x"].startswith("estimated") and again == resolve_lr_model(lr, (2, 2, 2), f"noise:{estimated.noise_hu}")
+
+
+def test_an_axis_too_short_to_estimate_borrows_the_narrowest_reading_of_its_peers(sample):
+    """x2 on a 12-slice LR (6 slices after the extra degradation: too few to estimate z) with
+    32 x 32 in-plane: z takes the in-plane estimate, read in z's HR voxels or carried at its
+    width in mm, whichever is narrower (slices 1.5x coarser than pixels: the mm reading); an
+    input too short along every axis gets the default."""
+    from ctsr.lrestimate import BORROWED
+
+    matrix = sample.ijk_to_ras.copy()
+    matrix[:3, 2] *= 1.5  # slices 2.25 mm apart, pixels 1.5 mm
+    short = Volume(np.ascontiguousarray(sample.array[:24]), matrix)
+    lr = simulate_lr(short, (2, 2, 2), LRModel.parse("gauss:1,noise:0"))
+    model = resolve_lr_model(lr, (2, 2, 2))
+    assert model.source["x"].startswith("estimated (") and model.source["z"].startswith(BORROWED + " x"), model.source
+    x_mm, z_mm = float(lr.spacing[0]) / 2, float(lr.spacing[2]) / 2
+    in_mm = model.profiles[0].std_hr_voxels(2, x_mm) * x_mm / z_mm
+    assert model.profiles[2].std_hr_voxels(2, z_mm) == pytest.approx(min(in_mm, model.profiles[0].std_hr_voxels(2, z_mm)),
+                                                                     rel=1e-3)
+    tiny = simulate_lr(Volume(np.ascontiguousarray(sample.array[:24, :24, :24]), sample.ijk_to_ras), (2, 2, 2),
+                       LRModel.parse("gauss:1"))
+    assert all(resolve_lr_model(tiny, (2, 2, 2)).source[a].startswith("default") for a in "xyz")

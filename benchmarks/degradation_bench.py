@@ -43,8 +43,8 @@ sys.path.insert(0, str(HERE))
 
 from quality_bench import CASES, DATA, SCALES, _crop, _hr, _label  # noqa: E402
 
-#: In-plane x4 (``--scales 4x4x1``, not in the default matrix): with ``--large``, the head's 26
-#: LR slices at x4 are too few for the internal prior's two levels, its 48 x 48 in-plane are not.
+#: In-plane x4 (``--scales 4x4x1``, not in the default matrix): with ``--large``, the head's
+#: 48 x 48 in-plane LR is where thick-slice scans keep their detail.
 EXTRA_SCALES = {"4x4x1": (4, 4, 1)}
 
 BLURS = ("gauss:0.5", "gauss:1", "gauss:1.5", "box")
@@ -53,8 +53,8 @@ METHODS = ("cubic", "lanczos", "fast", "balanced", "fast, true model", "balanced
 #: Scales where ``balanced, true model`` runs (elsewhere the model is estimated, or balanced is fast).
 BALANCED_TRUE_SCALES = ((1, 1, 4),)
 #: ``--large``: crops for x4 (KJI slices) big enough for the internal prior's two levels (the LR
-#: model is estimated at x2 on the LR input, which needs 32 LR voxels per axis, 16 after the
-#: second degradation): a 24^3 LR from a 96^3 crop is smaller than any real x4 input. The
+#: model is estimated at x2 on the LR input, which needs 32 LR voxels along an axis of each
+#: scale, 16 after the second degradation): a 24^3 LR from a 96^3 crop is smaller than any real x4 input. The
 #: abdomen (122 x 101 x 112 voxels) has no such crop.
 LARGE_CASES = {
     "chest": ("chest_cta_1.5mm.nrrd", (slice(16, 176), slice(4, 164), slice(36, 196))),
