@@ -1,6 +1,8 @@
 """The internal prior: its training pair is made by the LR model's operator, its plan follows
 the scale, inference in slabs equals one pass, and it is seeded, cancellable and useful."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -108,6 +110,23 @@ def test_training_is_deterministic_for_a_seed(sample):
     other, _ = ip.train(sample, (2, 2, 2), model, TINY, seed=5)
     assert torch.equal(_parameters(first), _parameters(second))
     assert not torch.equal(_parameters(first), _parameters(other))
+
+
+def test_fine_tuning_starts_from_the_initial_network_and_leaves_it_alone(sample):
+    """``initial``: training continues from its weights (with a zero learning rate it returns
+    them), and the initial network itself is not changed."""
+    model = LRModel.parse("gauss:1,noise:10")
+    source, target = ip.training_pair(sample, ip.plan(sample, (2, 2, 2), model))
+    fit = lambda settings, initial=None: ip.fit_residual_network(
+        source / ip.HU_SCALE, target / ip.HU_SCALE, (3, 3, 3), settings, 0, "cpu", SilentProgress(), "t",
+        initial=initial)
+    initial = fit(TINY)
+    before = _parameters(initial).clone()
+    frozen = fit(dataclasses.replace(TINY, learning_rate=0.0), initial)
+    assert torch.equal(_parameters(frozen), before)
+    tuned = fit(TINY, initial)
+    assert torch.equal(_parameters(initial), before) and not torch.equal(_parameters(tuned), before)
+    assert not torch.equal(_parameters(tuned), _parameters(fit(TINY)))
 
 
 def test_training_can_be_cancelled(sample):

@@ -223,18 +223,23 @@ def _train_for(lr: Volume, the_plan: Plan, settings: InternalPriorSettings, seed
 
 def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[int, int, int],
                          settings: InternalPriorSettings, seed: int, device: str | torch.device,
-                         progress: Progress, stage: str, loss_unit: float = 1.0) -> ResidualCNN:
+                         progress: Progress, stage: str, loss_unit: float = 1.0,
+                         initial: ResidualCNN | None = None) -> ResidualCNN:
     """A :class:`ResidualCNN` with ``kernel`` (KJI) trained so that ``source + f(source)``
     matches ``target`` (same KJI shape, network units): ``settings.steps`` Adam steps on random
     patches with flips, cosine learning rate. With a 2D kernel (``(1, 3, 3)``) the patches are
     single planes of the first axis (more, thinner patches). Progress events under ``stage``
-    report the loss times ``loss_unit``. Returns the network in eval mode on ``device``."""
+    report the loss times ``loss_unit``. With ``initial`` (a network of the same settings and
+    kernel) training starts from a copy of its weights (fine-tuning; ``initial`` is left as it
+    is; ``benchmarks/external_init_bench.py``). Returns the network in eval mode on ``device``."""
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     source_t = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).to(device)
     residual_t = torch.from_numpy(np.ascontiguousarray(target - source, dtype=np.float32)).to(device)
     network = ResidualCNN(settings.channels, settings.layers, kernel).to(device)
+    if initial is not None:
+        network.load_state_dict(initial.state_dict())
     optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.steps, settings.learning_rate / 10)
     edges = [1 if (k == 1) else min(settings.patch, n) for k, n in zip(kernel, source.shape)]

@@ -1,0 +1,158 @@
+"""Internal + external: does a network pretrained on *other* scans help the internal prior?
+
+Leave one scan out over the three 96^3 crops of quality_bench.py (chest CTA, abdomen, head), x2.
+For each held-out scan, the internal prior's :class:`ctsr.internal_prior.ResidualCNN` is first
+trained on the two other scans (whole volumes, never the held-out one): each is degraded by
+:data:`MODELS_PER_SCAN` random LR models (``gauss:U(0.4, 1.6)`` or ``box``, a quarter of them box;
+white noise ``U(0, 30)`` HU; ``ctsr.lrmodel.simulate_lr``), brought back by ``fast`` under the
+model estimated from it (as a user runs it), and the network learns ``fast(L) -> HR`` for
+``--pretrain-steps`` Adam steps. Then, on each LR input of the held-out crop (LR model
+estimated, no flags), four ways to the output, each followed by the consistency step:
+
+* ``scratch 300``: the ``balanced`` preset's internal prior (300 steps from a zero residual);
+* ``external``: the pretrained network alone (what transfers from other scans);
+* ``external + 100`` / ``external + 300``: the pretrained network fine-tuned on the scan's own
+  pair (:func:`ctsr.internal_prior.training_pair`) for 100 / 300 steps.
+
+Scored by ``ctsr.metrics.evaluate`` (PSNR dB / SSIM in the default window). Writes
+benchmarks/external_init.{json,md}.
+
+    python benchmarks/external_init_bench.py        # ~25 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from quality_bench import CASES, DATA, _hr  # noqa: E402
+
+SCALE = (2, 2, 2)
+BLURS = ("gauss:1", "box")
+NOISES = (0, 30)
+MODELS_PER_SCAN = 4
+#: (column, start from the pretrained network, fine-tuning steps on the scan's own pair)
+WAYS = (("scratch 300", False, 300), ("external", True, 0), ("external + 100", True, 100),
+        ("external + 300", True, 300))
+
+
+def random_model(rng: np.random.Generator):
+    from ctsr.lrmodel import LRModel
+
+    blur = "box" if rng.random() < 0.25 else f"gauss:{rng.uniform(0.4, 1.6):.2f}"
+    return LRModel.parse(f"{blur},noise:{rng.uniform(0, 30):.1f}")
+
+
+def pretrain(names: list[str], steps: int, seed: int = 0):
+    """The ResidualCNN trained on ``fast(L) -> HR`` pairs of the whole scans ``names`` (HU /
+    HU_SCALE), each pair cropped to a common in-plane shape and stacked along K."""
+    from ctsr import internal_prior as ip
+    from ctsr.io import read_volume
+    from ctsr.lrestimate import resolve_lr_model
+    from ctsr.lrmodel import simulate_lr
+    from ctsr.progress import SilentProgress
+
+    rng = np.random.default_rng(seed)
+    sources, targets = [], []
+    for name in names:
+        hr = read_volume(DATA / CASES[name][0])
+        for _ in range(MODELS_PER_SCAN):
+            lr = simulate_lr(hr, SCALE, random_model(rng), seed=int(rng.integers(1 << 30)))
+            fast = ip.consistent_upsample(lr, SCALE, resolve_lr_model(lr, SCALE)).array
+            k, j, i = fast.shape
+            sources.append(fast)
+            targets.append(hr.array[:k, :j, :i].astype(np.float32))
+    j = min(s.shape[1] for s in sources)
+    i = min(s.shape[2] for s in sources)
+    stack = lambda arrays: np.concatenate([a[:, :j, :i] for a in arrays]) / ip.HU_SCALE
+    return ip.fit_residual_network(stack(sources), stack(targets), (3, 3, 3), ip.InternalPriorSettings(steps=steps),
+                                   seed, "cpu", SilentProgress(), "external")
+
+
+def cell(hr, blur: str, noise: int, external) -> dict:
+    from ctsr import internal_prior as ip
+    from ctsr.baselines import upsample_interpolate
+    from ctsr.fidelity import enforce_lr_consistency
+    from ctsr.lrestimate import resolve_lr_model
+    from ctsr.lrmodel import LRModel, simulate_lr
+    from ctsr.metrics import evaluate
+    from ctsr.progress import SilentProgress
+
+    lr = simulate_lr(hr, SCALE, LRModel.parse(f"{blur},noise:{noise}"), seed=1)
+    model = resolve_lr_model(lr, SCALE)
+    the_plan = ip.plan(lr, SCALE, model)
+    fast = ip.consistent_upsample(lr, SCALE, model)
+    score = lambda volume: {k: round(v, 4) for k, v in evaluate(volume, hr).items() if k in ("psnr", "ssim")}
+    row = {"lr_model": f"{blur},noise:{noise}", "estimated": str(model),
+           "cubic": score(upsample_interpolate(lr, SCALE, "cubic")), "fast": score(fast)}
+    source, target = ip.training_pair(lr, the_plan, 0)
+    for name, warm, steps in WAYS:
+        start = time.monotonic()
+        network = external
+        if steps:
+            network = ip.fit_residual_network(source / ip.HU_SCALE, target / ip.HU_SCALE, (3, 3, 3),
+                                              ip.InternalPriorSettings(steps=steps), 0, "cpu", SilentProgress(),
+                                              "internal prior", initial=external if warm else None)
+        out = enforce_lr_consistency(ip.apply(network, the_plan, fast), lr, SCALE, model)[0]
+        row[name] = {**score(out), "seconds": round(time.monotonic() - start, 1)}
+    return row
+
+
+def markdown(rows, meta) -> str:
+    columns = ["cubic", "fast"] + [w[0] for w in WAYS]
+    lines = [f"Internal + external, leave one scan out ({meta['date']}, CPU, {meta['threads']} threads; "
+             f"`python benchmarks/external_init_bench.py {meta['arguments']}`)", "",
+             f"x2, 96^3 crops, LR model estimated; pretraining on the two other scans, {meta['pretrain_steps']} "
+             f"steps, {MODELS_PER_SCAN} random LR models per scan. PSNR dB / SSIM; seconds of each way.", "",
+             "| held out | LR made by | estimated | pretraining s | " + " | ".join(columns) + " |",
+             "|---|---|---|---|" + "---|" * len(columns)]
+    for r in rows:
+        cells = [f"{r[c]['psnr']:.2f} / {r[c]['ssim']:.4f}" + (f" ({r[c]['seconds']:.0f} s)" if "seconds" in r[c] else "")
+                 for c in columns]
+        lines.append(f"| {r['case']} | {r['lr_model']} | {r['estimated']} | {r['pretrain_seconds']:.0f} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "Gain over `scratch 300` (the `balanced` preset), PSNR dB: mean over the cells (worst cell)", "",
+              "| way | mean | worst (cell) |", "|---|---|---|"]
+    for name, _, _ in WAYS[1:]:
+        gains = [r[name]["psnr"] - r["scratch 300"]["psnr"] for r in rows]
+        worst = rows[int(np.argmin(gains))]
+        lines.append(f"| {name} | {np.mean(gains):+.2f} | {min(gains):+.2f} ({worst['case']} {worst['lr_model']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--pretrain-steps", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for held in args.cases:
+        start = time.monotonic()
+        external = pretrain([c for c in CASES if c != held], args.pretrain_steps)
+        seconds = round(time.monotonic() - start, 1)
+        hr = _hr(held)
+        for blur in BLURS:
+            for noise in NOISES:
+                row = {"case": held, "pretrain_seconds": seconds, **cell(hr, blur, noise, external)}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    meta = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "machine": platform.machine(),
+            "pretrain_steps": args.pretrain_steps, "arguments": " ".join(sys.argv[1:] if argv is None else argv)}
+    (HERE / "external_init.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    (HERE / "external_init.md").write_text(markdown(rows, meta))
+
+
+if __name__ == "__main__":
+    main()
