@@ -15,9 +15,12 @@ estimated, no flags), four ways to the output, each followed by the consistency 
   pair (:func:`ctsr.internal_prior.training_pair`) for 100 / 300 steps.
 
 Scored by ``ctsr.metrics.evaluate`` (PSNR dB / SSIM in the default window). Writes
-benchmarks/external_init.{json,md}.
+benchmarks/<out>.{json,md} (``--out``, default external_init). A learning curve takes one
+point per run: fewer pretraining steps (``--pretrain-steps``), or one training scan instead of
+two (``--train-scans 1``: the first other scan in the order chest, abdomen, head).
 
     python benchmarks/external_init_bench.py        # ~25 min on 2 cores
+    python benchmarks/external_init_bench.py --pretrain-steps 500 --out external_init_500
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ def markdown(rows, meta) -> str:
     columns = ["cubic", "fast"] + [w[0] for w in WAYS]
     lines = [f"Internal + external, leave one scan out ({meta['date']}, CPU, {meta['threads']} threads; "
              f"`python benchmarks/external_init_bench.py {meta['arguments']}`)", "",
-             f"x2, 96^3 crops, LR model estimated; pretraining on the two other scans, {meta['pretrain_steps']} "
+             f"x2, 96^3 crops, LR model estimated; pretraining on {meta['train_scans']} other scan(s), {meta['pretrain_steps']} "
              f"steps, {MODELS_PER_SCAN} random LR models per scan. PSNR dB / SSIM; seconds of each way.", "",
              "| held out | LR made by | estimated | pretraining s | " + " | ".join(columns) + " |",
              "|---|---|---|---|" + "---|" * len(columns)]
@@ -134,13 +137,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--pretrain-steps", type=int, default=2000)
+    parser.add_argument("--train-scans", type=int, default=2, choices=(1, 2))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="external_init")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     for held in args.cases:
         start = time.monotonic()
-        external = pretrain([c for c in CASES if c != held], args.pretrain_steps)
+        external = pretrain([c for c in CASES if c != held][:args.train_scans], args.pretrain_steps)
         seconds = round(time.monotonic() - start, 1)
         hr = _hr(held)
         for blur in BLURS:
@@ -149,9 +154,9 @@ def main(argv=None) -> None:
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     meta = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "machine": platform.machine(),
-            "pretrain_steps": args.pretrain_steps, "arguments": " ".join(sys.argv[1:] if argv is None else argv)}
-    (HERE / "external_init.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    (HERE / "external_init.md").write_text(markdown(rows, meta))
+            "pretrain_steps": args.pretrain_steps, "train_scans": args.train_scans, "arguments": " ".join(sys.argv[1:] if argv is None else argv)}
+    (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    (HERE / f"{args.out}.md").write_text(markdown(rows, meta))
 
 
 if __name__ == "__main__":
