@@ -9,6 +9,10 @@ and super-resolved by:
 * ``cubic``, ``lanczos``: the interpolation baselines;
 * ``fast``: Lanczos-3 + the consistency step, LR model estimated (as a user runs it, no flags);
 * ``balanced``: ``fast`` plus the internal prior (:mod:`ctsr.internal_prior`), LR model estimated;
+  at x2 the internal prior starts from a network pretrained on the *other* two scans
+  (``leave_one_out.py``: the shipped network saw every scan scored here);
+* ``balanced, from zero`` (x2 only, where the pretrained start runs): the internal prior
+  learning from zero, as ``balanced`` did before the pretrained start;
 * ``fast, true model``: ``fast`` given the LR model that made the input (blur and noise): the
   upper bound of knowing it;
 * ``balanced, true model`` (through-plane only, where the z blur cannot be estimated and
@@ -41,6 +45,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from leave_one_out import pretrained_without  # noqa: E402
 from quality_bench import CASES, DATA, SCALES, _crop, _hr, _label  # noqa: E402
 
 #: In-plane x4 (``--scales 4x4x1``, not in the default matrix): with ``--large``, the head's
@@ -49,9 +54,12 @@ EXTRA_SCALES = {"4x4x1": (4, 4, 1)}
 
 BLURS = ("gauss:0.5", "gauss:1", "gauss:1.5", "box")
 NOISES = (0, 10, 30)
-METHODS = ("cubic", "lanczos", "fast", "balanced", "fast, true model", "balanced, true model")
+METHODS = ("cubic", "lanczos", "fast", "balanced", "balanced, from zero", "fast, true model", "balanced, true model")
 #: Scales where ``balanced, true model`` runs (elsewhere the model is estimated, or balanced is fast).
 BALANCED_TRUE_SCALES = ((1, 1, 4),)
+#: Scales where the internal prior starts from the pretrained network (its scale), so where
+#: ``balanced, from zero`` runs beside it.
+PRETRAINED_SCALES = ((2, 2, 2),)
 #: ``--large``: crops for x4 (KJI slices) big enough for the internal prior's two levels (the LR
 #: model is estimated at x2 on the LR input, which needs 32 LR voxels along an axis of each
 #: scale, 16 after the second degradation): a 24^3 LR from a 96^3 crop is smaller than any real x4 input. The
@@ -64,8 +72,10 @@ LARGE_CASES = {
 WINDOWS = {"chest": (-1000.0, 500.0), "abdomen": (-160.0, 240.0), "head": (-100.0, 200.0)}
 
 
-def run_cell(hr, scale, blur: str, noise: int, standard: bool) -> dict:
-    """Every method on one LR input; returns scores and the models, plus the volumes."""
+def run_cell(hr, scale, blur: str, noise: int, standard: bool, pretrained: str) -> dict:
+    """Every method on one LR input; returns scores and the models, plus the volumes.
+    ``pretrained``: the folder of the network that ``balanced`` starts from (one that never saw
+    this scan)."""
     from ctsr.lrmodel import LRModel, simulate_lr
     from ctsr.metrics import evaluate
     from ctsr.upsampling import upsample
@@ -73,9 +83,12 @@ def run_cell(hr, scale, blur: str, noise: int, standard: bool) -> dict:
     true = LRModel.parse(f"{blur},noise:{noise}")
     lr = simulate_lr(hr, scale, true, seed=1)
     runs = {"cubic": dict(method="cubic"), "lanczos": dict(method="lanczos"), "fast": dict(method="fast"),
-            "balanced": dict(method="balanced"), "fast, true model": dict(method="fast", lr_model=true)}
+            "balanced": dict(method="balanced", pretrained=pretrained),
+            "fast, true model": dict(method="fast", lr_model=true)}
+    if tuple(scale) in PRETRAINED_SCALES:
+        runs["balanced, from zero"] = dict(method="balanced", pretrained="none")
     if tuple(scale) in BALANCED_TRUE_SCALES:
-        runs["balanced, true model"] = dict(method="balanced", lr_model=true)
+        runs["balanced, true model"] = dict(method="balanced", lr_model=true, pretrained=pretrained)
     if standard:
         runs["standard"] = dict(method="standard", prior="none")
     row, volumes = {"lr_model": str(true)}, {}
@@ -99,7 +112,7 @@ def summary(rows: list[dict], columns, reference: str = "cubic") -> list[dict]:
     for scale in dict.fromkeys(r["scale"] for r in rows):
         cells = [r for r in rows if r["scale"] == scale]
         for column in columns:
-            have = [r for r in cells if column in r]
+            have = [r for r in cells if column in r and reference in r]
             if not have:
                 continue
             dp = np.array([r[column]["psnr"] - r[reference]["psnr"] for r in have])
@@ -122,7 +135,7 @@ def _summary_table(summaries) -> list[str]:
     return lines
 
 
-def markdown(rows, summaries, over_fast, meta) -> str:
+def markdown(rows, summaries, over_fast, over_zero, meta) -> str:
     lines = [f"Degradation benchmark ({meta['date']}, CPU, {meta['threads']} threads; "
              f"`python benchmarks/degradation_bench.py {meta.get('arguments', '')}`)", "",
              "Gain over cubic (PSNR dB / SSIM) per scale: the mean over the cells and the worst cell.", "",
@@ -130,6 +143,10 @@ def markdown(rows, summaries, over_fast, meta) -> str:
              "Gain of the internal prior over `fast` under the same LR model (`balanced` over `fast`, "
              "both estimated; `balanced, true model` over `fast, true model`):", "",
              *_summary_table(over_fast)]
+    if over_zero:
+        lines += ["", "Gain of the pretrained start (`balanced`, the network pretrained on the other scans and "
+                      "fine-tuned) over the internal prior from zero (`balanced, from zero`):", "",
+                  *_summary_table(over_zero)]
     lines += ["", "Every cell: PSNR dB / SSIM; the LR model that made the input and the one estimated from it.", "",
               "| case | scale | LR made by | estimated | " + " | ".join(METHODS) + " | standard |",
               "|---|---|---|---|" + "---|" * (len(METHODS) + 1)]
@@ -181,12 +198,14 @@ def main() -> None:
     (HERE / "montages").mkdir(exist_ok=True)
     cases = [c for c in args.cases if c in LARGE_CASES] if args.large else args.cases
     for case in cases:
+        pretrained = str(pretrained_without(case))
         hr = _crop(read_volume(DATA / LARGE_CASES[case][0]), LARGE_CASES[case][1]) if args.large else _hr(case)
         for scale_name in args.scales:
             for blur in BLURS:
                 for noise in args.noises:
                     standard = f"{case}:{scale_name}:{blur}:{noise}" in args.standard_cells
-                    row, volumes, _ = run_cell(hr, {**SCALES, **EXTRA_SCALES}[scale_name], blur, noise, standard)
+                    row, volumes, _ = run_cell(hr, {**SCALES, **EXTRA_SCALES}[scale_name], blur, noise, standard,
+                                               pretrained)
                     row.update(case=case, scale=scale_name)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
@@ -201,14 +220,16 @@ def main() -> None:
     summaries = summary(rows, columns)
     over_fast = summary(rows, ["balanced"], reference="fast") + summary(rows, ["balanced, true model"],
                                                                          reference="fast, true model")
+    over_zero = summary(rows, ["balanced"], reference="balanced, from zero")
     meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
             "threads": 2, "date": time.strftime("%Y-%m-%d"), "blurs": BLURS, "noises_hu": args.noises,
             "crops": {c: str(LARGE_CASES[c] if args.large else CASES[c]) for c in cases},
             "arguments": " ".join(sys.argv[1:])}
     (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "summary": summaries, "balanced_over_fast": over_fast,
-                                                         "rows": rows}, indent=1))
-    (HERE / f"{args.out}.md").write_text(markdown(rows, summaries, over_fast, meta))
-    print(markdown(rows, summaries, over_fast, meta))
+                                                         "balanced_over_from_zero": over_zero, "rows": rows}, indent=1))
+    text = markdown(rows, summaries, over_fast, over_zero, meta)
+    (HERE / f"{args.out}.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

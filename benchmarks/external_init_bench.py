@@ -2,10 +2,9 @@
 
 Leave one scan out over the three 96^3 crops of quality_bench.py (chest CTA, abdomen, head), x2.
 For each held-out scan, the internal prior's :class:`ctsr.internal_prior.ResidualCNN` is first
-trained on the two other scans (whole volumes, never the held-out one): each is degraded by
-:data:`MODELS_PER_SCAN` random LR models (``gauss:U(0.4, 1.6)`` or ``box``, a quarter of them box;
-white noise ``U(0, 30)`` HU; ``ctsr.lrmodel.simulate_lr``), brought back by ``fast`` under the
-model estimated from it (as a user runs it), and the network learns ``fast(L) -> HR`` for
+trained on the two other scans (whole volumes, never the held-out one) by
+:func:`ctsr.external_prior.pretrain` (``ctsr pretrain``: :data:`MODELS_PER_SCAN` random LR
+models per scan, ``fast`` under the model estimated from each, ``fast(L) -> HR``) for
 ``--pretrain-steps`` Adam steps. Then, on each LR input of the held-out crop (LR model
 estimated, no flags), four ways to the output, each followed by the consistency step:
 
@@ -49,37 +48,15 @@ WAYS = (("scratch 300", False, 300), ("external", True, 0), ("external + 100", T
         ("external + 300", True, 300))
 
 
-def random_model(rng: np.random.Generator):
-    from ctsr.lrmodel import LRModel
-
-    blur = "box" if rng.random() < 0.25 else f"gauss:{rng.uniform(0.4, 1.6):.2f}"
-    return LRModel.parse(f"{blur},noise:{rng.uniform(0, 30):.1f}")
-
-
 def pretrain(names: list[str], steps: int, seed: int = 0):
-    """The ResidualCNN trained on ``fast(L) -> HR`` pairs of the whole scans ``names`` (HU /
-    HU_SCALE), each pair cropped to a common in-plane shape and stacked along K."""
-    from ctsr import internal_prior as ip
+    """The network of :func:`ctsr.external_prior.pretrain` (``ctsr pretrain``'s recipe) on the
+    whole scans ``names``."""
+    from ctsr.external_prior import PretrainSettings
+    from ctsr.external_prior import pretrain as pretrain_on
     from ctsr.io import read_volume
-    from ctsr.lrestimate import resolve_lr_model
-    from ctsr.lrmodel import simulate_lr
-    from ctsr.progress import SilentProgress
 
-    rng = np.random.default_rng(seed)
-    sources, targets = [], []
-    for name in names:
-        hr = read_volume(DATA / CASES[name][0])
-        for _ in range(MODELS_PER_SCAN):
-            lr = simulate_lr(hr, SCALE, random_model(rng), seed=int(rng.integers(1 << 30)))
-            fast = ip.consistent_upsample(lr, SCALE, resolve_lr_model(lr, SCALE)).array
-            k, j, i = fast.shape
-            sources.append(fast)
-            targets.append(hr.array[:k, :j, :i].astype(np.float32))
-    j = min(s.shape[1] for s in sources)
-    i = min(s.shape[2] for s in sources)
-    stack = lambda arrays: np.concatenate([a[:, :j, :i] for a in arrays]) / ip.HU_SCALE
-    return ip.fit_residual_network(stack(sources), stack(targets), (3, 3, 3), ip.InternalPriorSettings(steps=steps),
-                                   seed, "cpu", SilentProgress(), "external")
+    volumes = [read_volume(DATA / CASES[name][0]) for name in names]
+    return pretrain_on(volumes, PretrainSettings(steps=steps, models_per_scan=MODELS_PER_SCAN), seed=seed)
 
 
 def cell(hr, blur: str, noise: int, external) -> dict:

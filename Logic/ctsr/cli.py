@@ -51,10 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", help="projection prior of standard and quality (default: the internal one, "
                                    "trained on the scan's own projections): 'none', 'shipped' (the shipped "
                                    "diffusion model, DDNM) or a diffusion model folder")
+    p.add_argument("--pretrained", help="where balanced's internal prior starts: 'shipped' (default: a network "
+                                        "pretrained on other CT scans, used at x2), 'none' (from zero) or a folder "
+                                        "written by `ctsr pretrain`")
     _lr_model(p, "how the input was made (default: DICOM SliceThickness for z, then estimated from the "
                  "input); e.g. gauss:1, box, z=slab:5mm, noise:15, joined by commas")
     add_progress_options(p)
     p.set_defaults(run=_run_upsample)
+
+    p = commands.add_parser("pretrain", help="pretrain the internal prior's network on HR CT scans "
+                                             "(the external start of balanced)")
+    p.add_argument("scans", type=Path, nargs="+", help="HR CT volumes (NRRD, NIfTI, MHA file or DICOM folder)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (config.json, model.safetensors, "
+                                                           "README.md)")
+    p.add_argument("--steps", type=int, default=2000, help="Adam steps (default 2000, about 3 minutes on 2 cores)")
+    p.add_argument("--models-per-scan", type=int, default=4, help="random LR models per scan (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_progress_options(p)
+    p.set_defaults(run=_run_pretrain)
 
     p = commands.add_parser("simulate-lr", help="degrade an HR volume with an LR model")
     p.add_argument("input", type=Path, help="HR volume")
@@ -122,7 +136,7 @@ def _run_upsample(args, progress: Progress) -> dict:
     lr = read_volume(args.input)
     result = upsample(lr, args.scale, args.method, progress, seed=args.seed, device=args.device,
                       roi=args.roi, uncertainty=args.uncertainty, prior=args.prior, lr_model=model,
-                      slice_thickness_mm=read_slice_thickness(args.input))
+                      slice_thickness_mm=read_slice_thickness(args.input), pretrained=args.pretrained)
     outputs = {"output": str(write_volume(result.volume, args.output))}
     if result.uncertainty is not None:
         outputs["uncertainty"] = str(write_volume(result.uncertainty, uncertainty_path(args.output)))
@@ -132,6 +146,20 @@ def _run_upsample(args, progress: Progress) -> dict:
                + (f", LR residual {residual['rms_hu']:.2f} HU RMS at noise {residual['noise_hu']:.2f} HU"
                   if residual else "") + ")")
     return {**outputs, "provenance": result.provenance}
+
+
+def _run_pretrain(args, progress: Progress) -> dict:
+    import shlex
+
+    from .external_prior import PretrainSettings, pretrain_and_save
+
+    if args.steps < 1 or args.models_per_scan < 1:
+        raise UserError("--steps and --models-per-scan must be at least 1.")
+    settings = PretrainSettings(steps=args.steps, models_per_scan=args.models_per_scan)
+    command = "ctsr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out = pretrain_and_save(args.scans, args.out, settings, args.seed, progress, command)
+    _say(args, f"wrote {out} ({args.steps} steps on {len(args.scans)} scan(s))")
+    return {"output": str(out)}
 
 
 def uncertainty_path(output: Path) -> Path:

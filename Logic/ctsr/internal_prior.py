@@ -6,7 +6,10 @@ Zero-shot construction (ZSSR, Shocher et al. 2018), driven by the LR model of
 as noisy as ``L``), brought back to ``L``'s grid by the ``fast`` preset's own upsampling
 (:func:`consistent_upsample`: Lanczos-3, then the consistency step), and a residual CNN learns
 ``fast(L2) -> L``. It is then applied one level up, to ``fast(L)``, and the consistency step
-runs once more. What it learns is what ``fast`` misses at this scale on this scan.
+runs once more. What it learns is what ``fast`` misses at this scale on this scan. Where a
+network pretrained on other scans is given (:mod:`ctsr.external_prior`; ``balanced`` gives the
+shipped one) and the pair is the volume kind at that network's scale, training starts from its
+weights instead of from zero (fine-tuning, the same number of steps).
 
 The pair is only as right as the LR model: when the blur along a scaled axis is the assumed
 default (not given, not read from DICOM, not estimated), or was given but looks wider than
@@ -213,23 +216,25 @@ def train(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSetti
 
 
 def _train_for(lr: Volume, the_plan: Plan, settings: InternalPriorSettings, seed: int, device: str | torch.device,
-               progress: Progress) -> ResidualCNN:
-    """:func:`train` for a plan already made (it may have estimated an LR model)."""
+               progress: Progress, initial: ResidualCNN | None = None) -> ResidualCNN:
+    """:func:`train` for a plan already made (it may have estimated an LR model), from
+    ``initial``'s weights when given."""
     progress.update("internal prior", 0.0, f"making the {the_plan.kind} training pair")
     source, target = training_pair(lr, the_plan, seed)
     return fit_residual_network(source / HU_SCALE, target / HU_SCALE, kernel_for(the_plan.kind), settings,
-                                seed, device, progress, "internal prior", loss_unit=HU_SCALE**2)
+                                seed, device, progress, "internal prior", loss_unit=HU_SCALE**2, initial=initial)
 
 
 def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[int, int, int],
                          settings: InternalPriorSettings, seed: int, device: str | torch.device,
                          progress: Progress, stage: str, loss_unit: float = 1.0,
-                         initial: ResidualCNN | None = None) -> ResidualCNN:
+                         initial: ResidualCNN | None = None,
+                         activity: str = "learning from the scan itself") -> ResidualCNN:
     """A :class:`ResidualCNN` with ``kernel`` (KJI) trained so that ``source + f(source)``
     matches ``target`` (same KJI shape, network units): ``settings.steps`` Adam steps on random
     patches with flips, cosine learning rate. With a 2D kernel (``(1, 3, 3)``) the patches are
     single planes of the first axis (more, thinner patches). Progress events under ``stage``
-    report the loss times ``loss_unit``. With ``initial`` (a network of the same settings and
+    report the loss times ``loss_unit`` and ``activity``. With ``initial`` (a network of the same settings and
     kernel) training starts from a copy of its weights (fine-tuning; ``initial`` is left as it
     is; ``benchmarks/external_init_bench.py``). Returns the network in eval mode on ``device``."""
     device = torch.device(device)
@@ -262,7 +267,7 @@ def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[i
             schedule.step()
             if step % every == 0 or step == settings.steps - 1:
                 progress.update(stage, (step + 1) / settings.steps,
-                                f"learning from the scan itself: step {step + 1}/{settings.steps}",
+                                f"{activity}: step {step + 1}/{settings.steps}",
                                 iteration=step + 1, loss=round(loss.item() * loss_unit, 3))
     return network.eval()
 
@@ -306,19 +311,26 @@ def apply(network: ResidualCNN, the_plan: Plan, volume: Volume, device: str | to
 
 def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
                                  settings: InternalPriorSettings = InternalPriorSettings(), seed: int = 0,
-                                 device: str | torch.device = "cpu", progress: Progress | None = None
-                                 ) -> tuple[Volume, dict]:
+                                 device: str | torch.device = "cpu", progress: Progress | None = None,
+                                 external=None) -> tuple[Volume, dict]:
     """``lr`` (HU) super-resolved by ``scale``: ``fast``, plus the internal prior when the input
     can teach itself (:func:`plan`), then the consistency step; returns the volume and what
     was done. In two levels, the prior's result at half the scale (made consistent with ``lr``
-    under the half-scale model) is brought the rest of the way by Lanczos-3."""
+    under the half-scale model) is brought the rest of the way by Lanczos-3.
+
+    external: a :class:`ctsr.external_prior.ExternalPrior` (a network pretrained on other
+    scans): the volume kind at its scale starts from its weights (fine-tuning); elsewhere, and
+    without it, the network starts from zero."""
     progress = progress or SilentProgress()
     progress.update("upsample", 0.0, "Lanczos-3 upsampling made consistent with the input")
     the_plan = plan(lr, scale, model)
     if the_plan.kind is None:
         progress.log(f"internal prior skipped: {the_plan.reason}")
         return consistent_upsample(lr, scale, model), {"internal_prior": f"skipped: {the_plan.reason}"}
-    network = _train_for(lr, the_plan, settings, seed, device, progress.span(0.05, 0.75))
+    warm = external is not None and the_plan.kind == "volume" and tuple(the_plan.pair_scale) == external.scale
+    network = _train_for(lr, the_plan, settings, seed, device, progress.span(0.05, 0.75),
+                         external.network if warm else None)
+    start = f"from {external.name}" if warm else "from zero"
     if the_plan.kind == "two levels":
         half, half_model = the_plan.pair_scale, the_plan.pair_model
         middle = apply(network, the_plan, consistent_upsample(lr, half, half_model), device,
@@ -326,10 +338,10 @@ def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
         middle, _ = enforce_lr_consistency(middle, lr, half, half_model)
         hr = upsample_interpolate(middle, tuple(s // h for s, h in zip(scale, half)), "lanczos")
         done = (f"two levels (the volume pair at x{max(half)} under {half_model}, then Lanczos-3), "
-                f"{settings.steps} steps")
+                f"{settings.steps} steps {start}")
     else:
         hr = apply(network, the_plan, consistent_upsample(lr, scale, model), device, progress.span(0.75, 0.95))
-        done = f"{the_plan.kind}, {settings.steps} steps"
+        done = f"{the_plan.kind}, {settings.steps} steps {start}"
     progress.update("consistency", 0.96, f"matching the LR input ({model})")
     hr, consistency = enforce_lr_consistency(hr, lr, scale, model)
     return hr, {"internal_prior": done, "consistency": consistency}

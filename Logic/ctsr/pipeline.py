@@ -146,7 +146,7 @@ def consistent_p_up(p_up: torch.Tensor, y: torch.Tensor, operator) -> torch.Tens
 
 def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *, prior=None, device: str = "auto",
                   seed: int = 0, progress: Progress | None = None, window=DEFAULT_WINDOW,
-                  oracle: Volume | None = None) -> tuple[Volume, dict]:
+                  oracle: Volume | None = None, external=None) -> tuple[Volume, dict]:
     """Super-resolve ``lr`` (HU) by ``scale`` (IJK) with ``preset``; returns the HR volume (HU)
     and a dict of what was done (device, views, detector, target, Gaussians, LR residual).
 
@@ -156,6 +156,8 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *
     prior:  a loaded diffusion :class:`ctsr.prior.model.Prior` (DDNM makes ``Y``), or None: the
             preset's internal projection prior, or the consistent ``P_up`` where it has none or
             cannot run; ignored when the preset has ``prior_steps == 0``;
+    external: a :class:`ctsr.external_prior.ExternalPrior` the preset's internal prior starts
+            from (fine-tuning) where it runs at that network's scale, or None (from zero);
     oracle: the true HR volume, for benchmarks only: ``Y`` = its projections (the ceiling of
             what the reconstruction can recover from perfect projections); runs NAB-GS with the
             preset's settings, or the standard ones when the preset has none.
@@ -167,7 +169,7 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *
 
     if preset.internal_prior is not None:
         hr, details = upsample_with_internal_prior(lr, scale, lr_model, preset.internal_prior, seed, torch_device,
-                                                   progress.span(0.0, 0.97))
+                                                   progress.span(0.0, 0.97), external)
         info.update(details, target="none: fast's volume plus the internal prior")
         info["lr_residual"] = lr_residual(hr, lr, scale, lr_model)
         progress.update("consistency", 1.0, "done")

@@ -37,9 +37,9 @@ ZERO_SHOT_PRESETS = ("fast", "balanced", "standard", "quality")
 METHODS = ZERO_SHOT_PRESETS + ("nabgs",) + INTERPOLATION_METHODS
 #: Methods with no random stage (no training, prior sampling or Gaussian fit): no uncertainty.
 DETERMINISTIC_METHODS = INTERPOLATION_METHODS + ("fast",)
-#: ``prior`` values of :func:`upsample` other than a model folder: no projection prior; the
-#: shipped diffusion model.
-NO_PRIOR, SHIPPED_PRIOR = "none", "shipped"
+#: ``prior`` and ``pretrained`` values of :func:`upsample` other than a model folder: none
+#: (no projection prior; an internal prior from zero); the shipped model.
+NONE, SHIPPED = "none", "shipped"
 #: What ``ctsr upsample``, the worker and the Slicer panel run when no method is given.
 DEFAULT_METHOD = "balanced"
 
@@ -58,7 +58,7 @@ class UpsampleResult:
 def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress | None = None,
              seed: int = 0, device: str = "auto", roi: str | Roi | None = None,
              uncertainty: int = 0, prior: str | None = None, lr_model: str | LRModel | None = None,
-             slice_thickness_mm: float | None = None) -> UpsampleResult:
+             slice_thickness_mm: float | None = None, pretrained: str | None = None) -> UpsampleResult:
     """Super-resolve ``lr`` (HU) by ``scale`` (int, "1x1x4" or an IJK tuple) with ``method``.
 
     roi:         only this box of the input (``"ras:..."`` / ``"ijk:..."``, see :mod:`ctsr.roi`);
@@ -73,7 +73,10 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
                  text, e.g. ``"gauss:1"``, ``"box,noise:15"``, ``"z=slab:5mm"``); what it leaves
                  out is read from ``slice_thickness_mm`` (DICOM SliceThickness, for the z
                  profile) or estimated from the input (:func:`ctsr.lrestimate.resolve_lr_model`);
-                 the model used is ``provenance["lr_model"]``.
+                 the model used is ``provenance["lr_model"]``;
+    pretrained:  where ``balanced``'s internal prior starts (:mod:`ctsr.external_prior`): None or
+                 "shipped", the shipped network pretrained on other CT scans (at its scale, x2;
+                 elsewhere from zero); "none": from zero; or a folder written by ``ctsr pretrain``.
     """
     from .errors import UserError
 
@@ -110,7 +113,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         runs = max(1, uncertainty)
         volumes = []
         for k in range(runs):
-            hr, info = _zero_shot(lr, scale, method, model, seed + k, device, prior,
+            hr, info = _zero_shot(lr, scale, method, model, seed + k, device, prior, pretrained,
                                   progress.span(k / runs, (k + 1) / runs))
             volumes.append(hr.array)
         hr = hr.with_array(volumes[0])
@@ -157,30 +160,37 @@ def _check_output_size(lr: Volume, scale: Scale) -> None:
 
 
 def _zero_shot(lr: Volume, scale: Scale, method: str, model: LRModel, seed: int, device: str, prior_path,
-               progress: Progress):
+               pretrained: str | None, progress: Progress):
     """One run of the zero-shot pipeline, in blocks when memory requires it."""
     from .blocks import upsample_in_blocks
     from .pipeline import PRESETS, resolve_device, super_resolve
     from .planning import BLOCK_OVERLAP, plan_job
 
     preset = PRESETS["standard" if method == "nabgs" else method]
-    if method == "nabgs" or prior_path == NO_PRIOR:
+    if method == "nabgs" or prior_path == NONE:
         preset = replace(preset, projection_prior=None)
     torch_device = resolve_device(device)
     prior = None
     info = {}
-    if method != "nabgs" and prior_path not in (None, NO_PRIOR) and preset.prior_steps > 0:
+    if method != "nabgs" and prior_path not in (None, NONE) and preset.prior_steps > 0:
         from .prior import load_prior
 
-        prior = load_prior(None if prior_path == SHIPPED_PRIOR else prior_path, device=torch_device)
+        prior = load_prior(None if prior_path == SHIPPED else prior_path, device=torch_device)
         info["model"] = prior.metadata.get("name", str(prior_path))
+    external = None
+    if preset.internal_prior is not None and pretrained != NONE:
+        from .external_prior import load_external_prior
+
+        external = load_external_prior(None if pretrained in (None, SHIPPED) else pretrained, preset.internal_prior,
+                                       torch_device)
+        info["pretrained"] = external.name
     plan = plan_job(lr.array.shape, scale, preset.n_views, preset.max_gaussians, torch_device)
     progress.log(plan.describe())
     info["memory_plan"] = plan.describe()
 
     def run(piece: Volume, piece_progress: Progress) -> Volume:
         hr, details = super_resolve(piece, scale, preset, model, prior=prior, device=str(torch_device), seed=seed,
-                                    progress=piece_progress)
+                                    progress=piece_progress, external=external)
         info.update(details)
         return hr
 

@@ -1,0 +1,243 @@
+"""The external start of the internal prior: a :class:`ctsr.internal_prior.ResidualCNN`
+pretrained on *other* CT scans, which ``balanced`` fine-tunes on the scan at run time.
+
+Pretraining (:func:`pretrain`): each HR scan is degraded by :attr:`PretrainSettings.models_per_scan`
+random LR models (:func:`random_lr_model`: a Gaussian of sigma drawn in HR voxels or the block
+mean, white noise up to :attr:`PretrainSettings.max_noise_hu`; ``ctsr.lrmodel.simulate_lr``),
+brought back by ``fast`` under the model *estimated* from it (as a user runs it,
+:func:`ctsr.lrestimate.resolve_lr_model`), and the network learns ``fast(L) -> HR`` on all of
+them at once. Alone it is what transfers from other scans; fine-tuned for the internal prior's
+300 steps on the scan's own pair it gained +0.26 dB over learning from zero, leave one scan out
+at x2 (``benchmarks/external_init.md``).
+
+Storage: a folder with ``config.json`` (what the network is, the scale and LR models it was
+pretrained for, the scans and steps) beside ``model.safetensors`` and a model card
+``README.md``. Loading (:func:`load_external_prior`) is offline and reads safetensors only;
+a folder that does not hold such a network is one :class:`ctsr.errors.UserError` sentence.
+
+Arrays are KJI in HU; the network sees HU / :data:`ctsr.internal_prior.HU_SCALE`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .grids import Scale
+from .internal_prior import (HU_SCALE, InternalPriorSettings, ResidualCNN, consistent_upsample,
+                             fit_residual_network)
+from .lrestimate import resolve_lr_model
+from .lrmodel import LRModel, simulate_lr
+from .progress import Progress, SilentProgress
+from .resources import resources_dir
+from .volume import Volume
+
+FORMAT = "ctsr-external-volume-prior"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+SHIPPED_NAME = "volume-prior-x2"
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """steps: Adam steps (500 gave +0.13 dB after fine-tuning, 2000 +0.26,
+    ``benchmarks/external_init*.md``); models_per_scan: random LR models per HR scan;
+    sigma_range: the Gaussian's sigma (HR voxels) is drawn uniformly in it; box_share: the
+    share of block-mean models; max_noise_hu: the white noise SD (HU) is drawn in [0, it];
+    scale: IJK, the one scale the network is pretrained (and used) for."""
+
+    steps: int = 2000
+    models_per_scan: int = 4
+    sigma_range: tuple[float, float] = (0.4, 1.6)
+    box_share: float = 0.25
+    max_noise_hu: float = 30.0
+    scale: Scale = (2, 2, 2)
+
+
+@dataclass(frozen=True)
+class ExternalPrior:
+    """A loaded pretrained network, the IJK scale it was pretrained for, and its name (the
+    folder's, or ``shipped``'s) and config."""
+
+    network: ResidualCNN
+    scale: Scale
+    name: str
+    config: dict
+
+
+def random_lr_model(rng: np.random.Generator, settings: PretrainSettings = PretrainSettings()) -> LRModel:
+    """One LR model of the pretraining distribution (same blur on every axis)."""
+    low, high = settings.sigma_range
+    blur = "box" if rng.random() < settings.box_share else f"gauss:{rng.uniform(low, high):.2f}"
+    return LRModel.parse(f"{blur},noise:{rng.uniform(0, settings.max_noise_hu):.1f}")
+
+
+def pretraining_pairs(volumes: list[Volume], settings: PretrainSettings, seed: int = 0,
+                      progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(fast(L), HR)`` of every HR volume under ``settings.models_per_scan`` random LR models,
+    each cropped to the common in-plane (J, I) shape and stacked along K; HU / HU_SCALE."""
+    progress = progress or SilentProgress()
+    rng = np.random.default_rng(seed)
+    sources, targets = [], []
+    total = len(volumes) * settings.models_per_scan
+    for volume in volumes:
+        for _ in range(settings.models_per_scan):
+            lr = simulate_lr(volume, settings.scale, random_lr_model(rng, settings), seed=int(rng.integers(1 << 30)))
+            fast = consistent_upsample(lr, settings.scale, resolve_lr_model(lr, settings.scale)).array
+            k, j, i = fast.shape
+            sources.append(fast)
+            targets.append(volume.array[:k, :j, :i].astype(np.float32))
+            progress.update("pairs", len(sources) / total, f"pretraining pair {len(sources)}/{total}")
+    j = min(s.shape[1] for s in sources)
+    i = min(s.shape[2] for s in sources)
+    stack = lambda arrays: np.concatenate([a[:, :j, :i] for a in arrays]) / HU_SCALE
+    return stack(sources), stack(targets)
+
+
+def pretrain(volumes: list[Volume], settings: PretrainSettings = PretrainSettings(),
+             network: InternalPriorSettings = InternalPriorSettings(), seed: int = 0,
+             device: str | torch.device = "cpu", progress: Progress | None = None) -> ResidualCNN:
+    """A :class:`ResidualCNN` of ``network``'s width and depth (3D kernel) trained for
+    ``settings.steps`` steps on :func:`pretraining_pairs` of ``volumes`` (HR, HU)."""
+    progress = progress or SilentProgress()
+    if not volumes:
+        raise UserError("pretraining needs at least one HR CT volume.")
+    source, target = pretraining_pairs(volumes, settings, seed, progress.span(0.0, 0.2))
+    training = InternalPriorSettings(**{**asdict(network), "steps": settings.steps})
+    return fit_residual_network(source, target, (3, 3, 3), training, seed, device, progress.span(0.2, 1.0),
+                                "pretraining", loss_unit=HU_SCALE**2, activity="learning from other scans")
+
+
+def save_external_prior(network: ResidualCNN, folder, settings: PretrainSettings, metadata: dict) -> Path:
+    """Write ``network`` (safetensors), ``config.json`` and the model card to ``folder``, whole
+    or not at all: into a sibling folder first, which then replaces ``folder`` (refused when
+    ``folder`` exists and holds something else than a pretrained volume prior)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    if folder.exists() and not _holds_external_prior(folder):
+        raise UserError(f"{folder} exists and is not a pretrained volume prior folder; give a new folder.")
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    convolutions = [m for m in network.modules() if isinstance(m, torch.nn.Conv3d)]
+    config = {"format": FORMAT, "channels": convolutions[0].out_channels, "layers": len(convolutions),
+              "kernel": list(convolutions[0].kernel_size), "hu_scale": HU_SCALE,
+              "pretraining": {**asdict(settings), "scale": list(settings.scale)}, **metadata}
+    save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, partial / WEIGHTS_FILE)
+    (partial / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (partial / CARD_FILE).write_text(model_card(config))
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder
+
+
+def _holds_external_prior(folder: Path) -> bool:
+    """``folder`` is empty or was written by :func:`save_external_prior`."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        return True
+    try:
+        return json.loads((folder / CONFIG_FILE).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def model_card(config: dict) -> str:
+    """The README.md of a pretrained folder, from its ``config.json``."""
+    p = config["pretraining"]
+    scale = "x".join(str(s) for s in p["scale"])
+    lines = [f"# {config.get('name', SHIPPED_NAME)}: the external start of the internal prior", "",
+             "A `ctsr.internal_prior.ResidualCNN` (3D, "
+             f"{config['layers']} convolutions of {'x'.join(map(str, config['kernel']))}, {config['channels']} "
+             f"channels, leaky ReLU, replicate padding; input and output in HU / {config['hu_scale']:g}) that adds "
+             f"to `fast`'s result at scale {scale} (IJK) what `fast` misses. The `balanced` preset starts its "
+             "internal prior from it and fine-tunes it on the scan's own pair (300 steps); elsewhere (other "
+             "scales, `--pretrained none`) the internal prior learns from zero.", "",
+             "## Data",
+             f"- HR scans: {', '.join(config.get('scans', []))} (whole volumes, HU)",
+             f"- each degraded by {p['models_per_scan']} random LR models: Gaussian sigma uniform in "
+             f"{p['sigma_range'][0]}..{p['sigma_range'][1]} HR voxels or the block mean ({p['box_share']:.0%}), "
+             f"white noise uniform in 0..{p['max_noise_hu']:g} HU; `fast` under the LR model estimated from each LR "
+             "is the input, the HR scan the target",
+             "- scored only on scans it did not see: the benchmarks train one such network per held-out scan "
+             "on the others (leave one scan out); the bundled sample is a crop of one of the scans above", "",
+             "## Training",
+             f"- {p['steps']} Adam steps of 4 patches of 24^3 with flips, lr 1e-3 cosine-decayed to 1e-4, seed "
+             f"{config.get('seed', 0)}",
+             f"- {config.get('wall_s', '?')} s on {config.get('device', '?')} (torch threads: {config.get('threads', '?')}), "
+             f"{config.get('date', '?')}",
+             f"- reproduce: `{config.get('command', '?')}`", "",
+             "## Measured",
+             "- `benchmarks/external_init.md` (leave one scan out, x2, 12 cells): fine-tuned 300 steps, +0.26 dB "
+             "over the internal prior from zero on average, worst -0.16; `benchmarks/degradation.md`: the "
+             "`balanced` column uses it (leave one scan out)", ""]
+    return "\n".join(lines)
+
+
+def shipped_dir() -> Path:
+    """The shipped network, ``Resources/Models/volume-prior-x2``."""
+    return resources_dir() / "Models" / SHIPPED_NAME
+
+
+def load_external_prior(folder: str | Path | None = None, network: InternalPriorSettings = InternalPriorSettings(),
+                        device: str | torch.device = "cpu") -> ExternalPrior:
+    """The pretrained network in ``folder`` (None: the shipped one) onto ``device``, offline
+    and from safetensors. Raises :class:`UserError` with one sentence when the folder is
+    missing, lacks a file, or holds something else than a network of ``network``'s width and
+    depth."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    shipped = folder is None
+    folder = shipped_dir() if shipped else Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"the pretrained volume prior folder {folder} does not exist.")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise UserError(f"the pretrained volume prior folder {folder} has no {name}.")
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except ValueError:
+        raise UserError(f"{folder / CONFIG_FILE} is not valid JSON.") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise UserError(f"{folder} does not hold a pretrained volume prior ({CONFIG_FILE} is not of format {FORMAT}).")
+    if (config.get("channels"), config.get("layers")) != (network.channels, network.layers):
+        raise UserError(f"the pretrained volume prior in {folder} has {config.get('channels')} channels and "
+                        f"{config.get('layers')} layers; the internal prior uses {network.channels} and {network.layers}.")
+    model = ResidualCNN(network.channels, network.layers, (3, 3, 3))
+    try:
+        weights = load_file(folder / WEIGHTS_FILE)
+        model.load_state_dict(weights)
+    except (SafetensorError, RuntimeError, OSError) as error:
+        reason = str(error).splitlines()[0][:120] if str(error) else "corrupt file"
+        raise UserError(f"the weights in {folder / WEIGHTS_FILE} are not those of a pretrained volume prior "
+                        f"({type(error).__name__}: {reason}).") from None
+    scale = tuple(int(s) for s in config["pretraining"]["scale"])
+    name = SHIPPED_NAME if shipped else str(folder)
+    return ExternalPrior(model.to(device).eval(), scale, name, config)
+
+
+def pretrain_and_save(paths: list[Path], out, settings: PretrainSettings = PretrainSettings(), seed: int = 0,
+                      progress: Progress | None = None, command: str = "") -> Path:
+    """Read the HR scans at ``paths``, :func:`pretrain` on them and :func:`save_external_prior`
+    to ``out`` with what was done (scans, seed, wall time, device, date, command)."""
+    from .io import read_volume
+
+    start = time.monotonic()
+    volumes = [read_volume(path) for path in paths]
+    for volume in volumes:
+        volume.check_usable()
+    network = pretrain(volumes, settings, seed=seed, progress=progress)
+    metadata = {"name": Path(out).name, "scans": [Path(p).name for p in paths], "seed": seed,
+                "wall_s": round(time.monotonic() - start, 1), "device": "cpu", "threads": torch.get_num_threads(),
+                "date": time.strftime("%Y-%m-%d"), "command": command}
+    return save_external_prior(network, out, settings, metadata)
