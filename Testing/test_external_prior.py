@@ -145,6 +145,7 @@ def test_balanced_fine_tunes_from_it_at_its_scale(sample, tiny_folder):
     lr = simulate_lr(sample, (2, 2, 2), model, seed=1)
     out, info = ip.upsample_with_internal_prior(lr, (2, 2, 2), model, _frozen(TINY), external=external)
     assert info["internal_prior"] == f"volume, {TINY.steps} steps from {external.name}"
+    assert info["pretrained"] == external.name
     the_plan = ip.plan(lr, (2, 2, 2), model)
     fast = ip.consistent_upsample(lr, (2, 2, 2), model)
     expected, _ = enforce_lr_consistency(ip.apply(external.network, the_plan, fast), lr, (2, 2, 2), model)
@@ -160,6 +161,7 @@ def test_elsewhere_it_learns_from_zero(sample, tiny_folder):
     lr = simulate_lr(sample, (1, 1, 4), model, seed=1)
     _, info = ip.upsample_with_internal_prior(lr, (1, 1, 4), model, TINY, external=external)
     assert info["internal_prior"] == f"through-plane, {TINY.steps} steps from zero"
+    assert "pretrained" not in info
 
 
 def test_upsample_starts_from_the_shipped_network_unless_told(sample):
@@ -170,6 +172,8 @@ def test_upsample_starts_from_the_shipped_network_unless_told(sample):
     scratch = upsample(lr, 2, "balanced", device="cpu", pretrained="none")
     assert "pretrained" not in scratch.provenance and scratch.provenance["internal_prior"].endswith("from zero")
     assert "pretrained" not in upsample(lr, 2, "fast", device="cpu").provenance
+    with pytest.raises(UserError, match="balanced's internal prior; fast has none"):
+        upsample(lr, 2, "fast", pretrained="none")
 
 
 def _ctsr(*args):

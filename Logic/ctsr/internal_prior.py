@@ -344,4 +344,4 @@ def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
         done = f"{the_plan.kind}, {settings.steps} steps {start}"
     progress.update("consistency", 0.96, f"matching the LR input ({model})")
     hr, consistency = enforce_lr_consistency(hr, lr, scale, model)
-    return hr, {"internal_prior": done, "consistency": consistency}
+    return hr, {"internal_prior": done, "consistency": consistency, **({"pretrained": external.name} if warm else {})}

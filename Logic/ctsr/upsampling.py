@@ -76,7 +76,9 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
                  the model used is ``provenance["lr_model"]``;
     pretrained:  where ``balanced``'s internal prior starts (:mod:`ctsr.external_prior`): None or
                  "shipped", the shipped network pretrained on other CT scans (at its scale, x2;
-                 elsewhere from zero); "none": from zero; or a folder written by ``ctsr pretrain``.
+                 elsewhere from zero); "none": from zero; or a folder written by ``ctsr pretrain``;
+                 ``provenance["pretrained"]`` names the network where it was used. Refused for
+                 the other methods.
     """
     from .errors import UserError
 
@@ -85,6 +87,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     uncertainty = check_uncertainty_runs(uncertainty, method)
+    if pretrained is not None and method != "balanced":
+        raise UserError(f"a pretrained start (--pretrained) is for balanced's internal prior; {method} has none.")
     lr.check_usable()
     if roi is not None:
         roi = roi if isinstance(roi, Roi) else Roi.parse(roi)
@@ -183,7 +187,6 @@ def _zero_shot(lr: Volume, scale: Scale, method: str, model: LRModel, seed: int,
 
         external = load_external_prior(None if pretrained in (None, SHIPPED) else pretrained, preset.internal_prior,
                                        torch_device)
-        info["pretrained"] = external.name
     plan = plan_job(lr.array.shape, scale, preset.n_views, preset.max_gaussians, torch_device)
     progress.log(plan.describe())
     info["memory_plan"] = plan.describe()
