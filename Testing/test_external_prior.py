@@ -19,7 +19,7 @@ from ctsr.fidelity import enforce_lr_consistency
 from ctsr.io import write_volume
 from ctsr.lrestimate import resolve_lr_model
 from ctsr.lrmodel import LRModel, simulate_lr
-from ctsr.prior.model import default_model_dir
+from ctsr.resources import resources_dir
 from ctsr.upsampling import upsample
 from ctsr.volume import Volume
 
@@ -83,7 +83,10 @@ def _corrupt(folder, how):
     elif how == "another format":
         (folder / ep.CONFIG_FILE).write_text(json.dumps({"format": "diffusers"}))
     elif how == "diffusion weights":
-        shutil.copy(default_model_dir() / "diffusion_pytorch_model.safetensors", folder / ep.WEIGHTS_FILE)
+        # the shipped diffusion prior's weights (by path: importing diffusers here would import
+        # Triton outside its interpreter before the kernel tests)
+        shutil.copy(resources_dir() / "Models" / "xray-ddpm-tiny" / "diffusion_pytorch_model.safetensors",
+                    folder / ep.WEIGHTS_FILE)
     elif how == "truncated weights":
         data = (folder / ep.WEIGHTS_FILE).read_bytes()
         (folder / ep.WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
