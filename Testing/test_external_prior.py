@@ -82,6 +82,10 @@ def _corrupt(folder, how):
         (folder / ep.CONFIG_FILE).write_text("{not json")
     elif how == "another format":
         (folder / ep.CONFIG_FILE).write_text(json.dumps({"format": "diffusers"}))
+    elif how == "config without its scale":
+        config = json.loads((folder / ep.CONFIG_FILE).read_text())
+        del config["pretraining"]
+        (folder / ep.CONFIG_FILE).write_text(json.dumps(config))
     elif how == "diffusion weights":
         # the shipped diffusion prior's weights (by path: importing diffusers here would import
         # Triton outside its interpreter before the kernel tests)
@@ -95,6 +99,7 @@ def _corrupt(folder, how):
 
 
 @pytest.mark.parametrize("how", ["missing folder", "no weights", "config not JSON", "another format",
+                                 "config without its scale",
                                  "diffusion weights", "truncated weights", "pickle"])
 def test_a_folder_that_is_not_a_pretrained_prior_is_one_sentence(tiny_folder, tmp_path, how):
     folder = tmp_path / "copy"

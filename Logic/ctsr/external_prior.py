@@ -94,7 +94,7 @@ def pretraining_pairs(volumes: list[Volume], settings: PretrainSettings, seed: i
             k, j, i = fast.shape
             sources.append(fast)
             targets.append(volume.array[:k, :j, :i].astype(np.float32))
-            progress.update("pairs", len(sources) / total, f"pretraining pair {len(sources)}/{total}")
+            progress.update("pretraining", len(sources) / total, f"pretraining pair {len(sources)}/{total}")
     j = min(s.shape[1] for s in sources)
     i = min(s.shape[2] for s in sources)
     stack = lambda arrays: np.concatenate([a[:, :j, :i] for a in arrays]) / HU_SCALE
@@ -210,8 +210,13 @@ def load_external_prior(folder: str | Path | None = None, network: InternalPrior
         config = json.loads((folder / CONFIG_FILE).read_text())
     except ValueError:
         raise UserError(f"{folder / CONFIG_FILE} is not valid JSON.") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise UserError(f"{folder} does not hold a pretrained volume prior ({CONFIG_FILE} is not of format {FORMAT}).")
+    try:
+        scale = tuple(int(s) for s in config["pretraining"]["scale"]) if config["format"] == FORMAT else None
+    except (KeyError, TypeError, ValueError):
+        scale = None
+    if scale is None or len(scale) != 3:
+        raise UserError(f"{folder} does not hold a pretrained volume prior ({CONFIG_FILE} is not a complete "
+                        f"config of format {FORMAT}).") from None
     if (config.get("channels"), config.get("layers")) != (network.channels, network.layers):
         raise UserError(f"the pretrained volume prior in {folder} has {config.get('channels')} channels and "
                         f"{config.get('layers')} layers; the internal prior uses {network.channels} and {network.layers}.")
@@ -223,7 +228,6 @@ def load_external_prior(folder: str | Path | None = None, network: InternalPrior
         reason = str(error).splitlines()[0][:120] if str(error) else "corrupt file"
         raise UserError(f"the weights in {folder / WEIGHTS_FILE} are not those of a pretrained volume prior "
                         f"({type(error).__name__}: {reason}).") from None
-    scale = tuple(int(s) for s in config["pretraining"]["scale"])
     name = SHIPPED_NAME if shipped else str(folder)
     return ExternalPrior(model.to(device).eval(), scale, name, config)
 
@@ -235,9 +239,13 @@ def pretrain_and_save(paths: list[Path], out, settings: PretrainSettings = Pretr
     from .io import read_volume
 
     start = time.monotonic()
+    progress = progress or SilentProgress()
     volumes = [read_volume(path) for path in paths]
-    for volume in volumes:
+    for path, volume in zip(paths, volumes):
         volume.check_usable()
+        if max(volume.spacing) > 2 * min(volume.spacing):
+            progress.log(f"{Path(path).name} has voxels of {' x '.join(f'{s:.3g}' for s in volume.spacing)} mm: "
+                         "pretraining takes every scan as HR along all three axes")
     network = pretrain(volumes, settings, seed=seed, progress=progress)
     metadata = {"name": Path(out).name, "scans": [Path(p).name for p in paths], "seed": seed,
                 "wall_s": round(time.monotonic() - start, 1), "device": "cpu", "threads": torch.get_num_threads(),
