@@ -1,6 +1,6 @@
 """The external start of the internal prior: its pairs are ``fast`` of the LR model's simulated
 LR against the HR scan, its folder round-trips through safetensors, anything else is refused
-in one sentence, and ``balanced`` fine-tunes from it only at its scale."""
+in one sentence, and ``balanced`` fine-tunes from it only where its pair is at that network's scale."""
 
 import dataclasses
 import json
@@ -163,12 +163,25 @@ def test_balanced_fine_tunes_from_it_at_its_scale(sample, tiny_folder):
     assert np.abs(out.array - zero.array).max() > 1.0
 
 
-def test_elsewhere_it_learns_from_zero(sample, tiny_folder):
+def test_at_x4_the_first_of_two_levels_starts_from_it(sample, tiny_folder):
+    """A 24^3 LR at x4: the pair is a volume pair at x2, the network's scale."""
+    external = ep.load_external_prior(tiny_folder[0], TINY)
+    lr = Volume(sample.array[:24, :24, :24], sample.ijk_to_ras)
+    model = LRModel.parse("box,noise:10")
+    _, info = ip.upsample_with_internal_prior(lr, (4, 4, 4), model, TINY, external=external)
+    assert info["internal_prior"].startswith("two levels") and info["internal_prior"].endswith(f"from {external.name}")
+    assert info["pretrained"] == external.name
+
+
+@pytest.mark.parametrize("scale, kind", [((1, 1, 4), "through-plane"), ((4, 4, 1), "two levels")])
+def test_elsewhere_it_learns_from_zero(sample, tiny_folder, scale, kind):
+    """Through-plane, and in-plane x4 (its pair is 2x2x1, not the network's 2x2x2)."""
     external = ep.load_external_prior(tiny_folder[0], TINY)
     model = LRModel.parse("gauss:1.5,noise:0")
-    lr = simulate_lr(sample, (1, 1, 4), model, seed=1)
-    _, info = ip.upsample_with_internal_prior(lr, (1, 1, 4), model, TINY, external=external)
-    assert info["internal_prior"] == f"through-plane, {TINY.steps} steps from zero"
+    lr = simulate_lr(sample, scale, model, seed=1) if kind == "through-plane" else \
+        Volume(sample.array[:8, :48, :48], sample.ijk_to_ras)
+    _, info = ip.upsample_with_internal_prior(lr, scale, model, TINY, external=external)
+    assert info["internal_prior"].startswith(kind) and info["internal_prior"].endswith("from zero")
     assert "pretrained" not in info
 
 

@@ -9,10 +9,10 @@ and super-resolved by:
 * ``cubic``, ``lanczos``: the interpolation baselines;
 * ``fast``: Lanczos-3 + the consistency step, LR model estimated (as a user runs it, no flags);
 * ``balanced``: ``fast`` plus the internal prior (:mod:`ctsr.internal_prior`), LR model estimated;
-  at x2 the internal prior starts from a network pretrained on the *other* two scans
+  at x2 (and at x4 in two levels) the internal prior starts from a network pretrained on the *other* scans
   (``leave_one_out.py``: the shipped network saw every scan scored here);
-* ``balanced, from zero`` (x2 only, where the pretrained start runs): the internal prior
-  learning from zero, as ``balanced`` did before the pretrained start;
+* ``balanced, from zero`` (x2 and x4, where the pretrained start runs: at x4 in the first of
+  two levels): the internal prior learning from zero, as ``balanced`` did before;
 * ``fast, true model``: ``fast`` given the LR model that made the input (blur and noise): the
   upper bound of knowing it;
 * ``balanced, true model`` (through-plane only, where the z blur cannot be estimated and
@@ -59,7 +59,7 @@ METHODS = ("cubic", "lanczos", "fast", "balanced", "balanced, from zero", "fast,
 BALANCED_TRUE_SCALES = ((1, 1, 4),)
 #: Scales where the internal prior starts from the pretrained network (its scale), so where
 #: ``balanced, from zero`` runs beside it.
-PRETRAINED_SCALES = ((2, 2, 2),)
+PRETRAINED_SCALES = ((2, 2, 2), (4, 4, 4))
 #: ``--large``: crops for x4 (KJI slices) big enough for the internal prior's two levels (the LR
 #: model is estimated at x2 on the LR input, which needs 32 LR voxels along an axis of each
 #: scale, 16 after the second degradation): a 24^3 LR from a 96^3 crop is smaller than any real x4 input. The

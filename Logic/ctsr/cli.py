@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "trained on the scan's own projections): 'none', 'shipped' (the shipped "
                                    "diffusion model, DDNM) or a diffusion model folder")
     p.add_argument("--pretrained", help="where balanced's internal prior starts: 'shipped' (default: a network "
-                                        "pretrained on other CT scans, used at x2), 'none' (from zero) or a folder "
+                                        "pretrained on other CT scans, used at x2 and x4), 'none' (from zero) or a folder "
                                         "written by `ctsr pretrain`")
     _lr_model(p, "how the input was made (default: DICOM SliceThickness for z, then estimated from the "
                  "input); e.g. gauss:1, box, z=slab:5mm, noise:15, joined by commas")

@@ -160,7 +160,8 @@ def model_card(config: dict) -> str:
              f"{config['layers']} convolutions of {'x'.join(map(str, config['kernel']))}, {config['channels']} "
              f"channels, leaky ReLU, replicate padding; input and output in HU / {config['hu_scale']:g}) that adds "
              f"to `fast`'s result at scale {scale} (IJK) what `fast` misses. The `balanced` preset starts its "
-             "internal prior from it and fine-tunes it on the scan's own pair (300 steps); elsewhere (other "
+             "internal prior from it and fine-tunes it on the scan's own pair (300 steps) wherever that pair is at "
+             "this scale (at x2, and in the first of two levels at x4); elsewhere (through-plane, in-plane-only "
              "scales, `--pretrained none`) the internal prior learns from zero.", "",
              "## Data",
              f"- HR scans: {', '.join(config.get('scans', []))} (whole volumes, HU)",
@@ -180,6 +181,8 @@ def model_card(config: dict) -> str:
              "- `benchmarks/degradation.md`, the 36 x2 cells (three held-out 96^3 crops, four blurs, 0 to 30 HU): "
              "`balanced` from it gains +0.22 dB over `balanced` from zero on average, worst cell -0.24 (head, box, "
              "30 HU); over cubic +2.32 dB, worst +0.89",
+             "- `benchmarks/degradation_x4_large.md`, 16 x4 cells (160^3 chest and 104 x 192 x 192 head crops; the "
+             "first of two levels starts from it): +0.25 dB over learning from zero, no cell below",
              "- `benchmarks/external_init.md` (12 cells): alone -0.35 dB under `balanced` from zero, fine-tuned 300 "
              "steps +0.26 dB", ""]
     return "\n".join(lines)

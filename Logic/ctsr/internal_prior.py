@@ -8,8 +8,9 @@ as noisy as ``L``), brought back to ``L``'s grid by the ``fast`` preset's own up
 ``fast(L2) -> L``. It is then applied one level up, to ``fast(L)``, and the consistency step
 runs once more. What it learns is what ``fast`` misses at this scale on this scan. Where a
 network pretrained on other scans is given (:mod:`ctsr.external_prior`; ``balanced`` gives the
-shipped one) and the pair is the volume kind at that network's scale, training starts from its
-weights instead of from zero (fine-tuning, the same number of steps).
+shipped one) and the pair is a volume pair at that network's scale (x2: the volume kind, or
+the first of two levels at x4), training starts from its weights instead of from zero
+(fine-tuning, the same number of steps).
 
 The pair is only as right as the LR model: when the blur along a scaled axis is the assumed
 default (not given, not read from DICOM, not estimated), or was given but looks wider than
@@ -319,15 +320,17 @@ def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
     under the half-scale model) is brought the rest of the way by Lanczos-3.
 
     external: a :class:`ctsr.external_prior.ExternalPrior` (a network pretrained on other
-    scans): the volume kind at its scale starts from its weights (fine-tuning); elsewhere, and
-    without it, the network starts from zero."""
+    scans): a volume pair at its scale (the volume kind, or the first level of two) starts from
+    its weights (fine-tuning); elsewhere (through-plane, other scales), and without it, the
+    network starts from zero."""
     progress = progress or SilentProgress()
     progress.update("upsample", 0.0, "Lanczos-3 upsampling made consistent with the input")
     the_plan = plan(lr, scale, model)
     if the_plan.kind is None:
         progress.log(f"internal prior skipped: {the_plan.reason}")
         return consistent_upsample(lr, scale, model), {"internal_prior": f"skipped: {the_plan.reason}"}
-    warm = external is not None and the_plan.kind == "volume" and tuple(the_plan.pair_scale) == external.scale
+    warm = (external is not None and the_plan.kind in ("volume", "two levels")
+            and tuple(the_plan.pair_scale) == external.scale)
     network = _train_for(lr, the_plan, settings, seed, device, progress.span(0.05, 0.75),
                          external.network if warm else None)
     start = f"from {external.name}" if warm else "from zero"

@@ -75,8 +75,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
                  profile) or estimated from the input (:func:`ctsr.lrestimate.resolve_lr_model`);
                  the model used is ``provenance["lr_model"]``;
     pretrained:  where ``balanced``'s internal prior starts (:mod:`ctsr.external_prior`): None or
-                 "shipped", the shipped network pretrained on other CT scans (at its scale, x2;
-                 elsewhere from zero); "none": from zero; or a folder written by ``ctsr pretrain``;
+                 "shipped", the shipped network pretrained on other CT scans (where the pair
+                 is at its scale, x2: at x2 and in the first level of x4; elsewhere from zero); "none": from zero; or a folder written by ``ctsr pretrain``;
                  ``provenance["pretrained"]`` names the network where it was used. Refused for
                  the other methods.
     """
