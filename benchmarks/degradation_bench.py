@@ -26,9 +26,9 @@ and the worst cell of each column per scale. Writes benchmarks/degradation.json,
 benchmarks/degradation.md and montages (cubic | fast | balanced | truth, labelled, window written) in
 benchmarks/montages/, plus a through-plane x4 montage of the real thick-slice scan.
 
-    python benchmarks/degradation_bench.py                   # the matrix, ~35 min on 2 cores
+    python benchmarks/degradation_bench.py                   # the matrix, ~45 min on 2 cores (+10 to pretrain the leave-one-out networks once)
     python benchmarks/degradation_bench.py --cases head --scales 2
-    python benchmarks/degradation_bench.py --scales 4 --large --noises 0 30 --out degradation_x4_large  # ~25 min
+    python benchmarks/degradation_bench.py --scales 4 --large --noises 0 30 --out degradation_x4_large  # ~20 min
 """
 
 from __future__ import annotations
