@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", help="projection prior of standard and quality (default: the internal one, "
                                    "trained on the scan's own projections): 'none', 'shipped' (the shipped "
                                    "diffusion model, DDNM) or a diffusion model folder")
-    p.add_argument("--pretrained", help="where balanced's internal prior starts: 'shipped' (default: a network "
-                                        "pretrained on other CT scans, used at x2 and x4), 'none' (from zero) or a folder "
-                                        "written by `ctsr pretrain`")
+    p.add_argument("--pretrained", help="where balanced's internal prior starts: 'shipped' (default: a "
+                                        "network pretrained on other CT scans, used at x2 and x4), 'none' (from "
+                                        "zero) or a folder written by `ctsr pretrain`")
     _lr_model(p, "how the input was made (default: DICOM SliceThickness for z, then estimated from the "
                  "input); e.g. gauss:1, box, z=slab:5mm, noise:15, joined by commas")
     add_progress_options(p)

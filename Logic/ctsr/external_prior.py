@@ -63,8 +63,8 @@ class PretrainSettings:
 
 @dataclass(frozen=True)
 class ExternalPrior:
-    """A loaded pretrained network, the IJK scale it was pretrained for, and its name (the
-    folder's, or ``shipped``'s) and config."""
+    """A loaded pretrained network, the IJK scale it was pretrained for, its name (the folder's
+    path, or the shipped one's name) and its config."""
 
     network: ResidualCNN
     scale: Scale
@@ -154,6 +154,7 @@ def _holds_external_prior(folder: Path) -> bool:
 def model_card(config: dict) -> str:
     """The README.md of a pretrained folder, from its ``config.json``."""
     p = config["pretraining"]
+    t = InternalPriorSettings()  # what pretrain() trains with, beside the steps
     scale = "x".join(str(s) for s in p["scale"])
     lines = [f"# {config.get('name', SHIPPED_NAME)}: the external start of the internal prior", "",
              "A `ctsr.internal_prior.ResidualCNN` (3D, "
@@ -172,10 +173,10 @@ def model_card(config: dict) -> str:
              "- scored only on scans it did not see: the benchmarks train one such network per held-out scan "
              "on the others (leave one scan out); the bundled sample is a crop of one of the scans above", "",
              "## Training",
-             f"- {p['steps']} Adam steps of 4 patches of 24^3 with flips, lr 1e-3 cosine-decayed to 1e-4, seed "
-             f"{config.get('seed', 0)}",
-             f"- {config.get('wall_s', '?')} s on {config.get('device', '?')} (torch threads: {config.get('threads', '?')}), "
-             f"{config.get('date', '?')}",
+             f"- {p['steps']} Adam steps of {t.batch} patches of {t.patch}^3 with flips, lr {t.learning_rate:g} "
+             f"cosine-decayed to {t.learning_rate / 10:g}, seed {config.get('seed', 0)}",
+             f"- {config.get('wall_s', '?')} s on {config.get('device', '?')} "
+             f"(torch threads: {config.get('threads', '?')}), {config.get('date', '?')}",
              f"- reproduce: `{config.get('command', '?')}`", "",
              "## Measured (this recipe with `ctsr pretrain`'s defaults, leave one scan out)",
              "- `benchmarks/degradation.md`, the 36 x2 cells (three held-out 96^3 crops, four blurs, 0 to 30 HU): "
@@ -222,7 +223,8 @@ def load_external_prior(folder: str | Path | None = None, network: InternalPrior
                         f"config of format {FORMAT}).") from None
     if (config.get("channels"), config.get("layers")) != (network.channels, network.layers):
         raise UserError(f"the pretrained volume prior in {folder} has {config.get('channels')} channels and "
-                        f"{config.get('layers')} layers; the internal prior uses {network.channels} and {network.layers}.")
+                        f"{config.get('layers')} layers; the internal prior uses {network.channels} and "
+                        f"{network.layers}.")
     model = ResidualCNN(network.channels, network.layers, (3, 3, 3))
     try:
         weights = load_file(folder / WEIGHTS_FILE)

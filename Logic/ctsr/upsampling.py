@@ -76,9 +76,10 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
                  the model used is ``provenance["lr_model"]``;
     pretrained:  where ``balanced``'s internal prior starts (:mod:`ctsr.external_prior`): None or
                  "shipped", the shipped network pretrained on other CT scans (where the pair
-                 is at its scale, x2: at x2 and in the first level of x4; elsewhere from zero); "none": from zero; or a folder written by ``ctsr pretrain``;
-                 ``provenance["pretrained"]`` names the network where it was used. Refused for
-                 the other methods.
+                 is at its scale, x2: at x2 and in the first level of x4; elsewhere from
+                 zero); "none": from zero; or a folder written by ``ctsr pretrain``. Loaded
+                 once, before any work; ``provenance["pretrained"]`` names the network where
+                 it was used. Refused for the other methods.
     """
     from .errors import UserError
 
@@ -90,6 +91,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     if pretrained is not None and method != "balanced":
         raise UserError(f"a pretrained start (--pretrained) is for balanced's internal prior; {method} has none.")
     lr.check_usable()
+    external = _load_pretrained(pretrained, device) if method == "balanced" and pretrained != NONE else None
     if roi is not None:
         roi = roi if isinstance(roi, Roi) else Roi.parse(roi)
         lr = crop_to_roi(lr, roi)
@@ -117,7 +119,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         runs = max(1, uncertainty)
         volumes = []
         for k in range(runs):
-            hr, info = _zero_shot(lr, scale, method, model, seed + k, device, prior, pretrained,
+            hr, info = _zero_shot(lr, scale, method, model, seed + k, device, prior, external,
                                   progress.span(k / runs, (k + 1) / runs))
             volumes.append(hr.array)
         hr = hr.with_array(volumes[0])
@@ -163,9 +165,20 @@ def _check_output_size(lr: Volume, scale: Scale) -> None:
                         f"memory ({format_bytes(available_ram_bytes())} free); use an ROI or a smaller scale.")
 
 
+def _load_pretrained(pretrained: str | None, device: str):
+    """The :class:`ctsr.external_prior.ExternalPrior` that ``balanced`` starts from: the shipped
+    one for None or "shipped", else the folder ``pretrained``; on the resolved ``device``."""
+    from .external_prior import load_external_prior
+    from .pipeline import PRESETS, resolve_device
+
+    folder = None if pretrained in (None, SHIPPED) else pretrained
+    return load_external_prior(folder, PRESETS["balanced"].internal_prior, resolve_device(device))
+
+
 def _zero_shot(lr: Volume, scale: Scale, method: str, model: LRModel, seed: int, device: str, prior_path,
-               pretrained: str | None, progress: Progress):
-    """One run of the zero-shot pipeline, in blocks when memory requires it."""
+               external, progress: Progress):
+    """One run of the zero-shot pipeline, in blocks when memory requires it; ``external``: the
+    pretrained start of ``balanced``'s internal prior, or None."""
     from .blocks import upsample_in_blocks
     from .pipeline import PRESETS, resolve_device, super_resolve
     from .planning import BLOCK_OVERLAP, plan_job
@@ -181,12 +194,6 @@ def _zero_shot(lr: Volume, scale: Scale, method: str, model: LRModel, seed: int,
 
         prior = load_prior(None if prior_path == SHIPPED else prior_path, device=torch_device)
         info["model"] = prior.metadata.get("name", str(prior_path))
-    external = None
-    if preset.internal_prior is not None and pretrained != NONE:
-        from .external_prior import load_external_prior
-
-        external = load_external_prior(None if pretrained in (None, SHIPPED) else pretrained, preset.internal_prior,
-                                       torch_device)
     plan = plan_job(lr.array.shape, scale, preset.n_views, preset.max_gaussians, torch_device)
     progress.log(plan.describe())
     info["memory_plan"] = plan.describe()
