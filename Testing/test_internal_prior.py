@@ -144,6 +144,21 @@ def test_training_can_be_cancelled(sample):
     assert steps == [1]
 
 
+def test_at_x4_a_default_blur_carried_to_x2_is_learned_from(sample):
+    """A 24^3 LR at x4 with no flags: the blur is estimated at neither level, and the two
+    levels learn from a pair made with x4's default carried to x2 at its width in mm (the
+    narrowest blur assumed; a plain default teaches nothing, the test above)."""
+    from ctsr.lrestimate import CARRIED_DEFAULT, resolve_lr_model
+
+    small = Volume(np.ascontiguousarray(sample.array[:24, :24, :24]), sample.ijk_to_ras)
+    model = resolve_lr_model(small, (4, 4, 4))
+    the_plan = ip.plan(small, (4, 4, 4), model)
+    assert the_plan.kind == "two levels" and the_plan.pair_model.source["x"].startswith(CARRIED_DEFAULT)
+    assert the_plan.pair_model.profiles[0] == Profile("gauss", 0.25)
+    out, info = ip.upsample_with_internal_prior(small, (4, 4, 4), model, TINY)
+    assert info["internal_prior"].startswith("two levels") and out.shape_ijk == (96, 96, 96)
+
+
 @pytest.mark.parametrize("scale, cell", [((2, 2, 2), "gauss:1,noise:10"), ((1, 1, 4), "gauss:1.5,noise:0")])
 def test_it_adds_to_fast_on_a_real_ct(sample, scale, cell):
     """The sample's LR, its model known: the scan teaching itself beats ``fast`` (PSNR)."""

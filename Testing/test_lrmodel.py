@@ -173,6 +173,25 @@ def test_one_level_down_keeps_physical_widths_and_estimates_the_rest(sample):
     assert again.source["x"].startswith("estimated") and again == resolve_lr_model(lr, (2, 2, 2), f"noise:{estimated.noise_hu}")
 
 
+def test_one_level_down_carries_a_default_it_cannot_estimate_at_its_width_in_mm(sample):
+    """A 24^3 LR at x4: the blur is estimated neither at x4 (not measured there) nor at x2
+    (12 voxels after the extra degradation, 16 needed); x4's default gauss:0.5 is carried to x2
+    as gauss:0.25 (HR voxels twice as large) and says so; an axis estimated at x2 is not."""
+    from ctsr.lrestimate import CARRIED_DEFAULT, MIN_SAMPLES, lr_model_one_level_down
+
+    small = Volume(np.ascontiguousarray(sample.array[:24, :24, :24]), sample.ijk_to_ras)
+    assert 24 // 2 < MIN_SAMPLES
+    model = resolve_lr_model(small, (4, 4, 4))
+    assert model.profiles[0] == DEFAULT_PROFILE and model.source["x"].startswith("default")
+    down = lr_model_one_level_down(small, (4, 4, 4), model)
+    assert down.profiles == (Profile("gauss", DEFAULT_PROFILE.value / 2),) * 3
+    assert all(down.source[axis].startswith(CARRIED_DEFAULT) for axis in "xyz")
+    assert down.noise_hu == model.noise_hu
+    large = simulate_lr(sample, (2, 2, 2), LRModel.parse("box,noise:0"))  # 32^3: estimated at x2
+    again = lr_model_one_level_down(large, (4, 4, 4), resolve_lr_model(large, (4, 4, 4)))
+    assert not any(again.source[axis].startswith(CARRIED_DEFAULT) for axis in "xyz")
+
+
 def test_an_axis_too_short_to_estimate_borrows_the_narrowest_reading_of_its_peers(sample):
     """x2 on a 12-slice LR (6 slices after the extra degradation: too few to estimate z) with
     32 x 32 in-plane: z takes the in-plane estimate, read in z's HR voxels or carried at its

@@ -29,6 +29,7 @@ benchmarks/montages/, plus a through-plane x4 montage of the real thick-slice sc
     python benchmarks/degradation_bench.py                   # the matrix, ~45 min on 2 cores (+10 to pretrain the leave-one-out networks once)
     python benchmarks/degradation_bench.py --cases head --scales 2
     python benchmarks/degradation_bench.py --scales 4 --large --noises 0 30 --out degradation_x4_large  # ~20 min
+    python benchmarks/degradation_bench.py --scales 4 --merge   # redo the x4 cells, keep the other rows
 """
 
 from __future__ import annotations
@@ -175,6 +176,15 @@ def thick_slice_montage() -> Path:
     return path
 
 
+def _merged(before: list[dict], now: list[dict]) -> list[dict]:
+    """``before``'s rows in their order, each replaced by ``now``'s row of the same cell, then
+    ``now``'s other rows."""
+    key = lambda r: (r["case"], r["scale"], r["lr_model"])
+    fresh = {key(r): r for r in now}
+    kept = [fresh.pop(key(r), r) for r in before]
+    return kept + list(fresh.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
@@ -185,6 +195,8 @@ def main() -> None:
     parser.add_argument("--large", action="store_true",
                         help="the LARGE_CASES crops (160^3 chest, 104 x 192 x 192 head) instead of 96^3")
     parser.add_argument("--out", default="degradation")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of OUT.json of the cells not run now (the summaries cover all)")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"benchmark data not found at {DATA}")
@@ -216,6 +228,10 @@ def main() -> None:
                                       inset=True, labels=["cubic", f"fast ({row['estimated']})", "balanced", "truth"])
     if "1x1x4" in args.scales:
         thick_slice_montage()
+    arguments = " ".join(sys.argv[1:])
+    if args.merge and (HERE / f"{args.out}.json").is_file():
+        before = json.loads((HERE / f"{args.out}.json").read_text())
+        rows, arguments = _merged(before["rows"], rows), f"{before['meta']['arguments']}` then `{arguments}"
     columns = [c for c in METHODS[1:] + ("standard",) if any(c in r for r in rows)]
     summaries = summary(rows, columns)
     over_fast = summary(rows, ["balanced"], reference="fast") + summary(rows, ["balanced, true model"],
@@ -224,7 +240,7 @@ def main() -> None:
     meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
             "threads": 2, "date": time.strftime("%Y-%m-%d"), "blurs": BLURS, "noises_hu": args.noises,
             "crops": {c: str(LARGE_CASES[c] if args.large else CASES[c]) for c in cases},
-            "arguments": " ".join(sys.argv[1:])}
+            "arguments": arguments}
     (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "summary": summaries, "balanced_over_fast": over_fast,
                                                          "balanced_over_from_zero": over_zero, "rows": rows}, indent=1))
     text = markdown(rows, summaries, over_fast, over_zero, meta)

@@ -32,7 +32,9 @@ Three geometries (:func:`plan`):
   model one level down (:func:`ctsr.lrestimate.lr_model_one_level_down`), the network applied
   to ``fast`` at x2, that made consistent with ``L`` at x2, then Lanczos-3 the rest of the way
   (one x4 pair lost 0.59 dB to ``fast`` on a head; this gained +0.42 to +0.75 dB on every
-  cell of a 160^3 chest crop, ``benchmarks/degradation_x4_large.md``).
+  cell of a 160^3 chest crop, ``benchmarks/degradation_x4_large.md``). An input too small to
+  estimate the blur at x2 either makes its pair with x4's default carried to x2 at its width
+  in mm, the narrowest blur assumed (:data:`ctsr.lrestimate.CARRIED_DEFAULT`), not a plain default.
 
 Arrays are KJI and in HU; the network sees HU / :data:`HU_SCALE`. Training is a fixed number
 of Adam steps on random patches (bounded time, whatever the input size); inference runs in

@@ -60,6 +60,14 @@ LOOKS_TOO_WIDE = "wider than the input looks"
 #: the internal prior ran where it had kept ``fast``: +0.07 to +0.75 dB over ``fast`` on the 8
 #: cells of benchmarks/degradation_x4_large.md.
 BORROWED = "estimated on"
+#: What the source of an axis says one level down (x4 -> x2, :func:`lr_model_one_level_down`)
+#: when its blur could be estimated at neither scale: the x4 default carried at its width in mm
+#: (gauss:0.5 at x4 is gauss:0.25 at x2), the narrowest blur assumed, and the one ``fast``'s
+#: consistency step at x4 already assumes. The internal prior learns from a pair made with it
+#: (it refuses a plain default): on the 24 x4 cells of the 96^3 crops, whose 24^3 LR is too
+#: small to estimate the blur, that gained over ``fast`` on every cell
+#: (benchmarks/degradation.md).
+CARRIED_DEFAULT = "carried default"
 
 
 def estimate_noise_hu(array: np.ndarray) -> float:
@@ -246,14 +254,28 @@ def lr_model_one_level_down(lr: Volume, scale: Scale, model: LRModel) -> LRModel
     ``model`` at ``scale``: profiles that were given, read from DICOM or the paper's keep their
     physical width (a Gaussian's sigma halves in HR voxels twice as large; a box stays the
     block; a slab stays in mm; a given one is checked against the estimate again, which runs at
-    x2); estimated and default ones are estimated again at the half scale; the noise SD stays."""
+    x2); estimated and default ones are estimated again at the half scale, and a default one
+    that cannot be estimated there either keeps its physical width too (:data:`CARRIED_DEFAULT`);
+    the noise SD stays."""
     half = halved(scale)
     carried = LRModel(noise_hu=model.noise_hu, source={"noise": model.source.get("noise", "")})
     for axis, (profile, s) in enumerate(zip(model.profiles, scale)):
         source = model.source.get(AXES[axis], "")
         if s == 1 or profile is None or source.startswith(("estimated", "default")):
             continue
-        if profile.kind == "gauss":
-            profile = Profile("gauss", profile.value * half[axis] / s)
-        carried = carried.with_profile(axis, profile, "given" if source.startswith("given") else source)
-    return resolve_lr_model(lr, half, carried)
+        carried = carried.with_profile(axis, _one_level_down(profile, s, half[axis]),
+                                       "given" if source.startswith("given") else source)
+    down = resolve_lr_model(lr, half, carried)
+    for axis, (profile, s) in enumerate(zip(model.profiles, scale)):
+        if (s > 1 and model.source.get(AXES[axis], "").startswith("default")
+                and down.source.get(AXES[axis], "").startswith("default")):
+            down = down.with_profile(axis, _one_level_down(profile, s, half[axis]),
+                                     f"{CARRIED_DEFAULT} (x{s}'s {profile} at its width in mm; the blur could be "
+                                     f"estimated neither at x{s} nor at x{half[axis]})")
+    return down
+
+
+def _one_level_down(profile: Profile, scale: int, half_scale: int) -> Profile:
+    """``profile`` of an axis at ``scale`` at the same width in mm at ``half_scale`` (a
+    Gaussian's sigma in HR voxels scales with them; a box stays the block; a slab is in mm)."""
+    return Profile("gauss", profile.value * half_scale / scale) if profile.kind == "gauss" else profile
