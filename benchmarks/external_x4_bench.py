@@ -9,7 +9,8 @@ at scale 4x4x4 (``ctsr pretrain``'s recipe otherwise: 2000 steps, 4 random LR mo
 result and made consistent with the input (``fast + f``), against ``fast`` and cubic, LR model
 estimated (no flags), blurs gauss 0.5 / 1 / 1.5 and box, noise 0 and 30 HU.
 
-Writes benchmarks/external_x4.{json,md}; the networks are kept in benchmarks/_work/.
+Writes benchmarks/external_x4.{json,md}; the networks are kept in benchmarks/_work/
+(leave_one_out.py).
 
     python benchmarks/external_x4_bench.py      # ~10 min on 2 cores (pretraining), ~2 min after
 """
@@ -28,24 +29,12 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from leave_one_out import pretrained_without  # noqa: E402
 from quality_bench import CASES, DATA, _hr  # noqa: E402
 
 SCALE = (4, 4, 4)
 BLURS = ("gauss:0.5", "gauss:1", "gauss:1.5", "box")
 NOISES = (0, 30)
-WORK = HERE / "_work"
-
-
-def network_without(case: str):
-    """The x4 network pretrained on every case but ``case`` (trained on first use)."""
-    from ctsr.external_prior import CONFIG_FILE, PretrainSettings, load_external_prior, pretrain_and_save
-
-    folder = WORK / f"volume-prior-x4-without-{case}"
-    if not (folder / CONFIG_FILE).is_file():
-        others = [DATA / CASES[other][0] for other in CASES if other != case]
-        pretrain_and_save(others, folder, PretrainSettings(scale=SCALE),
-                          command=f"benchmarks/external_x4_bench.py (without {case})")
-    return load_external_prior(folder)
 
 
 def cell(hr, blur: str, noise: int, external) -> dict:
@@ -92,10 +81,12 @@ def markdown(rows, meta) -> str:
 def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"benchmark data not found at {DATA}")
+    from ctsr.external_prior import load_external_prior
+
     torch.set_num_threads(2)
     rows = []
     for case in CASES:
-        external = network_without(case)
+        external = load_external_prior(pretrained_without(case, scale=SCALE[0]))
         hr = _hr(case)
         for blur in BLURS:
             for noise in NOISES:

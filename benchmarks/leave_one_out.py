@@ -3,7 +3,8 @@
 The shipped network (``Resources/Models/volume-prior-x2``) was pretrained on every scan the
 benchmarks score, so a benchmark of ``balanced`` passes, for each case of quality_bench.py,
 the network pretrained the same way (``ctsr pretrain``'s defaults) on the *other* cases'
-whole scans. They are made once and kept in benchmarks/_work/ (about 3 minutes each on 2 cores).
+whole scans (external_x4_bench.py also asks for x4 ones). They are made once and kept in
+benchmarks/_work/ (about 3 minutes each on 2 cores).
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from quality_bench import CASES, DATA  # noqa: E402
 WORK = HERE / "_work"
 
 
-def pretrained_without(case: str) -> Path:
-    """The folder of the network pretrained on every case of quality_bench.py but ``case``
-    (trained on first use)."""
-    from ctsr.external_prior import CONFIG_FILE, pretrain_and_save
+def pretrained_without(case: str, scale: int = 2) -> Path:
+    """The folder of the network pretrained at ``scale`` (on every axis; ``ctsr pretrain``'s
+    recipe otherwise) on every case of quality_bench.py but ``case`` (trained on first use)."""
+    from ctsr.external_prior import CONFIG_FILE, PretrainSettings, pretrain_and_save
 
-    folder = WORK / f"volume-prior-x2-without-{case}"
+    folder = WORK / f"volume-prior-x{scale}-without-{case}"
     if not (folder / CONFIG_FILE).is_file():
         others = [DATA / CASES[other][0] for other in CASES if other != case]
-        print(f"pretraining the volume prior without {case} on {', '.join(p.name for p in others)}", flush=True)
-        pretrain_and_save(others, folder, command=f"benchmarks/leave_one_out.py (without {case})")
+        print(f"pretraining the x{scale} volume prior without {case} on {', '.join(p.name for p in others)}",
+              flush=True)
+        pretrain_and_save(others, folder, PretrainSettings(scale=(scale,) * 3),
+                          command=f"benchmarks/leave_one_out.py (x{scale}, without {case})")
     return folder
 
 
