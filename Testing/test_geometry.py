@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ctsr.geometry import ConeGeometry
+from ctsr.errors import UserError
+from ctsr.geometry import ConeGeometry, detector_binning
 from ctsr.volume import Volume
 
 
@@ -54,6 +55,19 @@ def test_binning_keeps_the_physical_detector():
     assert lr.nDetector[1] * lr.dDetector[1] == pytest.approx(g.nDetector[1] * g.dDetector[1])
     with pytest.raises(ValueError):
         g.with_detector_binned((5, 1)) if g.nDetector[0] % 5 else g.with_detector_binned((7, 1))
+
+
+def test_the_scan_of_a_coarser_grid_bins_rows_by_z_and_columns_by_x():
+    g = ConeGeometry.from_volume(_volume(), n_views=5)
+    coarse = _volume(shape_kji=(12, 32, 28), spacing_ijk=(2.0, 2.4, 6.0))  # the same extent, scale (2, 2, 4)
+    lr = g.of_coarser_grid(coarse, (2, 2, 4))
+    assert detector_binning((2, 2, 4)) == (4, 2)
+    assert lr.nDetector == (g.nDetector[0] // 4, g.nDetector[1] // 2)
+    assert lr.nVoxel == (12, 32, 28)
+    assert lr.dVoxel == pytest.approx((6.0 / g.mm_per_unit, 2.4 / g.mm_per_unit, 2.0 / g.mm_per_unit))
+    assert (lr.angles, lr.DSO, lr.DSD, lr.mm_per_unit) == (g.angles, g.DSO, g.DSD, g.mm_per_unit)
+    with pytest.raises(UserError, match="in-plane scales must be equal"):
+        detector_binning((2, 4, 2))
 
 
 def test_explicit_detector_shape_stretches_pixels_to_cover():

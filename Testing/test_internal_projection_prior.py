@@ -44,8 +44,8 @@ def test_the_source_is_the_projection_of_cubic_of_the_second_degradation(scan):
 def test_it_plans_where_the_volume_pair_does(sample):
     model = LRModel.parse("gauss:1,slab:3mm,noise:5")
     assert ipp.projection_plan(sample, (2, 2, 2), model).kind == "projections"
-    for scale in ((1, 1, 4), (4, 4, 4)):
-        assert "not measured" in ipp.projection_plan(sample, scale, model).reason
+    assert "not measured through-plane" in ipp.projection_plan(sample, (1, 1, 4), model).reason
+    assert "no measured option" in ipp.projection_plan(sample, (4, 4, 4), model).reason
     assumed = LRModel.parse("noise:5").with_profile(0, LRModel.parse("gauss:1").profiles[0], "default (assumed)")
     assert "assumed" in ipp.projection_plan(sample, (2, 1, 1), assumed).reason
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from .errors import UserError
+from .grids import Scale
 from .volume import Volume
 
 #: Default source-to-origin and source-to-detector distances in scene units: the paper's
@@ -34,6 +36,16 @@ DEFAULT_DSO = 5.0
 DEFAULT_DSD = 7.5
 #: Detector sizes are rounded up to a multiple of this, so binning by 2, 4, 8 or 16 is exact.
 DETECTOR_MULTIPLE = 16
+
+
+def detector_binning(scale: Scale) -> tuple[int, int]:
+    """The detector of a grid ``scale`` (IJK) times coarser is binned by (rows, columns) =
+    (sz, sx): rows follow the rotation axis z, columns the in-plane axes (which must share one
+    scale)."""
+    sx, sy, sz = (int(s) for s in scale)
+    if sx != sy:
+        raise UserError(f"in-plane scales must be equal for the zero-shot method (got x{sx} and y{sy}).")
+    return sz, sx
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,14 @@ class ConeGeometry:
             raise ValueError(f"detector {self.nDetector} cannot be binned by {(by, bx)}")
         return replace(self, nDetector=(n_v // by, n_u // bx),
                        dDetector=(self.dDetector[0] * by, self.dDetector[1] * bx))
+
+    def of_coarser_grid(self, volume: Volume, scale: Scale) -> "ConeGeometry":
+        """This scan of ``volume``, the same extent sampled ``scale`` (IJK) times more coarsely
+        (the LR input, or a level between it and this scan's grid): source path, angles and
+        detector extent unchanged, the detector binned by :func:`detector_binning`, the voxels
+        those of ``volume`` (as :meth:`from_volume` gives them)."""
+        own = ConeGeometry.from_volume(volume, n_views=1)
+        return replace(self.with_detector_binned(detector_binning(scale)), nVoxel=own.nVoxel, dVoxel=own.dVoxel)
 
     def with_angles(self, angles) -> "ConeGeometry":
         """The same scan at other view angles (radians)."""

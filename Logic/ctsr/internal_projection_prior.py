@@ -18,7 +18,8 @@ truth's projections, the whole of what the network had added
 
 When it runs: where the volume kind of :func:`ctsr.internal_prior.plan` runs (every scaled axis
 at most x2, the blur known or estimated, a second degradation keeping
-:data:`ctsr.internal_prior.MIN_PAIR_VOXELS` voxels); elsewhere the pipeline falls back to the
+:data:`ctsr.internal_prior.MIN_PAIR_VOXELS` voxels); elsewhere (x4: measured, below the
+consistent ``P_up`` on some cells; through-plane: not measured) the pipeline falls back to the
 consistent ``P_up``. Arrays: projections are (views, rows, columns) of line integrals of the
 normalized intensity (HU window mapped to [0, 1]) in scene units; volumes are KJI in HU.
 """
@@ -47,11 +48,17 @@ KERNEL = (1, 3, 3)
 
 def projection_plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     """:func:`ctsr.internal_prior.plan`'s volume kind (every scaled axis at most x2), renamed
-    ``"projections"``; at x4 and through-plane it has no plan (not measured: the shared scans are
-    too small for a pair at x4, and a through-plane pair would need z degraded again)."""
-    if max(scale) > MAX_VOLUME_SCALE or (scale[0] == scale[1] == 1):  # before plan() estimates anything
-        return Plan(None, reason="the projection-domain internal prior runs up to x2 (not measured at x4 "
-                                 "or through-plane)")
+    ``"projections"``. At x4 it has no plan: the options built on the volume prior's two levels
+    (the x2 pair's network applied to ``P_up``, with or without the pair's noise; applied on the
+    detector binned by 2 and brought up by bicubic) each fell below the consistent ``P_up`` on
+    one or two of nine cells (by up to 0.72 dB), which ``P_up`` itself never did
+    (``benchmarks/projection_prior_x4.md``). Through-plane it is not measured (a pair would
+    need z degraded again)."""
+    if scale[0] == scale[1] == 1:  # before plan() estimates anything
+        return Plan(None, reason="the projection-domain internal prior is not measured through-plane")
+    if max(scale) > MAX_VOLUME_SCALE:
+        return Plan(None, reason=f"the projection-domain internal prior runs up to x{MAX_VOLUME_SCALE} (at "
+                                 f"x{max(scale)} no measured option beat the consistent P_up on every cell)")
     the_plan = plan(lr, scale, model)
     if the_plan.kind == "volume":
         return Plan("projections", the_plan.pair_scale, the_plan.pair_model)

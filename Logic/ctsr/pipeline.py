@@ -29,7 +29,7 @@ gradient sums make NAB-GS reproducible to about 1 %, the internal prior to 0.01 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from .baselines import upsample_interpolate
 from .errors import UserError
 from .fidelity import enforce_lr_consistency, lr_residual
 from .gaussians.fit import FitSettings, fit_residual
-from .geometry import ConeGeometry
+from .geometry import ConeGeometry, detector_binning
 from .grids import Scale
 from .internal_prior import InternalPriorSettings, upsample_with_internal_prior
 from .lrmodel import LRModel
@@ -109,23 +109,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def detector_binning(scale: Scale) -> tuple[int, int]:
-    """LR detector = HR detector binned by (rows, columns) = (sz, sx): rows follow the rotation
-    axis z, columns the in-plane axes (which must share one scale)."""
-    sx, sy, sz = scale
-    if sx != sy:
-        raise UserError(f"in-plane scales must be equal for the zero-shot method (got x{sx} and y{sy}).")
-    return sz, sx
-
-
 def scan_geometries(lr: Volume, hr: Volume, scale: Scale, n_views: int):
-    """The HR scan of ``hr``'s grid and the LR scan of ``lr``'s grid: same source path and
-    detector extent, the LR detector binned by :func:`detector_binning`."""
+    """The HR scan of ``hr``'s grid and the LR scan of ``lr``'s grid
+    (:meth:`ctsr.geometry.ConeGeometry.of_coarser_grid`)."""
     geometry = ConeGeometry.from_volume(hr, n_views=n_views)
-    lr_geometry = ConeGeometry.from_volume(lr, n_views=n_views).with_angles(geometry.angles)
-    lr_geometry = replace(geometry.with_detector_binned(detector_binning(scale)),
-                          nVoxel=lr_geometry.nVoxel, dVoxel=lr_geometry.dVoxel)
-    return geometry, lr_geometry
+    return geometry, geometry.of_coarser_grid(lr, scale)
 
 
 def projection_operator(lr_model: LRModel, hr: Volume, scale: Scale):
