@@ -46,6 +46,7 @@ def test_it_plans_where_the_volume_pair_does(sample):
     assert ipp.projection_plan(sample, (2, 2, 2), model).kind == "projections"
     assert "not measured through-plane" in ipp.projection_plan(sample, (1, 1, 4), model).reason
     assert "no measured option" in ipp.projection_plan(sample, (4, 4, 4), model).reason
+    assert "x8: not measured" in ipp.projection_plan(sample, (8, 8, 8), model).reason
     assumed = LRModel.parse("noise:5").with_profile(0, LRModel.parse("gauss:1").profiles[0], "default (assumed)")
     assert "assumed" in ipp.projection_plan(sample, (2, 1, 1), assumed).reason
 

@@ -23,11 +23,10 @@ from ctsr.gaussians import SignedGaussians
 from ctsr.gaussians.fit import FitSettings, fit_residual
 from ctsr.gaussians.footprint import bounding_radius, view_boxes
 from ctsr.gaussians.kernels import numba_available, render, select_backend
-from ctsr.geometry import ConeGeometry
+from ctsr.geometry import ConeGeometry, detector_binning
 from ctsr.io import read_volume
 from ctsr.lrmodel import simulate_lr
 from ctsr.metrics import DEFAULT_WINDOW, evaluate, normalize
-from ctsr.geometry import detector_binning
 from ctsr.pipeline import consistent_p_up, scan_geometries
 from ctsr.projector import forward_project
 from ctsr.roi import Roi, crop_to_roi

@@ -57,8 +57,10 @@ def projection_plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     if scale[0] == scale[1] == 1:  # before plan() estimates anything
         return Plan(None, reason="the projection-domain internal prior is not measured through-plane")
     if max(scale) > MAX_VOLUME_SCALE:
+        why = ("no measured option beat the consistent P_up on every cell" if max(scale) == 2 * MAX_VOLUME_SCALE
+               else "not measured")
         return Plan(None, reason=f"the projection-domain internal prior runs up to x{MAX_VOLUME_SCALE} (at "
-                                 f"x{max(scale)} no measured option beat the consistent P_up on every cell)")
+                                 f"x{max(scale)}: {why})")
     the_plan = plan(lr, scale, model)
     if the_plan.kind == "volume":
         return Plan("projections", the_plan.pair_scale, the_plan.pair_model)
