@@ -19,6 +19,7 @@ from ctsr.fidelity import enforce_lr_consistency
 from ctsr.io import write_volume
 from ctsr.lrestimate import resolve_lr_model
 from ctsr.lrmodel import LRModel, simulate_lr
+from ctsr.network_folder import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from ctsr.resources import resources_dir
 from ctsr.upsampling import upsample
 from ctsr.volume import Volume
@@ -70,32 +71,32 @@ def test_a_saved_folder_loads_back_the_same_network(tiny_folder):
     assert torch.equal(_parameters(loaded.network), _parameters(network))
     assert loaded.scale == (2, 2, 2) and loaded.name == str(folder)
     assert loaded.config["scans"] == ["sample"] and loaded.config["pretraining"]["steps"] == FEW.steps
-    assert "Data" in (folder / ep.CARD_FILE).read_text()
+    assert "Data" in (folder / CARD_FILE).read_text()
 
 
 def _corrupt(folder, how):
     if how == "missing folder":
         shutil.rmtree(folder)
     elif how == "no weights":
-        (folder / ep.WEIGHTS_FILE).unlink()
+        (folder / WEIGHTS_FILE).unlink()
     elif how == "config not JSON":
-        (folder / ep.CONFIG_FILE).write_text("{not json")
+        (folder / CONFIG_FILE).write_text("{not json")
     elif how == "another format":
-        (folder / ep.CONFIG_FILE).write_text(json.dumps({"format": "diffusers"}))
+        (folder / CONFIG_FILE).write_text(json.dumps({"format": "diffusers"}))
     elif how == "config without its scale":
-        config = json.loads((folder / ep.CONFIG_FILE).read_text())
+        config = json.loads((folder / CONFIG_FILE).read_text())
         del config["pretraining"]
-        (folder / ep.CONFIG_FILE).write_text(json.dumps(config))
+        (folder / CONFIG_FILE).write_text(json.dumps(config))
     elif how == "diffusion weights":
         # the shipped diffusion prior's weights (by path: importing diffusers here would import
         # Triton outside its interpreter before the kernel tests)
         shutil.copy(resources_dir() / "Models" / "xray-ddpm-tiny" / "diffusion_pytorch_model.safetensors",
-                    folder / ep.WEIGHTS_FILE)
+                    folder / WEIGHTS_FILE)
     elif how == "truncated weights":
-        data = (folder / ep.WEIGHTS_FILE).read_bytes()
-        (folder / ep.WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+        data = (folder / WEIGHTS_FILE).read_bytes()
+        (folder / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
     elif how == "pickle":
-        torch.save({"x": torch.zeros(1)}, folder / ep.WEIGHTS_FILE)
+        torch.save({"x": torch.zeros(1)}, folder / WEIGHTS_FILE)
 
 
 @pytest.mark.parametrize("how", ["missing folder", "no weights", "config not JSON", "another format",
@@ -126,7 +127,7 @@ def test_saving_replaces_a_pretrained_folder_but_never_a_foreign_one(tiny_folder
     again = tmp_path / "again"
     shutil.copytree(folder, again)
     ep.save_external_prior(ip.ResidualCNN(4, 3), again, FEW, {"name": "zero"})
-    assert json.loads((again / ep.CONFIG_FILE).read_text())["name"] == "zero"
+    assert json.loads((again / CONFIG_FILE).read_text())["name"] == "zero"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "mine"]
 
 
@@ -136,7 +137,7 @@ def test_the_shipped_network_loads_offline_and_is_small():
     shipped = ep.load_external_prior()
     assert shipped.name == ep.SHIPPED_NAME and shipped.scale == (2, 2, 2)
     assert len(shipped.config["scans"]) >= 2
-    assert (folder / ep.CARD_FILE).read_text() == ep.model_card(shipped.config)
+    assert (folder / CARD_FILE).read_text() == ep.model_card(shipped.config)
     # trained: its last layer (zero when untrained) is not zero
     assert _parameters(shipped.network.body[-1]).abs().max() > 0
 
@@ -206,7 +207,7 @@ def test_the_cli_pretrains_a_folder_that_upsample_uses(sample, tmp_path):
     scan = write_volume(Volume(sample.array[:40], sample.ijk_to_ras), tmp_path / "hr.nrrd")
     run = _ctsr("pretrain", scan, "--out", tmp_path / "mine", "--steps", 3, "--models-per-scan", 1, "--quiet")
     assert run.returncode == 0, run.stderr
-    assert json.loads((tmp_path / "mine" / ep.CONFIG_FILE).read_text())["command"].startswith("ctsr pretrain")
+    assert json.loads((tmp_path / "mine" / CONFIG_FILE).read_text())["command"].startswith("ctsr pretrain")
     lr = write_volume(simulate_lr(sample, (2, 2, 2), LRModel.parse("box,noise:0")), tmp_path / "lr.nrrd")
     run = _ctsr("upsample", lr, tmp_path / "up.nrrd", "--pretrained", tmp_path / "mine", "--json-progress")
     assert run.returncode == 0, run.stderr

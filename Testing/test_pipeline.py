@@ -102,6 +102,38 @@ def test_the_internal_projection_prior_makes_the_target_where_it_can(sample, lr)
     assert info["target"].startswith("consistent P_up") and "too small" in info["projection_prior"]
 
 
+def test_at_x4_an_external_projection_prior_of_that_scale_makes_the_target_if_its_self_check_passes(
+        hr, monkeypatch):
+    """x4 has no internal projection pair: a pretrained network for x4 makes ``Y`` where its
+    self-check on the scan's own projections is positive, else ``Y`` is ``P_up``; one for
+    another scale is not used (the consistent ``P_up``)."""
+    from ctsr import external_projection_prior
+    from ctsr.external_projection_prior import INPUTS, KERNEL, ExternalProjectionPrior
+    from ctsr.internal_prior import ResidualCNN
+
+    network = ResidualCNN(4, 2, KERNEL, INPUTS).eval()
+    torch.nn.init.normal_(network.body[-1].weight, std=1e-3)  # a network that adds something
+    lr4 = simulate_lr(hr, (4, 4, 4))
+    preset = replace(TINY, projection_prior=TINY_NETWORK)
+    checks = []
+    real_check = external_projection_prior.self_check
+    monkeypatch.setattr(external_projection_prior, "self_check", lambda *a, **k: checks.append(real_check(*a, **k))
+                        or checks[-1])
+    external = ExternalProjectionPrior(network, (4, 4, 4), "x4 test", {})
+    _, info = super_resolve(lr4, (4, 4, 4), preset, PAPER, device="cpu", external_projection=external)
+    expected = "external projection prior" if checks[-1] > 0 else "P_up (the external projection prior declined)"
+    assert info["target"].startswith(expected)
+    monkeypatch.setattr(external_projection_prior, "self_check", lambda *a, **k: -1.0)
+    _, info = super_resolve(lr4, (4, 4, 4), preset, PAPER, device="cpu", external_projection=external)
+    assert info["target"].startswith("P_up") and info["projection_prior"].startswith("external declined")
+    monkeypatch.setattr(external_projection_prior, "self_check", lambda *a, **k: 1.0)
+    _, info = super_resolve(lr4, (4, 4, 4), preset, PAPER, device="cpu", external_projection=external)
+    assert info["target"].startswith("external projection prior") and "+1.00 dB" in info["projection_prior"]
+    other = ExternalProjectionPrior(network, (2, 2, 2), "x2 test", {})
+    _, info = super_resolve(lr4, (4, 4, 4), preset, PAPER, device="cpu", external_projection=other)
+    assert info["target"].startswith("consistent P_up") and info["projection_prior"].startswith("skipped")
+
+
 def test_blocked_and_whole_runs_agree(lr, hr):
     """The same small volume in one piece and in 4 overlapping blocks: their PSNRs against the
     truth agree to 0.1 dB, and the blend leaves no seam (the two outputs are close everywhere)."""
@@ -163,3 +195,24 @@ def test_the_prior_option_picks_the_projection_prior(lr, monkeypatch, option, pr
     upsample(lr, 2, "standard", device="cpu", prior=option)
     assert seen["projection_prior"] is projection_prior
     assert isinstance(seen["prior"], Prior) if diffusion else seen["prior"] is None
+
+
+@pytest.mark.parametrize("scale, option, shipped", [(4, None, True), (2, None, False), (4, "none", False)])
+def test_the_shipped_external_projection_prior_is_given_at_its_scale_only(lr, monkeypatch, scale, option, shipped):
+    """``standard`` by default is handed the shipped x4 external projection prior at x4 (the
+    pipeline uses it where the internal one has no pair), not at x2, and not with ``--prior none``."""
+    import ctsr.pipeline as pipeline
+    from ctsr.baselines import upsample_interpolate
+    from ctsr.external_projection_prior import SHIPPED_NAME
+    from ctsr.upsampling import upsample
+
+    seen = {}
+
+    def record(piece, scale, preset, model, external_projection=None, **options):
+        seen["external_projection"] = external_projection
+        return upsample_interpolate(piece, scale, "cubic"), {}
+
+    monkeypatch.setattr(pipeline, "super_resolve", record)
+    upsample(lr, scale, "standard", device="cpu", prior=option)
+    given = seen["external_projection"]
+    assert (given is not None and given.name == SHIPPED_NAME and given.scale == (4, 4, 4)) if shipped else given is None

@@ -61,23 +61,38 @@ def _score(estimate: torch.Tensor, truth: torch.Tensor) -> float:
     return round(psnr((estimate.double().numpy() - low) / span, (t - low) / span), 3)
 
 
-def projection_cell(hr, cell: str) -> dict:
-    """Every projection-domain target of one LR input, scored against the truth's projections."""
+def scanned(hr, cell: str, scale=SCALE, views: int = VIEWS):
+    """One LR input as the pipeline scans it: ``hr`` degraded by the LR model ``cell`` at ``scale``
+    (seed 1), the LR model estimated from it (no flags), the cubic ``V_up``, the scan
+    (``ctsr.pipeline.scan_geometries``) and the projections of the truth, of ``V_up`` (``P_up``)
+    and of the LR (``y``), and ``A`` (``projection_operator``); as attributes of one namespace."""
+    from types import SimpleNamespace
+
     from ctsr.baselines import upsample_interpolate
-    from ctsr.internal_prior import InternalPriorSettings
-    from ctsr.internal_projection_prior import upsample_projections_internally
     from ctsr.lrestimate import resolve_lr_model
     from ctsr.lrmodel import LRModel, simulate_lr
-    from ctsr.pipeline import consistent_p_up, projection_operator, scan_geometries
-    from ctsr.prior.operators import bicubic
+    from ctsr.pipeline import projection_operator, scan_geometries
     from ctsr.projector import project_hu
 
-    lr = simulate_lr(hr, SCALE, LRModel.parse(cell), seed=1)
-    model = resolve_lr_model(lr, SCALE)
-    v_up = upsample_interpolate(lr, SCALE, "cubic")
-    geometry, lr_geometry = scan_geometries(lr, v_up, SCALE, VIEWS)
-    operator = projection_operator(model, v_up, SCALE)
-    truth, p_up, y = project_hu(hr.array, geometry), project_hu(v_up.array, geometry), project_hu(lr.array, lr_geometry)
+    lr = simulate_lr(hr, scale, LRModel.parse(cell), seed=1)
+    model = resolve_lr_model(lr, scale)
+    v_up = upsample_interpolate(lr, scale, "cubic")
+    geometry, lr_geometry = scan_geometries(lr, v_up, scale, views)
+    return SimpleNamespace(lr=lr, model=model, v_up=v_up, geometry=geometry, lr_geometry=lr_geometry,
+                           truth=project_hu(hr.array, geometry), p_up=project_hu(v_up.array, geometry),
+                           y=project_hu(lr.array, lr_geometry), operator=projection_operator(model, v_up, scale))
+
+
+def projection_cell(hr, cell: str) -> dict:
+    """Every projection-domain target of one LR input, scored against the truth's projections."""
+    from ctsr.internal_prior import InternalPriorSettings
+    from ctsr.internal_projection_prior import upsample_projections_internally
+    from ctsr.pipeline import consistent_p_up
+    from ctsr.prior.operators import bicubic
+
+    scan = scanned(hr, cell)
+    lr, model, geometry, lr_geometry, operator = scan.lr, scan.model, scan.geometry, scan.lr_geometry, scan.operator
+    truth, p_up, y = scan.truth, scan.p_up, scan.y
     row = {"lr_model": cell, "estimated": str(model), "detector": list(geometry.nDetector),
            "bicubic y": _score(bicubic(y[:, None], (2, 2))[:, 0], truth), "P_up": _score(p_up, truth),
            "consistent P_up": _score(consistent_p_up(p_up, y, operator), truth)}

@@ -37,7 +37,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from projection_prior_bench import BLURS, VIEWS, _score  # noqa: E402
+from projection_prior_bench import BLURS, VIEWS, _score, scanned  # noqa: E402
 from quality_bench import CASES, _hr  # noqa: E402
 
 SCALE = (4, 4, 4)
@@ -50,23 +50,17 @@ def cell(hr, lr_cell: str) -> dict:
     from ctsr.baselines import upsample_interpolate
     from ctsr.internal_prior import InternalPriorSettings, apply_in_slabs, fit_residual_network, plan
     from ctsr.internal_projection_prior import KERNEL, projection_training_pair
-    from ctsr.lrestimate import resolve_lr_model
-    from ctsr.lrmodel import LRModel, simulate_lr
-    from ctsr.pipeline import consistent_p_up, projection_operator, scan_geometries
+    from ctsr.pipeline import consistent_p_up
     from ctsr.prior.operators import bicubic
     from ctsr.progress import SilentProgress
     from ctsr.projector import project_hu
 
-    lr = simulate_lr(hr, SCALE, LRModel.parse(lr_cell), seed=1)
-    model = resolve_lr_model(lr, SCALE)
+    scan = scanned(hr, lr_cell, SCALE)
+    lr, model, geometry, lr_geometry, operator = scan.lr, scan.model, scan.geometry, scan.lr_geometry, scan.operator
+    truth, p_up, y = scan.truth, scan.p_up, scan.y
     the_plan = plan(lr, SCALE, model)
-    v_up = upsample_interpolate(lr, SCALE, "cubic")
     middle = upsample_interpolate(lr, the_plan.pair_scale, "cubic")
-    geometry, lr_geometry = scan_geometries(lr, v_up, SCALE, VIEWS)
-    truth, p_up, y = (project_hu(hr.array, geometry), project_hu(v_up.array, geometry),
-                      project_hu(lr.array, lr_geometry))
     p_mid = project_hu(middle.array, geometry.of_coarser_grid(middle, (2, 2, 2)))
-    operator = projection_operator(model, v_up, SCALE)
     row = {"lr_model": lr_cell, "estimated": str(model), "plan": the_plan.kind, "pair_model": str(the_plan.pair_model),
            "detector": list(geometry.nDetector), "P_up": _score(p_up, truth),
            "consistent P_up": _score(consistent_p_up(p_up, y, operator), truth)}

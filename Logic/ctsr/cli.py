@@ -60,12 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_run_upsample)
 
     p = commands.add_parser("pretrain", help="pretrain the internal prior's network on HR CT scans "
-                                             "(the external start of balanced)")
+                                             "(the external start of balanced), or with --projections "
+                                             "the x4 external projection prior of standard and quality")
     p.add_argument("scans", type=Path, nargs="+", help="HR CT volumes (NRRD, NIfTI, MHA file or DICOM folder)")
     p.add_argument("--out", type=Path, required=True, help="folder to write (config.json, model.safetensors, "
                                                            "README.md)")
-    p.add_argument("--steps", type=int, default=2000, help="Adam steps (default 2000, about 3 minutes on 2 cores)")
-    p.add_argument("--models-per-scan", type=int, default=4, help="random LR models per scan (default 4)")
+    p.add_argument("--projections", action="store_true",
+                   help="pretrain the external projection prior (DRRs of random crops; default 3000 steps, "
+                        "about 8 minutes on 2 cores for two scans) instead of the volume prior")
+    p.add_argument("--steps", type=int, help="Adam steps (default 2000 for the volume prior, about 3 minutes on 2 "
+                                             "cores; 3000 with --projections)")
+    p.add_argument("--models-per-scan", type=int, help="random LR models per scan (default 4; with --projections "
+                                                       "per crop, default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_progress_options(p)
     p.set_defaults(run=_run_pretrain)
@@ -150,15 +156,27 @@ def _run_upsample(args, progress: Progress) -> dict:
 
 def _run_pretrain(args, progress: Progress) -> dict:
     import shlex
+    from dataclasses import replace
 
-    from .external_prior import PretrainSettings, pretrain_and_save
-
-    if args.steps < 1 or args.models_per_scan < 1:
+    if (args.steps is not None and args.steps < 1) or (args.models_per_scan is not None and args.models_per_scan < 1):
         raise UserError("--steps and --models-per-scan must be at least 1.")
-    settings = PretrainSettings(steps=args.steps, models_per_scan=args.models_per_scan)
     command = "ctsr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.projections:
+        from .external_projection_prior import ProjectionPretrainSettings, pretrain_and_save
+
+        settings = ProjectionPretrainSettings()
+        settings = replace(settings, models_per_crop=args.models_per_scan or settings.models_per_crop,
+                           network=replace(settings.network, steps=args.steps or settings.network.steps))
+        steps = settings.network.steps
+    else:
+        from .external_prior import PretrainSettings, pretrain_and_save
+
+        settings = PretrainSettings()
+        settings = replace(settings, steps=args.steps or settings.steps,
+                           models_per_scan=args.models_per_scan or settings.models_per_scan)
+        steps = settings.steps
     out = pretrain_and_save(args.scans, args.out, settings, args.seed, progress, command)
-    _say(args, f"wrote {out} ({args.steps} steps on {len(args.scans)} scan(s))")
+    _say(args, f"wrote {out} ({steps} steps on {len(args.scans)} scan(s))")
     return {"output": str(out)}
 
 

@@ -20,7 +20,6 @@ Arrays are KJI in HU; the network sees HU / :data:`ctsr.internal_prior.HU_SCALE`
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,14 +33,13 @@ from .internal_prior import (HU_SCALE, InternalPriorSettings, ResidualCNN, consi
                              fit_residual_network)
 from .lrestimate import resolve_lr_model
 from .lrmodel import LRModel, simulate_lr
+from .network_folder import CONFIG_FILE, load_network_weights, read_network_config, write_network_folder
 from .progress import Progress, SilentProgress
 from .resources import resources_dir
 from .volume import Volume
 
 FORMAT = "ctsr-external-volume-prior"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "README.md"
+WHAT = "pretrained volume prior"
 SHIPPED_NAME = "volume-prior-x2"
 
 
@@ -116,39 +114,14 @@ def pretrain(volumes: list[Volume], settings: PretrainSettings = PretrainSetting
 
 
 def save_external_prior(network: ResidualCNN, folder, settings: PretrainSettings, metadata: dict) -> Path:
-    """Write ``network`` (safetensors), ``config.json`` and the model card to ``folder``, whole
-    or not at all: into a sibling folder first, which then replaces ``folder`` (refused when
-    ``folder`` exists and holds something else than a pretrained volume prior)."""
-    import shutil
-
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    if folder.exists() and not _holds_external_prior(folder):
-        raise UserError(f"{folder} exists and is not a pretrained volume prior folder; give a new folder.")
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    """Write ``network``, ``config.json`` and the model card to ``folder``
+    (:func:`ctsr.network_folder.write_network_folder`: whole or not at all, never over a folder
+    that holds something else)."""
     convolutions = [m for m in network.modules() if isinstance(m, torch.nn.Conv3d)]
     config = {"format": FORMAT, "channels": convolutions[0].out_channels, "layers": len(convolutions),
               "kernel": list(convolutions[0].kernel_size), "hu_scale": HU_SCALE,
               "pretraining": {**asdict(settings), "scale": list(settings.scale)}, **metadata}
-    save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, partial / WEIGHTS_FILE)
-    (partial / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    (partial / CARD_FILE).write_text(model_card(config))
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
-    return folder
-
-
-def _holds_external_prior(folder: Path) -> bool:
-    """``folder`` is empty or was written by :func:`save_external_prior`."""
-    if folder.is_dir() and not any(folder.iterdir()):
-        return True
-    try:
-        return json.loads((folder / CONFIG_FILE).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    return write_network_folder(network, folder, config, model_card(config), WHAT)
 
 
 def model_card(config: dict) -> str:
@@ -200,59 +173,54 @@ def load_external_prior(folder: str | Path | None = None, network: InternalPrior
     and from safetensors. Raises :class:`UserError` with one sentence when the folder is
     missing, lacks a file, or holds something else than a network of ``network``'s width and
     depth."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     shipped = folder is None
     folder = shipped_dir() if shipped else Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"the pretrained volume prior folder {folder} does not exist.")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (folder / name).is_file():
-            raise UserError(f"the pretrained volume prior folder {folder} has no {name}.")
+    config = read_network_config(folder, FORMAT, WHAT)
     try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
-    except ValueError:
-        raise UserError(f"{folder / CONFIG_FILE} is not valid JSON.") from None
-    try:
-        scale = tuple(int(s) for s in config["pretraining"]["scale"]) if config["format"] == FORMAT else None
+        scale = tuple(int(s) for s in config["pretraining"]["scale"])
     except (KeyError, TypeError, ValueError):
         scale = None
     if scale is None or len(scale) != 3:
-        raise UserError(f"{folder} does not hold a pretrained volume prior ({CONFIG_FILE} is not a complete "
-                        f"config of format {FORMAT}).") from None
+        raise UserError(f"{folder} does not hold a pretrained volume prior ({CONFIG_FILE} has no pretraining "
+                        "scale).")
     if (config.get("channels"), config.get("layers")) != (network.channels, network.layers):
         raise UserError(f"the pretrained volume prior in {folder} has {config.get('channels')} channels and "
                         f"{config.get('layers')} layers; the internal prior uses {network.channels} and "
                         f"{network.layers}.")
     model = ResidualCNN(network.channels, network.layers, (3, 3, 3))
-    try:
-        weights = load_file(folder / WEIGHTS_FILE)
-        model.load_state_dict(weights)
-    except (SafetensorError, RuntimeError, OSError) as error:
-        reason = str(error).splitlines()[0][:120] if str(error) else "corrupt file"
-        raise UserError(f"the weights in {folder / WEIGHTS_FILE} are not those of a pretrained volume prior "
-                        f"({type(error).__name__}: {reason}).") from None
+    load_network_weights(model, folder, WHAT)
     name = SHIPPED_NAME if shipped else str(folder)
     return ExternalPrior(model.to(device).eval(), scale, name, config)
 
 
-def pretrain_and_save(paths: list[Path], out, settings: PretrainSettings = PretrainSettings(), seed: int = 0,
-                      progress: Progress | None = None, command: str = "") -> Path:
-    """Read the HR scans at ``paths``, :func:`pretrain` on them and :func:`save_external_prior`
-    to ``out`` with what was done (scans, seed, wall time, device, date, command)."""
+def read_hr_scans(paths: list[Path], progress: Progress) -> list[Volume]:
+    """The HR scans at ``paths`` for pretraining, each checked usable; an anisotropic one is
+    logged (pretraining takes every scan as HR along all three axes)."""
     from .io import read_volume
 
-    start = time.monotonic()
-    progress = progress or SilentProgress()
     volumes = [read_volume(path) for path in paths]
     for path, volume in zip(paths, volumes):
         volume.check_usable()
         if max(volume.spacing) > 2 * min(volume.spacing):
             progress.log(f"{Path(path).name} has voxels of {' x '.join(f'{s:.3g}' for s in volume.spacing)} mm: "
                          "pretraining takes every scan as HR along all three axes")
-    network = pretrain(volumes, settings, seed=seed, progress=progress)
-    metadata = {"name": Path(out).name, "scans": [Path(p).name for p in paths], "seed": seed,
-                "wall_s": round(time.monotonic() - start, 1), "device": "cpu", "threads": torch.get_num_threads(),
-                "date": time.strftime("%Y-%m-%d"), "command": command}
-    return save_external_prior(network, out, settings, metadata)
+    return volumes
+
+
+def pretraining_record(out, paths: list[Path], seed: int, started: float, command: str) -> dict:
+    """What a pretrained folder's ``config.json`` says about how it was made: its name, the
+    scans, seed, wall time since ``started`` (``time.monotonic()``), device, threads, date and
+    the command."""
+    return {"name": Path(out).name, "scans": [Path(p).name for p in paths], "seed": seed,
+            "wall_s": round(time.monotonic() - started, 1), "device": "cpu", "threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d"), "command": command}
+
+
+def pretrain_and_save(paths: list[Path], out, settings: PretrainSettings = PretrainSettings(), seed: int = 0,
+                      progress: Progress | None = None, command: str = "") -> Path:
+    """Read the HR scans at ``paths``, :func:`pretrain` on them and :func:`save_external_prior`
+    to ``out`` with what was done (:func:`pretraining_record`)."""
+    start = time.monotonic()
+    progress = progress or SilentProgress()
+    network = pretrain(read_hr_scans(paths, progress), settings, seed=seed, progress=progress)
+    return save_external_prior(network, out, settings, pretraining_record(out, paths, seed, start, command))

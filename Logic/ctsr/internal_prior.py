@@ -172,12 +172,13 @@ def training_pair(lr: Volume, the_plan: Plan, seed: int = 0) -> tuple[np.ndarray
 
 class ResidualCNN(nn.Module):
     """``layers`` convolutions (``kernel`` per KJI axis, replicate padding) with leaky ReLUs;
-    maps an (N, 1, K, J, I) tensor to the residual to add to it. The last layer starts at zero,
-    so the untrained network changes nothing."""
+    maps an (N, inputs, K, J, I) tensor to the (N, 1, K, J, I) residual to add to its first
+    channel (the others, if any, condition it). The last layer starts at zero, so the untrained
+    network changes nothing."""
 
-    def __init__(self, channels: int = 16, layers: int = 6, kernel=(3, 3, 3)):
+    def __init__(self, channels: int = 16, layers: int = 6, kernel=(3, 3, 3), inputs: int = 1):
         super().__init__()
-        widths = [1] + [channels] * (layers - 1) + [1]
+        widths = [inputs] + [channels] * (layers - 1) + [1]
         padding = tuple(k // 2 for k in kernel)
         convolutions = [nn.Conv3d(a, b, kernel, padding=padding, padding_mode="replicate")
                         for a, b in zip(widths, widths[1:])]
@@ -234,7 +235,9 @@ def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[i
                          initial: ResidualCNN | None = None,
                          activity: str = "learning from the scan itself") -> ResidualCNN:
     """A :class:`ResidualCNN` with ``kernel`` (KJI) trained so that ``source + f(source)``
-    matches ``target`` (same KJI shape, network units): ``settings.steps`` Adam steps on random
+    matches ``target`` (same KJI shape, network units; ``source`` may also be (C, K, J, I):
+    channel 0 is the image the residual adds to, the others condition the network, and the
+    residual is ``target - source[0]``): ``settings.steps`` Adam steps on random
     patches with flips, cosine learning rate. With a 2D kernel (``(1, 3, 3)``) the patches are
     single planes of the first axis (more, thinner patches). Progress events under ``stage``
     report the loss times ``loss_unit`` and ``activity``. With ``initial`` (a network of the same settings and
@@ -243,27 +246,29 @@ def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[i
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    source = source if source.ndim == 4 else source[None]
+    inputs = source.shape[0]
     source_t = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).to(device)
-    residual_t = torch.from_numpy(np.ascontiguousarray(target - source, dtype=np.float32)).to(device)
-    network = ResidualCNN(settings.channels, settings.layers, kernel).to(device)
+    residual_t = torch.from_numpy(np.ascontiguousarray(target - source[0], dtype=np.float32)).to(device)[None]
+    network = ResidualCNN(settings.channels, settings.layers, kernel, inputs).to(device)
     if initial is not None:
         network.load_state_dict(initial.state_dict())
     optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.steps, settings.learning_rate / 10)
-    edges = [1 if (k == 1) else min(settings.patch, n) for k, n in zip(kernel, source.shape)]
+    edges = [1 if (k == 1) else min(settings.patch, n) for k, n in zip(kernel, source.shape[1:])]
     batch = settings.batch * (settings.patch if kernel[0] == 1 else 1)
     every = max(1, settings.steps // 50)
     with exact_convolutions():
         for step in range(settings.steps):
             corners = [torch.randint(0, n - e + 1, (batch,), generator=generator).tolist()
-                       for n, e in zip(source.shape, edges)]
-            pieces = [(a[k:k + edges[0], j:j + edges[1], i:i + edges[2]])
+                       for n, e in zip(source.shape[1:], edges)]
+            pieces = [(a[:, k:k + edges[0], j:j + edges[1], i:i + edges[2]])
                       for k, j, i in zip(*corners) for a in (source_t, residual_t)]
-            pair = torch.stack(pieces).view(batch, 2, *edges)
+            pair = torch.cat(pieces).view(batch, inputs + 1, *edges)
             for axis in (3, 4) if kernel[0] == 1 else (2, 3, 4):
                 if torch.rand((), generator=generator) < 0.5:
                     pair = pair.flip(axis)
-            loss = torch.mean((network(pair[:, :1]) - pair[:, 1:]) ** 2)
+            loss = torch.mean((network(pair[:, :inputs]) - pair[:, inputs:]) ** 2)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -279,18 +284,21 @@ def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[i
 def apply_in_slabs(network: ResidualCNN, array: np.ndarray, device: torch.device, progress: Progress,
                    unit: float = HU_SCALE, stage: str = "internal prior") -> np.ndarray:
     """``array + unit * network(array / unit)`` (KJI; HU with the default ``unit``), slab by
-    slab along K with a halo of the network's receptive field (the slabs join without seams)."""
-    out = np.empty_like(array, dtype=np.float32)
-    n = array.shape[0]
-    depth = max(1, SLAB_VOXELS // max(1, array.shape[1] * array.shape[2]))
+    slab along K with a halo of the network's receptive field (the slabs join without seams).
+    A (C, K, J, I) ``array`` is the conditioned form of :func:`fit_residual_network`: the
+    residual adds to channel 0, and the result is (K, J, I)."""
+    array = array if array.ndim == 4 else array[None]
+    out = np.empty_like(array[0], dtype=np.float32)
+    n = array.shape[1]
+    depth = max(1, SLAB_VOXELS // max(1, array.shape[2] * array.shape[3]))
     halo = network.halo_k
     for start in range(0, n, depth):
         stop = min(n, start + depth)
         low, high = max(0, start - halo), min(n, stop + halo)
-        x = torch.from_numpy(np.ascontiguousarray(array[low:high], dtype=np.float32) / unit).to(device)
+        x = torch.from_numpy(np.ascontiguousarray(array[:, low:high], dtype=np.float32) / unit).to(device)
         with exact_convolutions():
-            y = network(x[None, None])[0, 0].cpu().numpy() * unit
-        out[start:stop] = array[start:stop] + y[start - low:start - low + stop - start]
+            y = network(x[None])[0, 0].cpu().numpy() * unit
+        out[start:stop] = array[0, start:stop] + y[start - low:start - low + stop - start]
         progress.update(stage, stop / n, f"applying the learned prior: slice {stop}/{n}")
     return out
 

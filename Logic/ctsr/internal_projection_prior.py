@@ -20,8 +20,10 @@ When it runs: where the volume kind of :func:`ctsr.internal_prior.plan` runs (ev
 at most x2, the blur known or estimated, a second degradation keeping
 :data:`ctsr.internal_prior.MIN_PAIR_VOXELS` voxels); elsewhere (x4: measured, below the
 consistent ``P_up`` on some cells; through-plane: not measured) the pipeline falls back to the
-consistent ``P_up``. Arrays: projections are (views, rows, columns) of line integrals of the
-normalized intensity (HU window mapped to [0, 1]) in scene units; volumes are KJI in HU.
+external projection prior where one is pretrained for the scale (x4:
+:mod:`ctsr.external_projection_prior`), else to the consistent ``P_up``. Arrays: projections
+are (views, rows, columns) of line integrals of the normalized intensity (HU window mapped to
+[0, 1]) in scene units; volumes are KJI in HU.
 """
 
 from __future__ import annotations
@@ -67,15 +69,20 @@ def projection_plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     return the_plan
 
 
-def projection_training_pair(lr: Volume, scale: Scale, model: LRModel, lr_geometry: ConeGeometry, seed: int = 0,
-                             device: str | torch.device = "cpu", window=DEFAULT_WINDOW) -> torch.Tensor:
-    """``P_up2``: the projections on ``lr_geometry`` (the LR detector) of ``U2``, the cubic
-    upsampling of ``L`` degraded once more, on ``L``'s grid (its last planes, which a scale
-    that does not divide the shape leaves out, repeat the edge). Shape (views, rows, columns)."""
+def one_level_down(lr: Volume, scale: Scale, model: LRModel, seed: int = 0) -> tuple[np.ndarray, Volume]:
+    """``(U2, L2)``: ``L2``, ``lr`` degraded once more (:func:`ctsr.internal_prior.degrade_again`),
+    and ``U2``, its cubic upsampling on ``lr``'s grid (KJI, HU; its last planes, which a scale that
+    does not divide the shape leaves out, repeat the edge)."""
     low = degrade_again(lr, scale, model, seed)
     u2 = upsample_interpolate(low, scale, "cubic").array
-    u2 = np.pad(u2, [(0, n - m) for n, m in zip(lr.array.shape, u2.shape)], mode="edge")
-    return project_hu(u2, lr_geometry, window, device)
+    return np.pad(u2, [(0, n - m) for n, m in zip(lr.array.shape, u2.shape)], mode="edge"), low
+
+
+def projection_training_pair(lr: Volume, scale: Scale, model: LRModel, lr_geometry: ConeGeometry, seed: int = 0,
+                             device: str | torch.device = "cpu", window=DEFAULT_WINDOW) -> torch.Tensor:
+    """``P_up2``: the projections on ``lr_geometry`` (the LR detector) of ``U2``
+    (:func:`one_level_down`). Shape (views, rows, columns)."""
+    return project_hu(one_level_down(lr, scale, model, seed)[0], lr_geometry, window, device)
 
 
 def upsample_projections_internally(lr: Volume, scale: Scale, model: LRModel, p_up: torch.Tensor, y: torch.Tensor,

@@ -10,9 +10,11 @@
    (:class:`ctsr.prior.operators.DetectorBinning`), relates the two detectors.
 3. ``Y``, the target HR projections: by default the internal projection prior
    (:mod:`ctsr.internal_projection_prior`, a 2D CNN the scan's own projections train at run
-   time: ``P_up + f(P_up)``); with a diffusion model (``prior``), DDNM super-resolves ``y``
+   time: ``P_up + f(P_up)``); at x4, where the scan cannot teach itself, the external one
+   (:mod:`ctsr.external_projection_prior`, pretrained on other scans, used where its
+   self-check on the scan passes, else ``P_up``); with a diffusion model (``prior``), DDNM super-resolves ``y``
    starting from, and filling its null space with, ``P_up`` (:func:`ctsr.prior.upsample_projections`,
-   the paper's option); where neither runs, the consistent ``P_up``
+   the paper's option); where none runs, the consistent ``P_up``
    (``A_pinv(y) + P_up - A_pinv(A(P_up))``, in ``A``'s range space).
 4. NAB-GS: signed Gaussians fitted to the residual ``Y - P_up`` and voxelized: ``dV``.
 5. ``max(0, V_up + dV)`` back to HU, then the data-consistency step of :mod:`ctsr.fidelity`
@@ -57,7 +59,8 @@ class Preset:
                     option: ``--prior DIR`` or ``shipped``);
     projection_prior: the settings of the internal projection prior
                     (:mod:`ctsr.internal_projection_prior`), the target ``Y`` when no diffusion
-                    prior is given, or None (``Y`` = consistent ``P_up``);
+                    prior is given (at x4 the external projection prior takes its place), or
+                    None (``Y`` = consistent ``P_up``);
     fit:            the NAB-GS settings (iterations, Gaussian counts, learning rates), or None
                     to skip the reconstruction (the output is then the interpolated volume made
                     consistent with the input);
@@ -96,7 +99,8 @@ PRESETS = {
 }
 """The presets. ``fast`` and ``balanced`` keep only the stages that helped on the measured
 data (README, "Why ``balanced`` is the default"); the NAB-GS presets take their target from the
-internal projection prior, which beats the consistent ``P_up`` (benchmarks/projection_prior.md),
+internal projection prior at x2 and the external one at x4, which beat the consistent ``P_up``
+(benchmarks/projection_prior.md, benchmarks/external_projection_prior.md),
 unlike the shipped diffusion model (benchmarks/prior_bench.md), which runs only when asked for."""
 
 
@@ -134,7 +138,7 @@ def consistent_p_up(p_up: torch.Tensor, y: torch.Tensor, operator) -> torch.Tens
 
 def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *, prior=None, device: str = "auto",
                   seed: int = 0, progress: Progress | None = None, window=DEFAULT_WINDOW,
-                  oracle: Volume | None = None, external=None) -> tuple[Volume, dict]:
+                  oracle: Volume | None = None, external=None, external_projection=None) -> tuple[Volume, dict]:
     """Super-resolve ``lr`` (HU) by ``scale`` (IJK) with ``preset``; returns the HR volume (HU)
     and a dict of what was done (device, views, detector, target, Gaussians, LR residual).
 
@@ -146,6 +150,9 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *
             cannot run; ignored when the preset has ``prior_steps == 0``;
     external: a :class:`ctsr.external_prior.ExternalPrior` the preset's internal prior starts
             from (fine-tuning) where it runs at that network's scale, or None (from zero);
+    external_projection: a :class:`ctsr.external_projection_prior.ExternalProjectionPrior`,
+            the target ``Y`` of a preset with a projection prior where the internal one has no
+            pair and the job's scale is that network's, or None;
     oracle: the true HR volume, for benchmarks only: ``Y`` = its projections (the ceiling of
             what the reconstruction can recover from perfect projections); runs NAB-GS with the
             preset's settings, or the standard ones when the preset has none.
@@ -166,7 +173,7 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *
     hr = upsample_interpolate(lr, scale, preset.interpolator)
     if preset.fit is not None or oracle is not None:
         hr = _reconstruct(lr, hr, scale, preset, lr_model, prior, torch_device, seed, window, oracle, progress,
-                          info)
+                          info, external_projection)
     else:
         info["target"] = f"none: the preset keeps the {preset.interpolator} volume and only enforces consistency"
     if preset.consistency:
@@ -179,9 +186,32 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *
     return hr, info
 
 
+def _external_target(prior, lr: Volume, scale: Scale, lr_model: LRModel, p_up: torch.Tensor, y: torch.Tensor,
+                     lr_geometry: ConeGeometry, seed: int, device: torch.device, window, progress: Progress,
+                     info: dict) -> torch.Tensor:
+    """``Y`` from the external projection prior where its self-check on the scan's own
+    projections one level down is positive (:func:`ctsr.external_projection_prior.self_check`),
+    else ``P_up`` (which beat the consistent ``P_up`` on every x4 cell measured,
+    ``benchmarks/projection_prior_x4.md``)."""
+    from .external_projection_prior import self_check, upsample_projections_externally
+
+    progress.update("projection prior", 0.08, "checking the pretrained projection prior on the scan itself")
+    check = self_check(prior, lr, scale, lr_model, y, lr_geometry, seed, device, window)
+    if check <= 0:
+        progress.log(f"external projection prior declined: self-check {check:+.2f} dB")
+        info["target"] = "P_up (the external projection prior declined)"
+        info["projection_prior"] = (f"external declined: {prior.name} made the scan's own projections one level "
+                                    f"down {-check:.2f} dB worse")
+        return p_up
+    info["target"] = f"external projection prior (P_up + a 2D CNN pretrained on other scans: {prior.name})"
+    info["projection_prior"] = f"external, {prior.name}, self-check {check:+.2f} dB"
+    return upsample_projections_externally(prior, p_up, y, scale, device, progress.span(0.1, 0.40))
+
+
 def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, lr_model: LRModel, prior,
                  device: torch.device,
-                 seed: int, window, oracle: Volume | None, progress: Progress, info: dict) -> Volume:
+                 seed: int, window, oracle: Volume | None, progress: Progress, info: dict,
+                 external_projection=None) -> Volume:
     """Stages 2 to 4: projections, the target ``Y``, the NAB-GS fit; ``relu(V_up + dV)`` in HU."""
     low, high = window
     as_tensor = lambda v: torch.from_numpy(normalize(v.array, window).astype(np.float32)).to(device)
@@ -214,7 +244,10 @@ def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, lr_mode
             from .internal_projection_prior import projection_plan, upsample_projections_internally
 
             the_plan = projection_plan(lr, scale, lr_model)
-            if the_plan.kind is None:
+            if the_plan.kind is None and external_projection is not None and tuple(scale) == external_projection.scale:
+                target = _external_target(external_projection, lr, scale, lr_model, p_up, y, lr_geometry, seed,
+                                          device, window, progress, info)
+            elif the_plan.kind is None:
                 progress.log(f"projection prior skipped: {the_plan.reason}")
                 info["projection_prior"] = f"skipped: {the_plan.reason}"
             else:

@@ -66,7 +66,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
                  returns the voxelwise standard deviation beside the first run's volume (refused
                  for :data:`DETERMINISTIC_METHODS`; zero where ``balanced`` falls back to ``fast``);
     prior:       the projection prior of the NAB-GS presets: None, the internal projection
-                 prior (:mod:`ctsr.internal_projection_prior`); "none": no prior, ``Y`` =
+                 prior (:mod:`ctsr.internal_projection_prior`), at x4 the shipped external
+                 one (:mod:`ctsr.external_projection_prior`); "none": no prior, ``Y`` =
                  consistent ``P_up``; "shipped" or a model folder: that diffusion model with DDNM
                  (the paper's option);
     lr_model:    how the input was made from the HR scan (:class:`ctsr.lrmodel.LRModel` or its
@@ -198,9 +199,17 @@ def _zero_shot(lr: Volume, scale: Scale, method: str, model: LRModel, seed: int,
     progress.log(plan.describe())
     info["memory_plan"] = plan.describe()
 
+    external_projection = None
+    if preset.projection_prior is not None and prior is None:
+        from .external_projection_prior import load_external_projection_prior
+
+        shipped = load_external_projection_prior(None, torch_device)
+        external_projection = shipped if shipped.scale == tuple(scale) else None
+
     def run(piece: Volume, piece_progress: Progress) -> Volume:
         hr, details = super_resolve(piece, scale, preset, model, prior=prior, device=str(torch_device), seed=seed,
-                                    progress=piece_progress, external=external)
+                                    progress=piece_progress, external=external,
+                                    external_projection=external_projection)
         info.update(details)
         return hr
 
