@@ -139,7 +139,7 @@ def test_the_cli_pretrains_a_projection_prior_folder(sample, tmp_path):
 def test_the_self_check_of_a_network_that_adds_nothing_is_zero_and_declines(hr):
     """Zero dB for an untrained network (``Y2 = P_up2``), so the pipeline keeps ``P_up``; a
     network that adds something moves it off zero."""
-    from ctsr.pipeline import scan_geometries
+    from ctsr.geometry import scan_geometries
 
     lr = simulate_lr(Volume(hr.array, hr.ijk_to_ras), SCALE, LRModel.parse("box"), seed=0)
     v_up = upsample_interpolate(lr, SCALE, "cubic")

@@ -13,7 +13,8 @@ from ctsr.errors import Cancelled
 from ctsr.internal_prior import InternalPriorSettings, degrade_again
 from ctsr.lrmodel import LRModel, simulate_lr
 from ctsr.metrics import psnr
-from ctsr.pipeline import consistent_p_up, projection_operator, scan_geometries
+from ctsr.geometry import scan_geometries
+from ctsr.pipeline import consistent_p_up, projection_operator
 from ctsr.progress import CallbackProgress
 from ctsr.projector import project_hu
 

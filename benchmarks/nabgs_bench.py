@@ -27,7 +27,8 @@ from ctsr.geometry import ConeGeometry, detector_binning
 from ctsr.io import read_volume
 from ctsr.lrmodel import simulate_lr
 from ctsr.metrics import DEFAULT_WINDOW, evaluate, normalize
-from ctsr.pipeline import consistent_p_up, scan_geometries
+from ctsr.geometry import scan_geometries
+from ctsr.pipeline import consistent_p_up
 from ctsr.projector import forward_project
 from ctsr.roi import Roi, crop_to_roi
 from ctsr.volume import Volume

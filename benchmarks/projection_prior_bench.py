@@ -3,7 +3,7 @@
 For each 96^3 crop of ../shared/data (the cases of quality_bench.py: chest CTA, abdomen, head)
 and each LR made at x2 by ``ctsr.lrmodel.simulate_lr`` (blurs ``gauss:0.5``, ``gauss:1.5``,
 ``box``; white noise 0 and 30 HU), with the LR model estimated from the input (no flags), the
-pipeline's scan (``ctsr.pipeline.scan_geometries``, 72 views as ``standard``) gives the truth's
+pipeline's scan (``ctsr.geometry.scan_geometries``, 72 views as ``standard``) gives the truth's
 projections, ``P_up`` (of the cubic ``V_up``) and ``y``; scored against the truth's
 projections (PSNR over their value range):
 
@@ -64,14 +64,15 @@ def _score(estimate: torch.Tensor, truth: torch.Tensor) -> float:
 def scanned(hr, cell: str, scale=SCALE, views: int = VIEWS):
     """One LR input as the pipeline scans it: ``hr`` degraded by the LR model ``cell`` at ``scale``
     (seed 1), the LR model estimated from it (no flags), the cubic ``V_up``, the scan
-    (``ctsr.pipeline.scan_geometries``) and the projections of the truth, of ``V_up`` (``P_up``)
+    (``ctsr.geometry.scan_geometries``) and the projections of the truth, of ``V_up`` (``P_up``)
     and of the LR (``y``), and ``A`` (``projection_operator``); as attributes of one namespace."""
     from types import SimpleNamespace
 
     from ctsr.baselines import upsample_interpolate
     from ctsr.lrestimate import resolve_lr_model
     from ctsr.lrmodel import LRModel, simulate_lr
-    from ctsr.pipeline import projection_operator, scan_geometries
+    from ctsr.geometry import scan_geometries
+    from ctsr.pipeline import projection_operator
     from ctsr.projector import project_hu
 
     lr = simulate_lr(hr, scale, LRModel.parse(cell), seed=1)

@@ -210,5 +210,13 @@ class ConeGeometry:
         return origin.to(dtype).contiguous(), direction.to(dtype).contiguous()
 
 
+def scan_geometries(lr: Volume, hr: Volume, scale: Scale, n_views: int) -> tuple[ConeGeometry, ConeGeometry]:
+    """The pipeline's scan: the HR scan of ``hr``'s grid (:meth:`ConeGeometry.from_volume`,
+    ``n_views`` views) and the LR scan of ``lr``'s grid, ``scale`` (IJK) coarser
+    (:meth:`ConeGeometry.of_coarser_grid`)."""
+    geometry = ConeGeometry.from_volume(hr, n_views=n_views)
+    return geometry, geometry.of_coarser_grid(lr, scale)
+
+
 def _round_up(value: float, multiple: int) -> int:
     return int(math.ceil(value / multiple - 1e-9)) * multiple

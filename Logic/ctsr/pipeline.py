@@ -40,7 +40,7 @@ from .baselines import upsample_interpolate
 from .errors import UserError
 from .fidelity import enforce_lr_consistency, lr_residual
 from .gaussians.fit import FitSettings, fit_residual
-from .geometry import ConeGeometry, detector_binning
+from .geometry import ConeGeometry, detector_binning, scan_geometries
 from .grids import Scale
 from .internal_prior import InternalPriorSettings, upsample_with_internal_prior
 from .lrmodel import LRModel
@@ -111,13 +111,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' was asked for, but no CUDA GPU is available; use 'auto' or 'cpu'.")
     return torch.device(device)
-
-
-def scan_geometries(lr: Volume, hr: Volume, scale: Scale, n_views: int):
-    """The HR scan of ``hr``'s grid and the LR scan of ``lr``'s grid
-    (:meth:`ctsr.geometry.ConeGeometry.of_coarser_grid`)."""
-    geometry = ConeGeometry.from_volume(hr, n_views=n_views)
-    return geometry, geometry.of_coarser_grid(lr, scale)
 
 
 def projection_operator(lr_model: LRModel, hr: Volume, scale: Scale):
