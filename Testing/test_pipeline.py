@@ -129,6 +129,10 @@ def test_at_x4_an_external_projection_prior_of_that_scale_makes_the_target_if_it
     monkeypatch.setattr(external_projection_prior, "self_check", lambda *a, **k: 1.0)
     _, info = super_resolve(lr4, (4, 4, 4), preset, PAPER, device="cpu", external_projection=external)
     assert info["target"].startswith("external projection prior") and "+1.00 dB" in info["projection_prior"]
+    monkeypatch.setattr(external_projection_prior, "self_check", real_check)
+    _, info = super_resolve(simulate_lr(Volume(hr.array[:28], hr.ijk_to_ras), (4, 4, 4)), (4, 4, 4), preset, PAPER,
+                            device="cpu", external_projection=external)
+    assert info["projection_prior"] == "external declined: the input is too small to check it on (z: 7 voxels, 8 needed)"
     other = ExternalProjectionPrior(network, (2, 2, 2), "x2 test", {})
     _, info = super_resolve(lr4, (4, 4, 4), preset, PAPER, device="cpu", external_projection=other)
     assert info["target"].startswith("consistent P_up") and info["projection_prior"].startswith("skipped")

@@ -1,4 +1,4 @@
-"""The external projection prior: a conditional 2D CNN, pretrained on DRRs of *other* CT scans,
+"""The external projection prior: a 2D CNN conditioned on ``y``, pretrained on DRRs of *other* CT scans,
 that turns ``P_up`` into the target ``Y`` of the NAB-GS presets where the scan cannot teach
 itself in the projection domain (x4; :mod:`ctsr.internal_projection_prior` covers x2).
 
@@ -10,8 +10,8 @@ as constant input planes (blur per detector axis and noise SD, as estimated from
 network pretrained without the chest CTA swung by 5.7 dB on a held-out chest cell between a
 noise plane of 0 and 144 HU (the x4 noise estimate of a 24^3 input reads its anatomy as noise,
 2 to 154 HU on random crops made with 0.5 to 28 HU, so the plane told the network which scan it
-saw, not how noisy it was), and on every x4 training crop the blur estimate is the default (too few LR
-voxels), so those planes carry nothing.
+saw, not how noisy it was), and on every x4 training crop the blur estimate is the default
+(too few LR voxels), so those planes carry nothing.
 
 **How it is made** (:func:`pretraining_pairs`, the pipeline's own operators): random cubic crops
 of each HR scan, each degraded by random LR models (:func:`ctsr.external_prior.random_lr_model`:
@@ -182,9 +182,15 @@ def self_check(prior: ExternalProjectionPrior, lr: Volume, scale: Scale, model: 
     again (``y2``); the gain is ``10 log10(|P_up2 - y|^2 / |Y2 - y|^2)`` with ``Y2`` the network's
     output for ``(P_up2, y2)`` and ``y`` the projections of ``L`` on ``lr_geometry`` (the
     pipeline's, in its units: ``window`` mapped to [0, 1]). Positive: what the network adds
-    brings the scan's own coarser projections closer to its finer ones."""
+    brings the scan's own coarser projections closer to its finer ones. Raises ``ValueError``
+    (a sentence) when ``lr`` is too small to be degraded once more (under 2 voxels left)."""
     from .internal_projection_prior import one_level_down
 
+    short = [(axis, n) for axis, (n, s) in enumerate(zip(lr.shape_ijk, scale)) if s > 1 and n // s < 2]
+    if short:
+        axis, n = short[0]
+        raise ValueError(f"the input is too small to check it on ({'xyz'[axis]}: {n} voxels, "
+                         f"{2 * scale[axis]} needed)")
     u2, low = one_level_down(lr, scale, model.with_noise(0.0, "none"), seed)
     p_up2 = project_hu(u2, lr_geometry, window, device)
     y2 = project_hu(low.array, lr_geometry.of_coarser_grid(low, scale), window, device)

@@ -189,12 +189,16 @@ def _external_target(prior, lr: Volume, scale: Scale, lr_model: LRModel, p_up: t
     from .external_projection_prior import self_check, upsample_projections_externally
 
     progress.update("projection prior", 0.08, "checking the pretrained projection prior on the scan itself")
-    check = self_check(prior, lr, scale, lr_model, y, lr_geometry, seed, device, window)
-    if check <= 0:
-        progress.log(f"external projection prior declined: self-check {check:+.2f} dB")
+    try:
+        check = self_check(prior, lr, scale, lr_model, y, lr_geometry, seed, device, window)
+        declined = None if check > 0 else (f"{prior.name} made the scan's own projections one level down "
+                                           f"{-check:.2f} dB worse")
+    except ValueError as why:
+        declined = str(why)
+    if declined is not None:
+        progress.log(f"external projection prior declined: {declined}")
         info["target"] = "P_up (the external projection prior declined)"
-        info["projection_prior"] = (f"external declined: {prior.name} made the scan's own projections one level "
-                                    f"down {-check:.2f} dB worse")
+        info["projection_prior"] = f"external declined: {declined}"
         return p_up
     info["target"] = f"external projection prior (P_up + a 2D CNN pretrained on other scans: {prior.name})"
     info["projection_prior"] = f"external, {prior.name}, self-check {check:+.2f} dB"
