@@ -37,9 +37,10 @@ import torch
 from .baselines import upsample_interpolate
 from .errors import UserError
 from .external_prior import PretrainSettings, pretraining_record, random_lr_model, read_hr_scans
-from .geometry import scan_geometries
+from .geometry import detector_binning, scan_geometries
 from .grids import Scale
 from .internal_prior import InternalPriorSettings, ResidualCNN, apply_in_slabs, fit_residual_network
+from .internal_projection_prior import KERNEL, STAGE, one_level_down
 from .lrmodel import LRModel, simulate_lr
 from .metrics import DEFAULT_WINDOW
 from .network_folder import load_network_weights, read_network_config, write_network_folder
@@ -52,10 +53,6 @@ from .volume import Volume
 FORMAT = "ctsr-external-projection-prior"
 WHAT = "pretrained projection prior"
 SHIPPED_NAME = "projection-prior-x4"
-#: The stage name of its progress events.
-STAGE = "projection prior"
-#: The 2D kernel (views, rows, columns): each projection is an image of its own.
-KERNEL = (1, 3, 3)
 #: Input channels of :func:`conditioning`.
 INPUTS = 2
 
@@ -93,7 +90,6 @@ def conditioning(p_up: torch.Tensor, y: torch.Tensor, scale: Scale) -> tuple[np.
     rows, columns on the HR detector) and bicubic ``y`` (the same views on the detector binned
     for ``scale``), each projection divided by its ``s``; and ``s`` (views,), the largest value of
     each projection of ``p_up`` (at least 1e-6)."""
-    from .geometry import detector_binning
     from .prior.operators import bicubic
 
     unit = torch.clamp(p_up.flatten(1).amax(1), min=1e-6)[:, None, None]
@@ -184,8 +180,6 @@ def self_check(prior: ExternalProjectionPrior, lr: Volume, scale: Scale, model: 
     pipeline's, in its units: ``window`` mapped to [0, 1]). Positive: what the network adds
     brings the scan's own coarser projections closer to its finer ones. Raises ``ValueError``
     (a sentence) when ``lr`` is too small to be degraded once more (under 2 voxels left)."""
-    from .internal_projection_prior import one_level_down
-
     short = [(axis, n) for axis, (n, s) in enumerate(zip(lr.shape_ijk, scale)) if s > 1 and n // s < 2]
     if short:
         axis, n = short[0]

@@ -186,9 +186,9 @@ def _external_target(prior, lr: Volume, scale: Scale, lr_model: LRModel, p_up: t
     projections one level down is positive (:func:`ctsr.external_projection_prior.self_check`),
     else ``P_up`` (which beat the consistent ``P_up`` on every x4 cell measured,
     ``benchmarks/projection_prior_x4.md``)."""
-    from .external_projection_prior import self_check, upsample_projections_externally
+    from .external_projection_prior import STAGE, self_check, upsample_projections_externally
 
-    progress.update("projection prior", 0.08, "checking the pretrained projection prior on the scan itself")
+    progress.update(STAGE, 0.08, "checking the pretrained projection prior on the scan itself")
     try:
         check = self_check(prior, lr, scale, lr_model, y, lr_geometry, seed, device, window)
         declined = None if check > 0 else (f"{prior.name} made the scan's own projections one level down "

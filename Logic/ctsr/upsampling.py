@@ -93,6 +93,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         raise UserError(f"a pretrained start (--pretrained) is for balanced's internal prior; {method} has none.")
     lr.check_usable()
     external = _load_pretrained(pretrained, device) if method == "balanced" and pretrained != NONE else None
+    nabgs_with_default_prior = method in ("standard", "quality") and prior is None
+    external_projection = _load_external_projection(scale, device) if nabgs_with_default_prior else None
     if roi is not None:
         roi = roi if isinstance(roi, Roi) else Roi.parse(roi)
         lr = crop_to_roi(lr, roi)
@@ -120,7 +122,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         runs = max(1, uncertainty)
         volumes = []
         for k in range(runs):
-            hr, info = _zero_shot(lr, scale, method, model, seed + k, device, prior, external,
+            hr, info = _zero_shot(lr, scale, method, model, seed + k, device, prior, external, external_projection,
                                   progress.span(k / runs, (k + 1) / runs))
             volumes.append(hr.array)
         hr = hr.with_array(volumes[0])
@@ -176,9 +178,20 @@ def _load_pretrained(pretrained: str | None, device: str):
     return load_external_prior(folder, PRESETS["balanced"].internal_prior, resolve_device(device))
 
 
+def _load_external_projection(scale: Scale, device: str):
+    """The shipped :class:`ctsr.external_projection_prior.ExternalProjectionPrior` on the resolved
+    ``device`` when it was pretrained for ``scale``, else None."""
+    from .external_projection_prior import load_external_projection_prior
+    from .pipeline import resolve_device
+
+    shipped = load_external_projection_prior(None, resolve_device(device))
+    return shipped if shipped.scale == tuple(scale) else None
+
+
 def _zero_shot(lr: Volume, scale: Scale, method: str, model: LRModel, seed: int, device: str, prior_path,
-               external, progress: Progress):
-    """One run of the zero-shot pipeline, in blocks when memory requires it; ``external``: the
+               external, external_projection, progress: Progress):
+    """One run of the zero-shot pipeline, in blocks when memory requires it; ``external_projection``:
+    the shipped external projection prior where it applies, or None; ``external``: the
     pretrained start of ``balanced``'s internal prior, or None."""
     from .blocks import upsample_in_blocks
     from .pipeline import PRESETS, resolve_device, super_resolve
@@ -198,13 +211,6 @@ def _zero_shot(lr: Volume, scale: Scale, method: str, model: LRModel, seed: int,
     plan = plan_job(lr.array.shape, scale, preset.n_views, preset.max_gaussians, torch_device)
     progress.log(plan.describe())
     info["memory_plan"] = plan.describe()
-
-    external_projection = None
-    if preset.projection_prior is not None and prior is None:
-        from .external_projection_prior import load_external_projection_prior
-
-        shipped = load_external_projection_prior(None, torch_device)
-        external_projection = shipped if shipped.scale == tuple(scale) else None
 
     def run(piece: Volume, piece_progress: Progress) -> Volume:
         hr, details = super_resolve(piece, scale, preset, model, prior=prior, device=str(torch_device), seed=seed,
