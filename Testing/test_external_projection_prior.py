@@ -16,7 +16,7 @@ from ctsr.errors import UserError
 from ctsr.geometry import ConeGeometry
 from ctsr.internal_prior import InternalPriorSettings, ResidualCNN
 from ctsr.lrmodel import LRModel, simulate_lr
-from ctsr.network_folder import CONFIG_FILE, WEIGHTS_FILE
+from ctsr.network_folder import CONFIG_FILE, WEIGHTS_FILE, PretrainedNetwork
 from ctsr.projector import project_hu
 from ctsr.volume import Volume
 
@@ -76,7 +76,7 @@ def test_pretraining_pairs_stack_every_crop_and_model_and_repeat_for_a_seed(hr):
 
 def test_an_untrained_network_gives_p_up_back_and_a_trained_one_adds_to_it(tiny_folder):
     p_up, y = torch.rand(2, 16, 16) + 0.5, torch.rand(2, 4, 4)
-    zero = xp.ExternalProjectionPrior(ResidualCNN(4, 2, xp.KERNEL, xp.INPUTS).eval(), SCALE, "zero", {})
+    zero = PretrainedNetwork(ResidualCNN(4, 2, xp.KERNEL, xp.INPUTS).eval(), SCALE, "zero", {})
     torch.testing.assert_close(xp.upsample_projections_externally(zero, p_up, y, SCALE), p_up)
     trained = xp.load_external_projection_prior(tiny_folder[0])
     out = xp.upsample_projections_externally(trained, p_up, y, SCALE)
@@ -147,7 +147,7 @@ def test_the_self_check_of_a_network_that_adds_nothing_is_zero_and_declines(hr):
     y = project_hu(lr.array, lr_geometry)
     model = LRModel.parse("box,noise:10")
     network = ResidualCNN(4, 2, xp.KERNEL, xp.INPUTS).eval()
-    zero = xp.ExternalProjectionPrior(network, SCALE, "zero", {})
+    zero = PretrainedNetwork(network, SCALE, "zero", {})
     assert abs(xp.self_check(zero, lr, SCALE, model, y, lr_geometry)) < 1e-4
     torch.nn.init.normal_(network.body[-1].weight, std=1e-2)
     assert abs(xp.self_check(zero, lr, SCALE, model, y, lr_geometry)) > 1e-3
@@ -160,3 +160,18 @@ def test_the_shipped_network_loads_offline_is_small_and_its_card_is_its_config()
     assert sum(p.stat().st_size for p in folder.iterdir()) < 1e6
     assert (folder / "README.md").read_text() == xp.model_card(shipped.config)
     assert sorted(shipped.config["scans"]) == ["abdomen_pelvis_3mm.nrrd", "chest_cta_1.5mm.nrrd", "head_1.5mm.nrrd"]
+
+
+def test_upsample_takes_a_projection_prior_folder_instead_of_the_shipped_one_at_its_scale_only(
+        tiny_folder, hr, monkeypatch):
+    """``prior=`` a folder of ``ctsr pretrain --projections`` (``--prior DIR``) is the external
+    projection prior of ``standard``; for a job at another scale it is one sentence, before any work."""
+    from ctsr.upsampling import upsample
+
+    folder = str(tiny_folder[0])
+    monkeypatch.setattr(xp, "self_check", lambda *a, **k: -1.0)  # declined: Y = P_up, nothing for NAB-GS to fit
+    result = upsample(simulate_lr(hr, SCALE), SCALE, "standard", device="cpu", prior=folder)
+    assert result.provenance["projection_prior"].startswith(f"external declined: {folder} made")
+    assert result.provenance["gaussians"] == 0
+    with pytest.raises(UserError, match=r"pretrained for x4; this job is x2\.$"):
+        upsample(simulate_lr(hr, (2, 2, 2)), 2, "standard", device="cpu", prior=folder)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from ctsr.baselines import upsample_interpolate
 from ctsr.blocks import upsample_in_blocks
 from ctsr.fidelity import enforce_lr_consistency
 from ctsr.errors import Cancelled
@@ -16,7 +17,7 @@ from ctsr.gaussians.kernels import numba_available
 from ctsr.grids import hr_grid
 from ctsr.internal_prior import InternalPriorSettings
 from ctsr.lrmodel import PAPER, simulate_lr
-from ctsr.metrics import evaluate, normalize, psnr
+from ctsr.metrics import DEFAULT_WINDOW, evaluate, normalize, psnr
 from ctsr.pipeline import PRESETS, Preset, super_resolve
 from ctsr.progress import CallbackProgress
 from ctsr.volume import Volume
@@ -108,7 +109,8 @@ def test_at_x4_an_external_projection_prior_of_that_scale_makes_the_target_if_it
     self-check on the scan's own projections is positive, else ``Y`` is ``P_up``; one for
     another scale is not used (the consistent ``P_up``)."""
     from ctsr import external_projection_prior
-    from ctsr.external_projection_prior import INPUTS, KERNEL, ExternalProjectionPrior
+    from ctsr.external_projection_prior import INPUTS, KERNEL
+    from ctsr.network_folder import PretrainedNetwork
     from ctsr.internal_prior import ResidualCNN
 
     network = ResidualCNN(4, 2, KERNEL, INPUTS).eval()
@@ -119,21 +121,30 @@ def test_at_x4_an_external_projection_prior_of_that_scale_makes_the_target_if_it
     real_check = external_projection_prior.self_check
     monkeypatch.setattr(external_projection_prior, "self_check", lambda *a, **k: checks.append(real_check(*a, **k))
                         or checks[-1])
-    external = ExternalProjectionPrior(network, (4, 4, 4), "x4 test", {})
+    external = PretrainedNetwork(network, (4, 4, 4), "x4 test", {})
     _, info = super_resolve(lr4, (4, 4, 4), preset, PAPER, device="cpu", external_projection=external)
     expected = "external projection prior" if checks[-1] > 0 else "P_up (the external projection prior declined)"
     assert info["target"].startswith(expected)
     monkeypatch.setattr(external_projection_prior, "self_check", lambda *a, **k: -1.0)
-    _, info = super_resolve(lr4, (4, 4, 4), preset, PAPER, device="cpu", external_projection=external)
+    events = []
+    declined, info = super_resolve(lr4, (4, 4, 4), preset, PAPER, device="cpu", external_projection=external,
+                                   progress=CallbackProgress(events.append))
     assert info["target"].startswith("P_up") and info["projection_prior"].startswith("external declined")
+    # Y = P_up leaves NAB-GS nothing to fit: it is skipped, and the result is V_up made consistent.
+    assert info["gaussians"] == 0 and not any(e.get("stage") == "nabgs" for e in events)
+    v_up = upsample_interpolate(lr4, (4, 4, 4), preset.interpolator)
+    v_up = v_up.with_array(np.maximum(v_up.array, DEFAULT_WINDOW[0]))
+    np.testing.assert_allclose(declined.array, enforce_lr_consistency(v_up, lr4, (4, 4, 4), PAPER)[0].array,
+                               atol=0.05)
     monkeypatch.setattr(external_projection_prior, "self_check", lambda *a, **k: 1.0)
     _, info = super_resolve(lr4, (4, 4, 4), preset, PAPER, device="cpu", external_projection=external)
     assert info["target"].startswith("external projection prior") and "+1.00 dB" in info["projection_prior"]
+    assert info["gaussians"] > 0
     monkeypatch.setattr(external_projection_prior, "self_check", real_check)
     _, info = super_resolve(simulate_lr(Volume(hr.array[:28], hr.ijk_to_ras), (4, 4, 4)), (4, 4, 4), preset, PAPER,
                             device="cpu", external_projection=external)
     assert info["projection_prior"] == "external declined: the input is too small to check it on (z: 7 voxels, 8 needed)"
-    other = ExternalProjectionPrior(network, (2, 2, 2), "x2 test", {})
+    other = PretrainedNetwork(network, (2, 2, 2), "x2 test", {})
     _, info = super_resolve(lr4, (4, 4, 4), preset, PAPER, device="cpu", external_projection=other)
     assert info["target"].startswith("consistent P_up") and info["projection_prior"].startswith("skipped")
 

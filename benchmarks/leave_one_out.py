@@ -36,19 +36,30 @@ def pretrained_without(case: str, scale: int = 2) -> Path:
     return folder
 
 
-def projection_prior_without(case: str) -> Path:
+def projection_prior_without(case: str, train_scans: int = 2, steps: int | None = None) -> Path:
     """The folder of the x4 external projection prior pretrained by ``ctsr pretrain
-    --projections``'s recipe on every case of quality_bench.py but ``case`` (about 8 minutes on
-    2 cores on first use)."""
-    from ctsr.external_projection_prior import pretrain_and_save
+    --projections``'s recipe on the first ``train_scans`` cases of quality_bench.py other than
+    ``case`` (order chest, abdomen, head; all others by default), for ``steps`` Adam steps (None:
+    the recipe's), trained on first use (about 8 minutes on 2 cores for two scans and 3000 steps).
+    Other than the recipe's, the folder name says the number of scans and steps."""
+    from dataclasses import replace
+
+    from ctsr.external_projection_prior import ProjectionPretrainSettings, pretrain_and_save
     from ctsr.network_folder import CONFIG_FILE
 
-    folder = WORK / f"projection-prior-x4-without-{case}"
+    settings = ProjectionPretrainSettings()
+    steps = steps or settings.network.steps
+    others = [other for other in CASES if other != case][:train_scans]
+    recipe = len(others) == len(CASES) - 1 and steps == settings.network.steps
+    folder = WORK / (f"projection-prior-x4-without-{case}" if recipe
+                     else f"projection-prior-x4-without-{case}-{len(others)}scans-{steps}steps")
     if not (folder / CONFIG_FILE).is_file():
-        others = [DATA / CASES[other][0] for other in CASES if other != case]
-        print(f"pretraining the x4 projection prior without {case} on {', '.join(p.name for p in others)}",
-              flush=True)
-        pretrain_and_save(others, folder, command=f"benchmarks/leave_one_out.py (projection prior, without {case})")
+        paths = [DATA / CASES[other][0] for other in others]
+        print(f"pretraining the x4 projection prior without {case} on {', '.join(p.name for p in paths)}, "
+              f"{steps} steps", flush=True)
+        pretrain_and_save(paths, folder, replace(settings, network=replace(settings.network, steps=steps)),
+                          command=f"benchmarks/leave_one_out.py (projection prior, without {case}, "
+                                  f"{len(others)} scans, {steps} steps)")
     return folder
 
 

@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", type=int, default=0, metavar="K",
                    help="also write the voxelwise std over K runs with different seeds (OUT_uncertainty.*)")
     p.add_argument("--prior", help="projection prior of standard and quality (default: the internal one, "
-                                   "trained on the scan's own projections): 'none', 'shipped' (the shipped "
+                                   "trained on the scan's own projections, and at x4 the shipped external "
+                                   "one): a folder written by `ctsr pretrain --projections` (instead of the "
+                                   "shipped external one, at its scale), 'none', 'shipped' (the shipped "
                                    "diffusion model, DDNM) or a diffusion model folder")
     p.add_argument("--pretrained", help="where balanced's internal prior starts: 'shipped' (default: a "
                                         "network pretrained on other CT scans, used at x2 and x4), 'none' (from "

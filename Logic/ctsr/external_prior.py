@@ -33,7 +33,8 @@ from .internal_prior import (HU_SCALE, InternalPriorSettings, ResidualCNN, consi
                              fit_residual_network)
 from .lrestimate import resolve_lr_model
 from .lrmodel import LRModel, simulate_lr
-from .network_folder import CONFIG_FILE, load_network_weights, read_network_config, write_network_folder
+from .network_folder import (CONFIG_FILE, PretrainedNetwork, load_network_weights, read_network_config,
+                             write_network_folder)
 from .progress import Progress, SilentProgress
 from .resources import resources_dir
 from .volume import Volume
@@ -57,17 +58,6 @@ class PretrainSettings:
     box_share: float = 0.25
     max_noise_hu: float = 30.0
     scale: Scale = (2, 2, 2)
-
-
-@dataclass(frozen=True)
-class ExternalPrior:
-    """A loaded pretrained network, the IJK scale it was pretrained for, its name (the folder's
-    path, or the shipped one's name) and its config."""
-
-    network: ResidualCNN
-    scale: Scale
-    name: str
-    config: dict
 
 
 def random_lr_model(rng: np.random.Generator, settings: PretrainSettings = PretrainSettings()) -> LRModel:
@@ -168,7 +158,7 @@ def shipped_dir() -> Path:
 
 
 def load_external_prior(folder: str | Path | None = None, network: InternalPriorSettings = InternalPriorSettings(),
-                        device: str | torch.device = "cpu") -> ExternalPrior:
+                        device: str | torch.device = "cpu") -> PretrainedNetwork:
     """The pretrained network in ``folder`` (None: the shipped one) onto ``device``, offline
     and from safetensors. Raises :class:`UserError` with one sentence when the folder is
     missing, lacks a file, or holds something else than a network of ``network``'s width and
@@ -190,7 +180,7 @@ def load_external_prior(folder: str | Path | None = None, network: InternalPrior
     model = ResidualCNN(network.channels, network.layers, (3, 3, 3))
     load_network_weights(model, folder, WHAT)
     name = SHIPPED_NAME if shipped else str(folder)
-    return ExternalPrior(model.to(device).eval(), scale, name, config)
+    return PretrainedNetwork(model.to(device).eval(), scale, name, config)
 
 
 def read_hr_scans(paths: list[Path], progress: Progress) -> list[Volume]:

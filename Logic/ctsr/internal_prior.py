@@ -329,7 +329,7 @@ def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
     was done. In two levels, the prior's result at half the scale (made consistent with ``lr``
     under the half-scale model) is brought the rest of the way by Lanczos-3.
 
-    external: a :class:`ctsr.external_prior.ExternalPrior` (a network pretrained on other
+    external: a :class:`ctsr.network_folder.PretrainedNetwork` (a network pretrained on other
     scans): a volume pair at its scale (the volume kind, or the first level of two) starts from
     its weights (fine-tuning); elsewhere (through-plane, other scales), and without it, the
     network starts from zero."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,14 +24,32 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 
 
+@dataclass(frozen=True)
+class PretrainedNetwork:
+    """A network loaded from such a folder (in eval mode), the IJK scale it was pretrained for,
+    its name (the folder's path, or the shipped one's name) and its config."""
+
+    network: torch.nn.Module
+    scale: tuple[int, int, int]
+    name: str
+    config: dict
+
+
+def folder_format(folder: Path) -> str | None:
+    """The format that ``folder``'s ``config.json`` says it holds, or None where it has no
+    readable one."""
+    try:
+        fmt = json.loads((Path(folder) / CONFIG_FILE).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return fmt if isinstance(fmt, str) else None
+
+
 def holds_network(folder: Path, fmt: str) -> bool:
     """``folder`` is empty or was written by :func:`write_network_folder` with format ``fmt``."""
     if folder.is_dir() and not any(folder.iterdir()):
         return True
-    try:
-        return json.loads((folder / CONFIG_FILE).read_text()).get("format") == fmt
-    except (OSError, ValueError, AttributeError):
-        return False
+    return folder_format(folder) == fmt
 
 
 def write_network_folder(network: torch.nn.Module, folder, config: dict, card: str, what: str) -> Path:

@@ -16,7 +16,8 @@
    starting from, and filling its null space with, ``P_up`` (:func:`ctsr.prior.upsample_projections`,
    the paper's option); where none runs, the consistent ``P_up``
    (``A_pinv(y) + P_up - A_pinv(A(P_up))``, in ``A``'s range space).
-4. NAB-GS: signed Gaussians fitted to the residual ``Y - P_up`` and voxelized: ``dV``.
+4. NAB-GS: signed Gaussians fitted to the residual ``Y - P_up`` and voxelized: ``dV`` (zero,
+   and nothing fitted, where ``Y`` is ``P_up``).
 5. ``max(0, V_up + dV)`` back to HU, then the data-consistency step of :mod:`ctsr.fidelity`
    (the output, degraded by the LR model, reproduces the input down to its noise).
 
@@ -141,9 +142,9 @@ def super_resolve(lr: Volume, scale: Scale, preset: Preset, lr_model: LRModel, *
     prior:  a loaded diffusion :class:`ctsr.prior.model.Prior` (DDNM makes ``Y``), or None: the
             preset's internal projection prior, or the consistent ``P_up`` where it has none or
             cannot run; ignored when the preset has ``prior_steps == 0``;
-    external: a :class:`ctsr.external_prior.ExternalPrior` the preset's internal prior starts
+    external: a :class:`ctsr.network_folder.PretrainedNetwork` the preset's internal prior starts
             from (fine-tuning) where it runs at that network's scale, or None (from zero);
-    external_projection: a :class:`ctsr.external_projection_prior.ExternalProjectionPrior`,
+    external_projection: a :class:`ctsr.network_folder.PretrainedNetwork`,
             the target ``Y`` of a preset with a projection prior where the internal one has no
             pair and the job's scale is that network's, or None;
     oracle: the true HR volume, for benchmarks only: ``Y`` = its projections (the ceiling of
@@ -257,6 +258,10 @@ def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, lr_mode
             target = consistent_p_up(p_up, y, operator)
             info["target"] = "consistent P_up (no prior)"
 
+    if target is p_up:
+        progress.log("NAB-GS skipped: its target is P_up, so the residual it would fit is zero")
+        info["gaussians"] = 0
+        return v_up.with_array(torch.clamp(v_up_n, min=0).cpu().numpy() * (high - low) + low)
     from .gaussians.kernels import select_backend
 
     info["render_backend"] = select_backend(device)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -67,9 +68,10 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
                  for :data:`DETERMINISTIC_METHODS`; zero where ``balanced`` falls back to ``fast``);
     prior:       the projection prior of the NAB-GS presets: None, the internal projection
                  prior (:mod:`ctsr.internal_projection_prior`), at x4 the shipped external
-                 one (:mod:`ctsr.external_projection_prior`); "none": no prior, ``Y`` =
-                 consistent ``P_up``; "shipped" or a model folder: that diffusion model with DDNM
-                 (the paper's option);
+                 one (:mod:`ctsr.external_projection_prior`); a folder written by ``ctsr
+                 pretrain --projections``: that external one instead of the shipped one (at its
+                 scale only); "none": no prior, ``Y`` = consistent ``P_up``; "shipped" or a
+                 diffusion model folder: that model with DDNM (the paper's option);
     lr_model:    how the input was made from the HR scan (:class:`ctsr.lrmodel.LRModel` or its
                  text, e.g. ``"gauss:1"``, ``"box,noise:15"``, ``"z=slab:5mm"``); what it leaves
                  out is read from ``slice_thickness_mm`` (DICOM SliceThickness, for the z
@@ -93,8 +95,10 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         raise UserError(f"a pretrained start (--pretrained) is for balanced's internal prior; {method} has none.")
     lr.check_usable()
     external = _load_pretrained(pretrained, device) if method == "balanced" and pretrained != NONE else None
-    nabgs_with_default_prior = method in ("standard", "quality") and prior is None
-    external_projection = _load_external_projection(scale, device) if nabgs_with_default_prior else None
+    external_projection = (_load_external_projection(prior, scale, device) if method in ("standard", "quality")
+                           else None)
+    if external_projection is not None and prior is not None:
+        prior = None  # a folder of the external projection prior: beside it, the internal one where it runs
     if roi is not None:
         roi = roi if isinstance(roi, Roi) else Roi.parse(roi)
         lr = crop_to_roi(lr, roi)
@@ -169,7 +173,7 @@ def _check_output_size(lr: Volume, scale: Scale) -> None:
 
 
 def _load_pretrained(pretrained: str | None, device: str):
-    """The :class:`ctsr.external_prior.ExternalPrior` that ``balanced`` starts from: the shipped
+    """The :class:`ctsr.network_folder.PretrainedNetwork` that ``balanced`` starts from: the shipped
     one for None or "shipped", else the folder ``pretrained``; on the resolved ``device``."""
     from .external_prior import load_external_prior
     from .pipeline import PRESETS, resolve_device
@@ -178,14 +182,27 @@ def _load_pretrained(pretrained: str | None, device: str):
     return load_external_prior(folder, PRESETS["balanced"].internal_prior, resolve_device(device))
 
 
-def _load_external_projection(scale: Scale, device: str):
-    """The shipped :class:`ctsr.external_projection_prior.ExternalProjectionPrior` on the resolved
-    ``device`` when it was pretrained for ``scale``, else None."""
-    from .external_projection_prior import load_external_projection_prior
+def _load_external_projection(prior: str | None, scale: Scale, device: str):
+    """The :class:`ctsr.network_folder.PretrainedNetwork` of the external projection prior on the
+    resolved ``device``: for ``prior`` None the shipped one where it was pretrained for
+    ``scale`` (else None); for a folder written by ``ctsr pretrain --projections`` that one
+    (:class:`UserError` when it was pretrained for another scale); otherwise None (``prior``
+    names no prior or a diffusion model)."""
+    from .errors import UserError
+    from .external_projection_prior import FORMAT, load_external_projection_prior
+    from .network_folder import folder_format
     from .pipeline import resolve_device
 
-    shipped = load_external_projection_prior(None, resolve_device(device))
-    return shipped if shipped.scale == tuple(scale) else None
+    if prior is None:
+        shipped = load_external_projection_prior(None, resolve_device(device))
+        return shipped if shipped.scale == tuple(scale) else None
+    if prior in (NONE, SHIPPED) or folder_format(Path(prior)) != FORMAT:
+        return None
+    network = load_external_projection_prior(prior, resolve_device(device))
+    if network.scale != tuple(scale):
+        raise UserError(f"the projection prior in {prior} was pretrained for x{format_scale(network.scale)}; "
+                        f"this job is x{format_scale(scale)}.")
+    return network
 
 
 def _zero_shot(lr: Volume, scale: Scale, method: str, model: LRModel, seed: int, device: str, prior_path,
