@@ -24,7 +24,7 @@ instead (rows of other cells from the previous run are kept).
 
     python benchmarks/external_projection_prior_bench.py   # ~35 min on 2 cores, 25 of them pretraining
     python benchmarks/external_projection_prior_bench.py --train-scans 1 2 --steps 1000 3000 \
-        --out external_projection_prior_curve               # ~45 min more
+        --out external_projection_prior_curve               # ~1 hour more
 """
 
 from __future__ import annotations
