@@ -111,8 +111,9 @@ def write_end_to_end(rows: list[dict], meta: dict, out: str) -> None:
              f"`python benchmarks/external_projection_prior_bench.py {meta['arguments']}`)", "",
              "96^3 crops, LR model estimated; `balanced` starts from the x2 volume prior pretrained without the "
              "scan, `standard` is given the x4 projection prior pretrained without it (NAB-GS on its `Y` where its "
-             "self-check passes; where it declines `Y` is `P_up` and NAB-GS is skipped). PSNR dB / SSIM against "
-             "the truth, seconds, peak RSS of the benchmark process so far (GB).", "",
+             "self-check passes; where it declines NAB-GS is skipped and the volume is `fast`'s). PSNR dB / SSIM "
+             "against the truth, seconds, peak RSS of the benchmark process so far (GB). Each row is from the last run "
+             "that named its cell.", "",
              "| case | LR made by | " + " | ".join(END_TO_END) + " | `standard`'s projection prior |",
              "|---" * (len(END_TO_END) + 3) + "|"]
     for r in rows:

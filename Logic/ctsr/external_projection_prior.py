@@ -227,7 +227,7 @@ def model_card(config: dict) -> str:
         "check passed on the chest, where the network lost 0.06 to 0.17 dB to `P_up`)",
         "- end to end (`--end-to-end abdomen:box,noise:10 abdomen:gauss:1.5,noise:10 head:box,noise:10`): "
         "`standard` on it 31.45 and 31.17 dB on the two abdomen cells, +0.05 and +0.04 over `fast` and 0.84 and "
-        "0.82 under `balanced`, in about 15 minutes each on 2 cores; declined on the head (cubic)",
+        "0.82 under `balanced`, in about 15 minutes each on 2 cores; declined on the head (`fast`'s volume)",
         "- not measured: a fourth scan, more than 3000 steps", ""])
 
 

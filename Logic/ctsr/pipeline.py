@@ -16,8 +16,9 @@
    starting from, and filling its null space with, ``P_up`` (:func:`ctsr.prior.upsample_projections`,
    the paper's option); where none runs, the consistent ``P_up``
    (``A_pinv(y) + P_up - A_pinv(A(P_up))``, in ``A``'s range space).
-4. NAB-GS: signed Gaussians fitted to the residual ``Y - P_up`` and voxelized: ``dV`` (zero,
-   and nothing fitted, where ``Y`` is ``P_up``).
+4. NAB-GS: signed Gaussians fitted to the residual ``Y - P_up`` and voxelized: ``dV``. Where
+   ``Y`` is ``P_up`` there is nothing to fit: the volume is then ``fast``'s (Lanczos-3 instead of
+   ``V_up``, the same stage 5), which beats ``V_up``.
 5. ``max(0, V_up + dV)`` back to HU, then the data-consistency step of :mod:`ctsr.fidelity`
    (the output, degraded by the LR model, reproduces the input down to its noise).
 
@@ -258,10 +259,13 @@ def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, lr_mode
             target = consistent_p_up(p_up, y, operator)
             info["target"] = "consistent P_up (no prior)"
 
-    if target is p_up:
-        progress.log("NAB-GS skipped: its target is P_up, so the residual it would fit is zero")
+    if target is p_up:  # nothing for NAB-GS to fit: fast's volume, which beats V_up
+        fast = PRESETS["fast"].interpolator
+        progress.log(f"NAB-GS skipped: its target is P_up, so the residual it would fit is zero; the {fast} "
+                     "volume instead, as fast")
         info["gaussians"] = 0
-        return v_up.with_array(torch.clamp(v_up_n, min=0).cpu().numpy() * (high - low) + low)
+        info["target"] += f"; NAB-GS skipped: fast's {fast} volume"
+        return upsample_interpolate(lr, scale, fast)
     from .gaussians.kernels import select_backend
 
     info["render_backend"] = select_backend(device)

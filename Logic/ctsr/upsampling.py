@@ -65,7 +65,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     roi:         only this box of the input (``"ras:..."`` / ``"ijk:..."``, see :mod:`ctsr.roi`);
     uncertainty: K > 1 runs the zero-shot method K times (seeds ``seed .. seed + K - 1``) and
                  returns the voxelwise standard deviation beside the first run's volume (refused
-                 for :data:`DETERMINISTIC_METHODS`; zero where ``balanced`` falls back to ``fast``);
+                 for :data:`DETERMINISTIC_METHODS`; zero where ``balanced`` falls back to ``fast``,
+                 and where ``standard`` and ``quality`` skip NAB-GS);
     prior:       the projection prior of the NAB-GS presets: None, the internal projection
                  prior (:mod:`ctsr.internal_projection_prior`), at x4 the shipped external
                  one (:mod:`ctsr.external_projection_prior`); a folder written by ``ctsr
