@@ -134,6 +134,13 @@ def test_the_cli_pretrains_a_projection_prior_folder(sample, tmp_path):
     loaded = xp.load_external_projection_prior(tmp_path / "mine")
     assert loaded.config["command"].startswith("ctsr pretrain --projections")
     assert loaded.config["pretraining"]["network"]["steps"] == 2 and loaded.config["pretraining"]["models_per_crop"] == 1
+    # --prior takes it, at its scale only: an x2 job is one sentence and exit 2, and writes nothing.
+    out = tmp_path / "out.nrrd"
+    run = subprocess.run([sys.executable, "-m", "ctsr.cli", "upsample", str(scan), str(out), "--method", "standard",
+                          "--scale", "2", "--prior", str(tmp_path / "mine"), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "was pretrained for x4; this job is x2." in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_the_self_check_of_a_network_that_adds_nothing_is_zero_and_declines(hr):
