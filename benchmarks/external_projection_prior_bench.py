@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from leave_one_out import pretrained_without, projection_prior_without  # noqa: E402
-from projection_prior_bench import BLURS, VIEWS, _score, scanned  # noqa: E402
+from projection_prior_bench import BLURS, VIEWS, _score, scanned, scored_runs  # noqa: E402
 from quality_bench import CASES, _hr  # noqa: E402
 
 SCALE = (4, 4, 4)
@@ -84,25 +83,12 @@ def _configurations(rows: list[dict]) -> list[tuple[int, int]]:
 def end_to_end_cell(case: str, lr_cell: str) -> dict:
     """:data:`END_TO_END` on one x4 input (``scanned``'s LR: seed 1), scored in the volume."""
     from ctsr.lrmodel import LRModel, simulate_lr
-    from ctsr.metrics import evaluate
-    from ctsr.upsampling import upsample
 
     hr = _hr(case)
     lr = simulate_lr(hr, SCALE, LRModel.parse(lr_cell), seed=1)
     options = {"balanced": {"pretrained": str(pretrained_without(case))},
                "standard": {"prior": str(projection_prior_without(case))}}
-    row = {"case": case, "lr_model": lr_cell}
-    for method in END_TO_END:
-        start = time.monotonic()
-        result = upsample(lr, SCALE, method, device="cpu", **options.get(method, {}))
-        scores = evaluate(result.volume, hr)
-        row[method] = {"psnr": round(scores["psnr"], 3), "ssim": round(scores["ssim"], 4),
-                       "seconds": round(time.monotonic() - start, 1),
-                       "projection prior": result.provenance.get("projection_prior", "").replace(
-                           f"{HERE.parent}/", ""),
-                       "gaussians": result.provenance.get("gaussians"),
-                       "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
-    return row
+    return {"case": case, "lr_model": lr_cell, **scored_runs(hr, lr, SCALE, END_TO_END, options)}
 
 
 def write_end_to_end(rows: list[dict], meta: dict, out: str) -> None:

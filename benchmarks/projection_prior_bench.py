@@ -107,23 +107,35 @@ def projection_cell(hr, cell: str) -> dict:
     return row
 
 
-def end_to_end_cell(hr, cell: str, methods=END_TO_END) -> dict:
-    """``methods`` (of :data:`END_TO_END`) on one LR input, scored in the volume."""
-    from ctsr.lrmodel import LRModel, simulate_lr
+def scored_runs(hr, lr, scale, methods, options: dict | None = None) -> dict:
+    """``ctsr.upsampling.upsample`` of ``lr`` (HU) at ``scale`` by each of ``methods`` (with the
+    keyword arguments ``options[method]``, CPU), scored against ``hr``: ``{method: {psnr, ssim,
+    seconds, target, projection prior, gaussians, peak_rss_gb}}`` (paths under the repository
+    written relative to it; peak RSS of this process so far)."""
     from ctsr.metrics import evaluate
     from ctsr.upsampling import upsample
 
-    lr = simulate_lr(hr, SCALE, LRModel.parse(cell), seed=1)
-    row = {"lr_model": cell}
+    runs = {}
     for method in methods:
         start = time.monotonic()
-        result = upsample(lr, SCALE, method, device="cpu")
+        result = upsample(lr, scale, method, device="cpu", **(options or {}).get(method, {}))
         scores = evaluate(result.volume, hr)
-        row[method] = {"psnr": round(scores["psnr"], 3), "ssim": round(scores["ssim"], 4),
-                       "seconds": round(time.monotonic() - start, 1),
-                       "target": result.provenance.get("target", ""),
-                       "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
-    return row
+        runs[method] = {"psnr": round(scores["psnr"], 3), "ssim": round(scores["ssim"], 4),
+                        "seconds": round(time.monotonic() - start, 1),
+                        "target": result.provenance.get("target", ""),
+                        "projection prior": result.provenance.get("projection_prior", "").replace(
+                            f"{HERE.parent}/", ""),
+                        "gaussians": result.provenance.get("gaussians"),
+                        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    return runs
+
+
+def end_to_end_cell(hr, cell: str, methods=END_TO_END) -> dict:
+    """``methods`` (of :data:`END_TO_END`) on one LR input, scored in the volume."""
+    from ctsr.lrmodel import LRModel, simulate_lr
+
+    lr = simulate_lr(hr, SCALE, LRModel.parse(cell), seed=1)
+    return {"lr_model": cell, **scored_runs(hr, lr, SCALE, methods)}
 
 
 def write(rows: list[dict], ends: list[dict], meta: dict) -> None:
