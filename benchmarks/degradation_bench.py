@@ -4,7 +4,11 @@ For each real CT crop of ../shared/data (the cases of quality_bench.py: chest CT
 head; 96^3 HR voxels), each scale (x2, x4, through-plane 1x1x4), each blur that makes the LR
 (Gaussian sigma 0.5, 1.0, 1.5 HR voxels then Lanczos-3 sampling; the block mean) and each
 noise (0, 10, 30 HU white noise on the LR), the LR is made by ``ctsr.lrmodel.simulate_lr``
-and super-resolved by:
+and super-resolved by the methods below. Those LR models are the families that
+``ctsr.lrmodel`` knows (the estimator looks for them, the priors are pretrained on them);
+``--foreign`` makes the LR by operators outside them instead (``foreign_lr.py``: SimpleITK
+linear and B-spline resampling without antialiasing, a tent blur; none or in-plane correlated
+noise of 20 HU), where no true model exists and the ``true model`` columns are left out:
 
 * ``cubic``, ``lanczos``: the interpolation baselines;
 * ``fast``: Lanczos-3 + the consistency step, LR model estimated (as a user runs it, no flags);
@@ -30,6 +34,7 @@ benchmarks/montages/, plus a through-plane x4 montage of the real thick-slice sc
     python benchmarks/degradation_bench.py --cases head --scales 2
     python benchmarks/degradation_bench.py --scales 4 --large --noises 0 30 --out degradation_x4_large  # ~20 min
     python benchmarks/degradation_bench.py --scales 4 --merge   # redo the x4 cells, keep the other rows
+    python benchmarks/degradation_bench.py --foreign           # the foreign makers, ~25 min
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import foreign_lr  # noqa: E402
 from leave_one_out import pretrained_without  # noqa: E402
 from quality_bench import CASES, DATA, SCALES, _crop, _hr, _label  # noqa: E402
 
@@ -73,26 +79,37 @@ LARGE_CASES = {
 WINDOWS = {"chest": (-1000.0, 500.0), "abdomen": (-160.0, 240.0), "head": (-100.0, 200.0)}
 
 
-def run_cell(hr, scale, blur: str, noise: int, standard: bool, pretrained: str) -> dict:
-    """Every method on one LR input; returns scores and the models, plus the volumes.
-    ``pretrained``: the folder of the network that ``balanced`` starts from (one that never saw
-    this scan)."""
+def make_lr(hr, scale, blur: str, noise):
+    """The LR input of one cell and the :class:`ctsr.lrmodel.LRModel` that made it (None for
+    the makers of ``foreign_lr.py``, which are no such model): ``blur`` one of :data:`BLURS`
+    with ``noise`` HU white noise, or one of ``foreign_lr.BLURS`` with ``foreign_lr.NOISES``."""
     from ctsr.lrmodel import LRModel, simulate_lr
+
+    if blur in foreign_lr.BLURS:
+        return foreign_lr.foreign_lr(hr, scale, blur, noise, seed=1), None
+    true = LRModel.parse(f"{blur},noise:{noise}")
+    return simulate_lr(hr, scale, true, seed=1), true
+
+
+def run_cell(hr, scale, blur: str, noise, standard: bool, pretrained: str) -> dict:
+    """Every method on one LR input (:func:`make_lr`); returns scores and the models, plus the
+    volumes. ``pretrained``: the folder of the network that ``balanced`` starts from (one that
+    never saw this scan). The ``true model`` columns run only where a model made the input."""
     from ctsr.metrics import evaluate
     from ctsr.upsampling import upsample
 
-    true = LRModel.parse(f"{blur},noise:{noise}")
-    lr = simulate_lr(hr, scale, true, seed=1)
+    lr, true = make_lr(hr, scale, blur, noise)
     runs = {"cubic": dict(method="cubic"), "lanczos": dict(method="lanczos"), "fast": dict(method="fast"),
-            "balanced": dict(method="balanced", pretrained=pretrained),
-            "fast, true model": dict(method="fast", lr_model=true)}
+            "balanced": dict(method="balanced", pretrained=pretrained)}
+    if true is not None:
+        runs["fast, true model"] = dict(method="fast", lr_model=true)
     if tuple(scale) in PRETRAINED_SCALES:
         runs["balanced, from zero"] = dict(method="balanced", pretrained="none")
-    if tuple(scale) in BALANCED_TRUE_SCALES:
+    if true is not None and tuple(scale) in BALANCED_TRUE_SCALES:
         runs["balanced, true model"] = dict(method="balanced", lr_model=true, pretrained=pretrained)
     if standard:
         runs["standard"] = dict(method="standard", prior="none")
-    row, volumes = {"lr_model": str(true)}, {}
+    row, volumes = {"lr_model": str(true) if true else f"{blur},noise:{noise}"}, {}
     for name, options in runs.items():
         start = time.monotonic()
         result = upsample(lr, scale, device="cpu", **options)
@@ -194,7 +211,10 @@ def main() -> None:
     parser.add_argument("--noises", nargs="+", type=int, default=list(NOISES), help="LR noise SDs (HU)")
     parser.add_argument("--large", action="store_true",
                         help="the LARGE_CASES crops (160^3 chest, 104 x 192 x 192 head) instead of 96^3")
-    parser.add_argument("--out", default="degradation")
+    parser.add_argument("--foreign", action="store_true",
+                        help="LR made by foreign_lr.py's makers (not ctsr.lrmodel's families) instead of BLURS x "
+                             "--noises; writes degradation_foreign unless --out says otherwise")
+    parser.add_argument("--out")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of OUT.json of the cells not run now (the summaries cover all)")
     args = parser.parse_args()
@@ -207,26 +227,30 @@ def main() -> None:
 
     torch.set_num_threads(2)
     rows = []
+    args.out = args.out or ("degradation_foreign" if args.foreign else "degradation")
+    blurs, noises = (foreign_lr.BLURS, foreign_lr.NOISES) if args.foreign else (BLURS, args.noises)
+    montage_cell = ("tent", "corr:20") if args.foreign else ("box", 10)
     (HERE / "montages").mkdir(exist_ok=True)
     cases = [c for c in args.cases if c in LARGE_CASES] if args.large else args.cases
     for case in cases:
         pretrained = str(pretrained_without(case))
         hr = _crop(read_volume(DATA / LARGE_CASES[case][0]), LARGE_CASES[case][1]) if args.large else _hr(case)
         for scale_name in args.scales:
-            for blur in BLURS:
-                for noise in args.noises:
+            for blur in blurs:
+                for noise in noises:
                     standard = f"{case}:{scale_name}:{blur}:{noise}" in args.standard_cells
                     row, volumes, _ = run_cell(hr, {**SCALES, **EXTRA_SCALES}[scale_name], blur, noise, standard,
                                                pretrained)
                     row.update(case=case, scale=scale_name)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-                    if blur == "box" and noise == 10:
+                    if (blur, noise) == montage_cell:
                         size = "_large" if args.large else ""
-                        write_montage(HERE / "montages" / f"degradation_{case}{size}_{_label(scale_name)}_box_noise10.png",
+                        name = f"{blur}_{str(noise).replace(':', '')}" if args.foreign else "box_noise10"
+                        write_montage(HERE / "montages" / f"degradation_{case}{size}_{_label(scale_name)}_{name}.png",
                                       [volumes["cubic"], volumes["fast"], volumes["balanced"], hr], WINDOWS[case],
                                       inset=True, labels=["cubic", f"fast ({row['estimated']})", "balanced", "truth"])
-    if "1x1x4" in args.scales:
+    if "1x1x4" in args.scales and not args.foreign:
         thick_slice_montage()
     arguments = " ".join(sys.argv[1:])
     if args.merge and (HERE / f"{args.out}.json").is_file():
@@ -238,7 +262,7 @@ def main() -> None:
                                                                          reference="fast, true model")
     over_zero = summary(rows, ["balanced"], reference="balanced, from zero")
     meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "threads": 2, "date": time.strftime("%Y-%m-%d"), "blurs": BLURS, "noises_hu": args.noises,
+            "threads": 2, "date": time.strftime("%Y-%m-%d"), "blurs": blurs, "noises": noises,
             "crops": {c: str(LARGE_CASES[c] if args.large else CASES[c]) for c in cases},
             "arguments": arguments}
     (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "summary": summaries, "balanced_over_fast": over_fast,
