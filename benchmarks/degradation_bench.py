@@ -34,7 +34,7 @@ benchmarks/montages/, plus a through-plane x4 montage of the real thick-slice sc
     python benchmarks/degradation_bench.py --cases head --scales 2
     python benchmarks/degradation_bench.py --scales 4 --large --noises 0 30 --out degradation_x4_large  # ~20 min
     python benchmarks/degradation_bench.py --scales 4 --merge   # redo the x4 cells, keep the other rows
-    python benchmarks/degradation_bench.py --foreign           # the foreign makers, ~25 min
+    python benchmarks/degradation_bench.py --foreign           # the foreign makers, ~45 min
 """
 
 from __future__ import annotations
@@ -209,6 +209,9 @@ def main() -> None:
     parser.add_argument("--standard-cells", nargs="*", default=[], metavar="CASE:SCALE:BLUR:NOISE",
                         help="also run the standard preset on these cells (slow), e.g. head:2:box:10")
     parser.add_argument("--noises", nargs="+", type=int, default=list(NOISES), help="LR noise SDs (HU)")
+    parser.add_argument("--cells", nargs="+", metavar="CASE:SCALE:BLUR:NOISE",
+                        help="run only these cells (e.g. those whose LR-model estimate a change moved; with --merge "
+                             "the other rows stay), e.g. head:2:itk-linear:corr:20")
     parser.add_argument("--large", action="store_true",
                         help="the LARGE_CASES crops (160^3 chest, 104 x 192 x 192 head) instead of 96^3")
     parser.add_argument("--foreign", action="store_true",
@@ -238,6 +241,8 @@ def main() -> None:
         for scale_name in args.scales:
             for blur in blurs:
                 for noise in noises:
+                    if args.cells and f"{case}:{scale_name}:{blur}:{noise}" not in args.cells:
+                        continue
                     standard = f"{case}:{scale_name}:{blur}:{noise}" in args.standard_cells
                     row, volumes, _ = run_cell(hr, {**SCALES, **EXTRA_SCALES}[scale_name], blur, noise, standard,
                                                pretrained)

@@ -14,7 +14,9 @@
   scale-free sharpness statistic, the ratio of the spectral energy in the top octave
   (0.25 to 0.5 cycles per voxel) to that of the octave below, of ``L2`` with that of ``L``
   (after taking the estimated noise out of both). The candidate whose ``L2`` is as sharp as
-  ``L`` is the estimate. Measured on the degradation matrix (benchmarks/degradation_bench.py).
+  ``L`` is the estimate; between two that miss, the one that misses on the narrow side is
+  preferred (:data:`TOO_WIDE_WEIGHT`). Measured on the degradation matrix
+  (benchmarks/degradation_bench.py) and on LR made outside these families (``--foreign``).
 * **Through-plane blur** (:func:`estimate_through_plane_profile`, scales ``1x1xS``): x and y
   are at full resolution, so they show what z would look like without its blur (the idea of
   SMORE / ESPRESO, assuming the anatomy is about as sharp along z as along x). For each
@@ -38,6 +40,18 @@ from .volume import Volume
 
 #: The blur family searched by :func:`estimate_profile` (the profiles of :mod:`ctsr.lrmodel`).
 CANDIDATE_SIGMAS = (0.5, 1.0, 1.5, 2.0)
+#: In-plane (cross-scale) estimate: a candidate that looks wider than the input's blur (its
+#: ``L2`` blurrier than ``L``) pays this many times its log gap, one that looks narrower pays it
+#: once. Too wide a blur makes the consistency step deconvolve noise and aliasing, too narrow a
+#: one only gives up part of the gain: at x2 on the matrix's crops, one member too wide put
+#: ``fast`` at -5.8 to +0.2 dB against cubic (23 of 27 inputs below), one member too narrow
+#: cost 0.02 to 2.4 dB against the right member and stayed above cubic
+#: (benchmarks/blur_choice.md). With equal weights, a head crop resampled by SimpleITK without
+#: antialiasing (the block mean at x2) plus in-plane correlated noise read ``gauss:1`` (log
+#: gaps -0.30 against +0.33 for ``box``) and ``balanced`` lost 4.9 dB to cubic
+#: (benchmarks/degradation_bench.py ``--foreign``). 1.5 keeps that input at ``box``; 2 also
+#: moved a ``gauss:1.5`` chest input to ``gauss:1`` (1.6 dB less gain).
+TOO_WIDE_WEIGHT = 1.5
 #: Noise: tiles of WINDOW^3 band coefficients; the QUANTILE-th tile energy, unbiased for
 #: white noise by the chi-square quantile (tiles holding anatomy are the energetic ones).
 WINDOW, QUANTILE = 4, 0.25
@@ -119,19 +133,22 @@ def candidate_profiles() -> list[Profile]:
     return [Profile("gauss", s) for s in CANDIDATE_SIGMAS] + [Profile("box")]
 
 
-def _closest_candidate(target: float | None, degrade) -> tuple[Profile | None, float]:
+def _closest_candidate(target: float | None, degrade, too_wide_weight: float = 1.0) -> tuple[Profile | None, float]:
     """The candidate profile whose ``degrade(profile) -> sharpness`` is closest to ``target``
-    (in log ratio), and that gap; (None, inf) when nothing can be compared."""
-    best, best_gap = None, math.inf
+    in log ratio, a gap on the side of too wide a candidate (its ``L2`` blurrier than ``L``)
+    counted ``too_wide_weight`` times; and that gap, signed (negative: the candidate looks
+    wider than the input's blur). (None, inf) when nothing can be compared."""
+    best, best_gap, best_cost = None, math.inf, math.inf
     if target is None or target <= 0:
         return best, best_gap
     for profile in candidate_profiles():
         value = degrade(profile)
         if value is None or value <= 0:
             continue
-        gap = abs(math.log(value / target))
-        if gap < best_gap:
-            best, best_gap = profile, gap
+        gap = math.log(value / target)
+        cost = gap if gap >= 0 else -too_wide_weight * gap
+        if cost < best_cost:
+            best, best_gap, best_cost = profile, gap, cost
     return best, best_gap
 
 
@@ -155,7 +172,7 @@ def estimate_through_plane_profile(lr: Volume, scale_z: int, noise_hu: float):
     best, gap = _closest_candidate(target, degrade)
     if best is None:
         return None, "default (the slice profile could not be estimated)"
-    return best, f"estimated (in-plane axes as reference, log gap {gap:.2f})"
+    return best, f"estimated (in-plane axes as reference, log gap {gap:+.2f})"
 
 
 def estimate_profile(lr: Volume, scale: Scale, axis: int, noise_hu: float):
@@ -180,10 +197,10 @@ def estimate_profile(lr: Volume, scale: Scale, axis: int, noise_hu: float):
                               (hr_spacing, hr_spacing, hr_spacing))
         return _sharpness(operator(lr.array), array_axis, (noise_hu * operator.noise_gain()) ** 2)
 
-    best, best_gap = _closest_candidate(target, degrade)
+    best, best_gap = _closest_candidate(target, degrade, TOO_WIDE_WEIGHT)
     if best is None:
         return None, "default (the blur could not be estimated)"
-    return best, f"estimated (cross-scale sharpness, log gap {best_gap:.2f})"
+    return best, f"estimated (cross-scale sharpness, log gap {best_gap:+.2f})"
 
 
 def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = None,
