@@ -68,11 +68,10 @@ def write(rows: list[dict], meta: dict) -> None:
     for r in rows:
         lines.append(f"| {r['case']} | {r['cell']} | {r['noise']:.1f} | "
                      + " | ".join(f"{r[c][0]:+.2f}" for c in CANDIDATES) + " |")
-    by_blur = lambda table: [(r, table[r["cell"].split(",")[0]]) for r in rows if r["cell"].split(",")[0] in table]
-    wider = [r[c][0] for r, c in by_blur(ONE_WIDER)]
-    narrower = [r[c][0] - r[r["cell"].split(",")[0]][0] for r, _ in by_blur(ONE_NARROWER)
-                for c in [ONE_NARROWER[r["cell"].split(",")[0]]]]
-    narrower_gain = [r[c][0] for r, c in by_blur(ONE_NARROWER)]
+    made = [(r, r["cell"].split(",")[0]) for r in rows]  # each row with the blur that made its LR
+    wider = [r[ONE_WIDER[blur]][0] for r, blur in made if blur in ONE_WIDER]
+    narrower_gain = [r[ONE_NARROWER[blur]][0] for r, blur in made if blur in ONE_NARROWER]
+    narrower = [r[ONE_NARROWER[blur]][0] - r[blur][0] for r, blur in made if blur in ONE_NARROWER]
     lines += ["", f"One member too wide ({len(wider)} inputs): gain over cubic {min(wider):+.2f} to "
                   f"{max(wider):+.2f} dB, {sum(g < 0 for g in wider)} below cubic.",
               f"One member too narrow ({len(narrower)} inputs): {min(narrower):+.2f} to {max(narrower):+.2f} dB "

@@ -241,9 +241,10 @@ def main() -> None:
         for scale_name in args.scales:
             for blur in blurs:
                 for noise in noises:
-                    if args.cells and f"{case}:{scale_name}:{blur}:{noise}" not in args.cells:
+                    cell = f"{case}:{scale_name}:{blur}:{noise}"
+                    if args.cells and cell not in args.cells:
                         continue
-                    standard = f"{case}:{scale_name}:{blur}:{noise}" in args.standard_cells
+                    standard = cell in args.standard_cells
                     row, volumes, _ = run_cell(hr, {**SCALES, **EXTRA_SCALES}[scale_name], blur, noise, standard,
                                                pretrained)
                     row.update(case=case, scale=scale_name)

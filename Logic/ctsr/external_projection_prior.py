@@ -228,7 +228,7 @@ def model_card(config: dict) -> str:
         "- end to end (`--end-to-end abdomen:box,noise:10 abdomen:gauss:1.5,noise:10 head:box,noise:10`): "
         "`standard` on it 31.45 and 31.17 dB on the two abdomen cells, +0.05 and +0.04 over `fast` and 0.84 and "
         "0.82 under `balanced`, in about 15 minutes each on 2 cores; declined on the head (`fast`'s volume)",
-        "- the three radiographs of ../shared/data as 72 extra training pairs "
+        "- three radiographs (cat lateral DX, chest PA CR, lower leg CR) as 72 extra training pairs "
         "(`benchmarks/external_projection_prior_radiographs.py`): with its self-check +0.31 dB over the consistent "
         "`P_up` against +0.53 without them (the check then declined on the abdomen), so they are not used",
         "- not measured: a fourth scan, more than 3000 steps", ""])
