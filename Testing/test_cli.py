@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from ctsr.io import read_volume, write_volume
 from ctsr.resources import sample_volume_path
+from ctsr.volume import Volume
 
 
 def ctsr(*args, cwd=None):
@@ -121,6 +122,20 @@ def test_demo_writes_the_volume_and_the_montage(tmp_path):
 
     low, high = hu_bounds(sample)
     assert low - 1e-3 <= hr.array.min() and hr.array.max() <= high + 1e-3
+
+
+def test_a_montage_title_wider_than_its_column_wraps_inside_it(sample):
+    """A long label (a method with its LR model) takes more lines above its own column instead
+    of running over the next one."""
+    from ctsr.montage import montage
+
+    small = Volume(np.ascontiguousarray(sample.array[:24, :24, :24]), sample.ijk_to_ras)
+    short = montage([small, small], (-1000.0, 500.0), labels=["cubic", ""])
+    long = montage([small, small], (-1000.0, 500.0), labels=["fast (gauss:1,noise:20.2)", ""])
+    assert long.shape[0] > short.shape[0] and long.shape[1] == short.shape[1]
+    column = long.shape[1] // 2  # 24 px panels at 1.5 mm: both columns are equally wide
+    strip = long.shape[0] - short.shape[0] + 14
+    assert long[:strip, :column].max() > 200 and long[:strip, column:].max() == 0
 
 
 def test_lr_model_given_on_the_command_line_is_used_and_reported(tmp_path, sample):

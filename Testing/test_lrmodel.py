@@ -10,7 +10,8 @@ from ctsr.errors import UserError
 from ctsr.grids import lr_grid
 from ctsr.io import read_volume
 from ctsr.lanczos import block_centre_positions, resample_axis
-from ctsr.lrestimate import estimate_noise_hu, estimate_profile, resolve_lr_model
+from ctsr.lrestimate import (estimate_noise_hu, estimate_profile, fine_band_noise_hu, resolve_lr_model,
+                             slice_difference_noise_hu)
 from ctsr.lrmodel import (DEFAULT_PROFILE, LRModel, LROperator, Profile,
                           simulate_lr, slab_from_dicom)
 from ctsr.volume import Volume
@@ -116,12 +117,45 @@ def test_resolution_completes_the_model_and_says_where_each_part_came_from(sampl
 def test_noise_estimate_recovers_added_noise_on_real_ct(sample):
     """Real CT carries its own noise: what is added must show up as the difference of variances."""
     lr = simulate_lr(sample, (2, 2, 2), LRModel.parse("gauss:1"))
-    own = estimate_noise_hu(lr.array)
+    own, _ = estimate_noise_hu(lr)
     for sd in (10.0, 30.0):
         noisy = simulate_lr(sample, (2, 2, 2), LRModel.parse(f"gauss:1,noise:{sd}"), seed=1)
-        found = np.sqrt(max(estimate_noise_hu(noisy.array) ** 2 - own**2, 0.0))
+        found = np.sqrt(max(estimate_noise_hu(noisy)[0] ** 2 - own**2, 0.0))
         assert abs(found - sd) < 0.15 * sd, (sd, found, own)
-    assert estimate_noise_hu(np.full((16, 16, 16), -1024.0)) == 0.0
+    assert fine_band_noise_hu(np.full((16, 16, 16), -1024.0)) == 0.0
+    assert slice_difference_noise_hu(np.full((16, 16, 16), -1024.0)) == 0.0
+
+
+def _in_plane_correlated(shape_kji, sd, seed=2):
+    """White noise smoothed within each slice (J, I) by a Gaussian of 0.7 voxels, SD ``sd``: a
+    reconstruction kernel's correlation, slices independent."""
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal(shape_kji), (0.0, 0.7, 0.7))
+    return (noise * (sd / noise.std())).astype(np.float32)
+
+
+def test_noise_correlated_within_slices_is_read_at_its_whole_sd(sample):
+    """The fine band reads about half the SD of in-plane correlated noise; across slices it is
+    read whole, and the estimate takes that reading."""
+    lr = simulate_lr(sample, (2, 2, 2), LRModel.parse("gauss:1"))
+    own, _ = estimate_noise_hu(lr)
+    noisy = lr.with_array(lr.array + _in_plane_correlated(lr.array.shape, 20.0))
+    fine = np.sqrt(max(fine_band_noise_hu(noisy.array) ** 2 - fine_band_noise_hu(lr.array) ** 2, 0.0))
+    found, how = estimate_noise_hu(noisy)
+    whole = np.sqrt(max(found**2 - own**2, 0.0))
+    assert fine < 0.6 * 20.0, fine
+    assert abs(whole - 20.0) < 0.15 * 20.0 and how.startswith("estimated (across slices"), (whole, how)
+
+
+def test_noise_is_not_read_across_slices_far_apart(sample):
+    """Slices more than SLICE_SPACING_RATIO pixels apart: anatomy would read as noise across them."""
+    from ctsr.lrestimate import SLICE_SPACING_RATIO
+
+    lr = simulate_lr(sample, (1, 1, 4), LRModel.parse("gauss:1"))
+    assert lr.spacing[2] > SLICE_SPACING_RATIO * lr.spacing[0]
+    found, how = estimate_noise_hu(lr)
+    assert found == fine_band_noise_hu(lr.array) and "too far apart" in how
 
 
 def _crop(name, n=96):
@@ -141,8 +175,7 @@ def test_blur_estimate_picks_the_family_member_that_made_the_lr(name):
                 "gauss:1.5": ("gauss:1.5", "gauss:1")}
     for made, allowed in accepted.items():
         lr = simulate_lr(hr, (2, 2, 2), LRModel.parse(made))
-        noise = estimate_noise_hu(lr.array)
-        found, how = estimate_profile(lr, (2, 2, 2), 0, noise)
+        found, how = estimate_profile(lr, (2, 2, 2), 0, fine_band_noise_hu(lr.array))
         assert found is not None and how.startswith("estimated")
         assert str(found) in allowed, (made, found)
 

@@ -16,8 +16,8 @@ makers come from elsewhere, each as a user's LR could have been made:
 
 and the noise (HU) ``corr:SD``: white noise on the LR grid smoothed in-plane (I and J) by a
 Gaussian of 0.7 LR voxels and scaled to SD (CT noise is correlated by the reconstruction
-kernel; its fine wavelet band, which the noise estimator reads, holds less of it than white
-noise of the same SD). The LR grid is ``ctsr.grids.lr_grid`` (block centres), so truth and
+kernel; its fine wavelet band holds less of it than white noise of the same SD, and slices
+stay independent, so ``ctsr.lrestimate`` reads it across them). The LR grid is ``ctsr.grids.lr_grid`` (block centres), so truth and
 result stay aligned. Arrays KJI, HU.
 """
 

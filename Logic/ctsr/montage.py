@@ -9,6 +9,8 @@ picture (Pillow's built-in bitmap font). Written with SimpleITK.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -62,20 +64,42 @@ def montage(volumes: list[Volume], window, inset: bool = False, labels: list[str
     if labels is None:
         return picture
     starts = np.cumsum([0] + [c[0].shape[1] + _GAP for c in columns])[:-1]
-    return _annotate(picture, list(zip(starts, labels)), f"window {window[0]:g} to {window[1]:g} HU")
+    widths = [c[0].shape[1] for c in columns]
+    return _annotate(picture, list(zip(starts, widths, labels)), f"window {window[0]:g} to {window[1]:g} HU")
+
+
+_LINE = 12  # pixels per line of Pillow's built-in font
+
+
+def _wrapped(text: str, width: int, draw) -> list[str]:
+    """``text`` cut into lines no wider than ``width`` pixels: after commas and spaces where it
+    can, inside a word that is wider than a line by itself."""
+    lines, line = [], ""
+    for piece in re.split(r"(?<=[, ])", text):
+        for char in piece if draw.textlength(piece.rstrip()) > width else [piece]:
+            if line and draw.textlength((line + char).rstrip()) > width:
+                lines.append(line.rstrip())
+                line = ""
+            line += char
+    return lines + [line.rstrip()] if line else lines
 
 
 def _annotate(picture: np.ndarray, titles, footer: str) -> np.ndarray:
-    """``picture`` with a title strip above (text at the given x offsets) and ``footer`` below."""
+    """``picture`` with a title strip above (each ``(x, width, text)`` wrapped to its column's
+    width) and ``footer`` below."""
     from PIL import Image, ImageDraw
 
-    strip = 14
-    canvas = Image.new("L", (picture.shape[1], picture.shape[0] + 2 * strip), 0)
-    canvas.paste(Image.fromarray(picture), (0, strip))
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    wrapped = [(x, _wrapped(text, width - 4, measure)) for x, width, text in titles]
+    top = _LINE * max(len(lines) for _, lines in wrapped) + 2
+    bottom = _LINE + 2
+    canvas = Image.new("L", (picture.shape[1], picture.shape[0] + top + bottom), 0)
+    canvas.paste(Image.fromarray(picture), (0, top))
     draw = ImageDraw.Draw(canvas)
-    for x, text in titles:
-        draw.text((int(x) + 2, 1), text, fill=255)
-    draw.text((2, picture.shape[0] + strip + 1), footer, fill=255)
+    for x, lines in wrapped:
+        for row, line in enumerate(lines):
+            draw.text((int(x) + 2, 1 + row * _LINE), line, fill=255)
+    draw.text((2, picture.shape[0] + top + 1), footer, fill=255)
     return np.asarray(canvas, dtype=np.uint8)
 
 
