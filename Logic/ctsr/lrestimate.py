@@ -11,7 +11,8 @@
     volume's minimum are left out (CT padding clipped at -1024 HU is flat and would pull the
     estimate to zero). Donoho's median estimator (0.6745) serves volumes too small for tiles.
     Noise correlated within the slice (by the reconstruction kernel) has less power in that
-    band than white noise of its SD: 20 HU smoothed by a Gaussian of 0.7 voxels reads about 9.
+    band than white noise of its SD: of 20 HU smoothed by a Gaussian of 0.7 voxels it finds 9 to
+    14 (benchmarks/noise_readings.md).
     This reading is also what the blur estimate takes out of the top octave.
   - :func:`slice_difference_noise_hu`: the fourth difference across slices (taps 1 -4 6 -4 1
     over sqrt(70)), through the same tiles, reads the whole SD of noise that is independent
@@ -71,13 +72,14 @@ TOO_WIDE_WEIGHT = 1.5
 #: white noise by the chi-square quantile (tiles holding anatomy are the energetic ones).
 WINDOW, QUANTILE = 4, 0.25
 #: The slice-difference noise reading counts where the slices are at most this many times the
-#: pixel spacing apart (x2 of the 1.5 mm head crop: 1.6; x4 through-plane: 4, where the
-#: anatomy between 6 mm slices read 6 to 70 HU on the crops of the degradation benchmark).
+#: pixel spacing apart (x2 of the 1.5 mm head crop: 1.6). Through-plane x4 (ratio 4) the anatomy
+#: between slices reads as noise: 5.7 to 70 HU on the noiseless LRs of the degradation
+#: benchmark's crops, where the fine band reads 3.4 to 35.
 SLICE_SPACING_RATIO = 2.0
 #: Order of the difference across slices: anatomy leaks less into higher orders while white
-#: noise reads the same. On the x2 crops without noise the second difference read the chest at
-#: 12.2 HU where the fine band reads 7.2 (``fast`` gave up 0.6 dB), the fourth at 6.2; both read
-#: 20 HU of in-plane correlated noise at 18 to 21 on the head and abdomen.
+#: noise reads the same. On the chest crop's noiseless x2 LR (``gauss:1.5``) the second
+#: difference read 12.2 HU where the fine band reads 7.2 (``fast`` gave up 0.6 dB), the fourth
+#: 6.2; both read 20 HU of in-plane correlated noise at about 20 on the head and abdomen.
 ACROSS_ORDER = 4
 #: Fewest voxels along an axis, after the extra degradation, to estimate its blur.
 MIN_SAMPLES = 16
@@ -103,8 +105,8 @@ BORROWED = "estimated on"
 #: (gauss:0.5 at x4 is gauss:0.25 at x2), the narrowest blur assumed, and the one ``fast``'s
 #: consistency step at x4 already assumes. The internal prior learns from a pair made with it
 #: (it refuses a plain default): on the 36 x4 cells of the 96^3 crops, whose 24^3 LR is too
-#: small to estimate the blur, that gained +0.32 dB over ``fast`` on average (2 cells lost up
-#: to 0.03 dB) and SSIM on every cell (benchmarks/degradation.md).
+#: small to estimate the blur, that gained +0.37 dB over ``fast`` on average (worst +0.06 dB)
+#: and SSIM on every cell (benchmarks/degradation.md).
 CARRIED_DEFAULT = "carried default"
 
 
