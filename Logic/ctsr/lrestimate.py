@@ -302,7 +302,7 @@ def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = Non
             profile, lender = min(candidates, key=lambda c: c[0].std_hr_voxels(s, spacing))
             how = f"{BORROWED} {AXES[lender]} ({how.removeprefix('default (').removesuffix(')')})"
         model = model.with_profile(axis, profile or DEFAULT_PROFILE, how)
-    return _flag_given_profiles_wider_than_estimated(lr, scale, model)
+    return _flag_given_profiles_wider_than_estimated(lr, scale, model, fine_noise_hu)
 
 
 def _at_physical_width(profile: Profile, scale: int, from_mm: float, to_mm: float) -> Profile:
@@ -315,13 +315,15 @@ def _at_physical_width(profile: Profile, scale: int, from_mm: float, to_mm: floa
     return profile
 
 
-def _flag_given_profiles_wider_than_estimated(lr: Volume, scale: Scale, model: LRModel) -> LRModel:
+def _flag_given_profiles_wider_than_estimated(lr: Volume, scale: Scale, model: LRModel,
+                                               fine_noise_hu: float) -> LRModel:
     """``model`` with the source of each given profile that is more than :data:`WIDER_FACTOR`
-    times wider than the cross-scale estimate (axes where it runs) saying so."""
+    times wider than the cross-scale estimate (axes where it runs; ``fine_noise_hu`` taken out of
+    the top octave, :func:`fine_band_noise_hu`) saying so."""
     for axis, s in enumerate(scale):
         if s == 1 or model.source.get(AXES[axis]) != "given":
             continue
-        estimate, _ = estimate_profile(lr, scale, axis, fine_band_noise_hu(lr.array))
+        estimate, _ = estimate_profile(lr, scale, axis, fine_noise_hu)
         spacing = float(lr.spacing[axis]) / s
         if estimate is not None and (model.profiles[axis].std_hr_voxels(s, spacing)
                                      > WIDER_FACTOR * estimate.std_hr_voxels(s, spacing)):
