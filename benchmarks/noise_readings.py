@@ -46,9 +46,9 @@ def readings(volume) -> dict:
     """Both readings and the estimate (HU, and which reading it took) of ``volume`` (HU)."""
     from ctsr.lrestimate import estimate_noise_hu, fine_band_noise_hu, slice_difference_noise_hu
 
-    value, how = estimate_noise_hu(volume)
-    return {"fine_band": fine_band_noise_hu(volume.array), "across_slices": slice_difference_noise_hu(volume.array),
-            "estimate": value, "how": how}
+    fine = fine_band_noise_hu(volume.array)
+    value, how = estimate_noise_hu(volume, fine)
+    return {"fine_band": fine, "across_slices": slice_difference_noise_hu(volume.array), "estimate": value, "how": how}
 
 
 def found(noisy: float, clean: float) -> float:

@@ -153,11 +153,12 @@ def slice_difference_noise_hu(array: np.ndarray) -> float:
     return round(_tile_sd(band, usable), 3)
 
 
-def estimate_noise_hu(volume: Volume) -> tuple[float, str]:
+def estimate_noise_hu(volume: Volume, fine: float | None = None) -> tuple[float, str]:
     """(robust SD of the noise in ``volume`` in HU, which reading gave it): the larger of
-    :func:`fine_band_noise_hu` and, where the slices are no more than
-    :data:`SLICE_SPACING_RATIO` times the pixel spacing apart, :func:`slice_difference_noise_hu`."""
-    fine = fine_band_noise_hu(volume.array)
+    :func:`fine_band_noise_hu` (``fine`` when the caller has read it already) and, where the
+    slices are no more than :data:`SLICE_SPACING_RATIO` times the pixel spacing apart,
+    :func:`slice_difference_noise_hu`."""
+    fine = fine_band_noise_hu(volume.array) if fine is None else fine
     spacing = volume.spacing
     if float(spacing[2]) > SLICE_SPACING_RATIO * float(min(spacing[0], spacing[1])):
         return fine, "estimated (finest wavelet band; slices too far apart to read it across them)"
@@ -276,11 +277,11 @@ def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = Non
         profile, reason = slab_from_dicom(slice_thickness_mm, float(lr.spacing[2]))
         if profile is not None:
             model = model.with_profile(2, profile, reason)
-    if model.noise_hu is None:
-        model = model.with_noise(*estimate_noise_hu(lr))
     # The blur estimate takes the noise out of the top octave: the fine band's reading, whatever
     # the whole SD (noise correlated within slices has less there).
     fine_noise_hu = fine_band_noise_hu(lr.array)
+    if model.noise_hu is None:
+        model = model.with_noise(*estimate_noise_hu(lr, fine_noise_hu))
     if scale[0] == scale[1] == 1 and scale[2] > 1 and model.profiles[2] is None:
         profile, how = estimate_through_plane_profile(lr, scale[2], fine_noise_hu)
         if profile is not None:
