@@ -30,7 +30,8 @@
   (0.25 to 0.5 cycles per voxel) to that of the octave below, of ``L2`` with that of ``L``
   (after taking the estimated noise out of both). The candidate whose ``L2`` is as sharp as
   ``L`` is the estimate; between two that miss, the one that misses on the narrow side is
-  preferred (:data:`TOO_WIDE_WEIGHT`). Measured on the degradation matrix
+  preferred (:data:`TOO_WIDE_WEIGHT`). The candidates are Gaussians only
+  (:data:`CROSS_SCALE_CANDIDATES`). Measured on the degradation matrix
   (benchmarks/degradation_bench.py) and on LR made outside these families (``--foreign``).
 * **Through-plane blur** (:func:`estimate_through_plane_profile`, scales ``1x1xS``): x and y
   are at full resolution, so they show what z would look like without its blur (the idea of
@@ -54,8 +55,21 @@ from .grids import Scale, halved
 from .lrmodel import AXES, DEFAULT_PROFILE, LRModel, LROperator, Profile, slab_from_dicom
 from .volume import Volume
 
-#: The blur family searched by :func:`estimate_profile` (the profiles of :mod:`ctsr.lrmodel`).
+#: Gaussian widths (HR voxels) the blur estimates choose from.
 CANDIDATE_SIGMAS = (0.5, 1.0, 1.5, 2.0)
+#: What the cross-scale estimate (:func:`estimate_profile`) chooses from: Gaussians, not the
+#: block mean. At x2 the block and ``gauss:0.5`` have the same SD (0.5 HR voxels) and the
+#: statistic told them apart no better than chance (of the 18 x2 inputs of the matrix the two
+#: made, 8 read the other one), but the block's response falls to zero at the HR Nyquist, so the step and the
+#: internal prior restore more near the LR Nyquist under it: on a head crop that SimpleITK's
+#: B-spline interpolator resampled without antialiasing (point sampling, no blur), the estimate
+#: read ``box`` and ``balanced`` lost 0.50 dB to cubic; under ``gauss:0.5`` it gained +0.17 dB
+#: (with correlated noise -0.03), and the block-mean inputs gave up at most 0.12 dB
+#: (benchmarks/degradation_foreign.md, benchmarks/degradation.md).
+CROSS_SCALE_CANDIDATES = tuple(Profile("gauss", s) for s in CANDIDATE_SIGMAS)
+#: What the through-plane estimate (:func:`estimate_through_plane_profile`) chooses from: the
+#: Gaussians and the block (contiguous thick slices), which it never picked wider than the truth.
+THROUGH_PLANE_CANDIDATES = CROSS_SCALE_CANDIDATES + (Profile("box"),)
 #: In-plane (cross-scale) estimate: a candidate that looks wider than the input's blur (its
 #: ``L2`` blurrier than ``L``) pays this many times its log gap, one that looks narrower pays it
 #: once. Too wide a blur makes the consistency step deconvolve noise and aliasing, too narrow a
@@ -65,7 +79,7 @@ CANDIDATE_SIGMAS = (0.5, 1.0, 1.5, 2.0)
 #: (benchmarks/blur_choice.md). With equal weights, a head crop resampled by SimpleITK without
 #: antialiasing (the block mean at x2) plus in-plane correlated noise read ``gauss:1`` (log
 #: gaps -0.30 against +0.33 for ``box``) and ``balanced`` lost 4.9 dB to cubic
-#: (benchmarks/degradation_bench.py ``--foreign``). 1.5 keeps that input at ``box``; 2 also
+#: (benchmarks/degradation_bench.py ``--foreign``). 1.5 keeps that input at the narrow end; 2 also
 #: moved a ``gauss:1.5`` chest input to ``gauss:1`` (1.6 dB less gain).
 TOO_WIDE_WEIGHT = 1.5
 #: Noise: tiles of WINDOW^3 band coefficients; the QUANTILE-th tile energy, unbiased for
@@ -189,20 +203,16 @@ def _sharpness(array: np.ndarray, axis: int, noise_var: float) -> float | None:
     return e_hi / e_lo
 
 
-def candidate_profiles() -> list[Profile]:
-    """The blur family the estimate chooses from."""
-    return [Profile("gauss", s) for s in CANDIDATE_SIGMAS] + [Profile("box")]
-
-
-def _closest_candidate(target: float | None, degrade, too_wide_weight: float = 1.0) -> tuple[Profile | None, float]:
-    """The candidate profile whose ``degrade(profile) -> sharpness`` is closest to ``target``
+def _closest_candidate(target: float | None, degrade, candidates,
+                       too_wide_weight: float = 1.0) -> tuple[Profile | None, float]:
+    """The profile of ``candidates`` whose ``degrade(profile) -> sharpness`` is closest to ``target``
     in log ratio, a gap on the side of too wide a candidate (its ``L2`` blurrier than ``L``)
     counted ``too_wide_weight`` times; and that gap, signed (negative: the candidate looks
     wider than the input's blur). (None, inf) when nothing can be compared."""
     best, best_gap, best_cost = None, math.inf, math.inf
     if target is None or target <= 0:
         return best, best_gap
-    for profile in candidate_profiles():
+    for profile in candidates:
         value = degrade(profile)
         if value is None or value <= 0:
             continue
@@ -231,7 +241,7 @@ def estimate_through_plane_profile(lr: Volume, scale_z: int, noise_hu: float):
         operator = LROperator(LRModel((in_x, None, None)), (factor, 1, 1), lr.array.shape, (x_mm,) * 3)
         return _sharpness(operator(lr.array), 2, (noise_hu * operator.noise_gain()) ** 2)
 
-    best, gap = _closest_candidate(target, degrade)
+    best, gap = _closest_candidate(target, degrade, THROUGH_PLANE_CANDIDATES)
     if best is None:
         return None, "default (the slice profile could not be estimated)"
     return best, f"estimated (in-plane axes as reference, log gap {gap:+.2f})"
@@ -260,7 +270,7 @@ def estimate_profile(lr: Volume, scale: Scale, axis: int, noise_hu: float):
                               (hr_spacing, hr_spacing, hr_spacing))
         return _sharpness(operator(lr.array), array_axis, (noise_hu * operator.noise_gain()) ** 2)
 
-    best, best_gap = _closest_candidate(target, degrade, TOO_WIDE_WEIGHT)
+    best, best_gap = _closest_candidate(target, degrade, CROSS_SCALE_CANDIDATES, TOO_WIDE_WEIGHT)
     if best is None:
         return None, "default (the blur could not be estimated)"
     return best, f"estimated (cross-scale sharpness, log gap {best_gap:+.2f})"
