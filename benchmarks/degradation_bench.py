@@ -2,7 +2,8 @@
 
 For each real CT crop of ../shared/data (the cases of quality_bench.py: chest CTA, abdomen,
 head; 96^3 HR voxels), each scale (x2, x4, through-plane 1x1x4), each blur that makes the LR
-(Gaussian sigma 0.5, 1.0, 1.5 HR voxels then Lanczos-3 sampling; the block mean) and each
+(Gaussian sigma 0.5, 1.0, 1.5 HR voxels then Lanczos-3 sampling; the block mean; or those
+of ``--blurs``, e.g. widths between the estimate's candidates) and each
 noise (0, 10, 30 HU white noise on the LR), the LR is made by ``ctsr.lrmodel.simulate_lr``
 and super-resolved by the methods below. Those LR models are the families that
 ``ctsr.lrmodel`` knows (the estimator looks for them, the priors are pretrained on them);
@@ -35,6 +36,7 @@ benchmarks/montages/, plus a through-plane x4 montage of the real thick-slice sc
     python benchmarks/degradation_bench.py --scales 4 --large --noises 0 30 --out degradation_x4_large  # ~20 min
     python benchmarks/degradation_bench.py --scales 4 --merge   # redo the x4 cells, keep the other rows
     python benchmarks/degradation_bench.py --foreign           # the foreign makers, ~45 min
+    python benchmarks/degradation_bench.py --scales 2 1x1x4 --blurs gauss:0.75 gauss:1.25 --noises 0 30 --out degradation_between
 """
 
 from __future__ import annotations
@@ -209,6 +211,9 @@ def main() -> None:
     parser.add_argument("--standard-cells", nargs="*", default=[], metavar="CASE:SCALE:BLUR:NOISE",
                         help="also run the standard preset on these cells (slow), e.g. head:2:box:10")
     parser.add_argument("--noises", nargs="+", type=int, default=list(NOISES), help="LR noise SDs (HU)")
+    parser.add_argument("--blurs", nargs="+", default=list(BLURS), metavar="PROFILE",
+                        help="LR blurs in --lr-model's grammar (e.g. widths between the estimate's candidates: "
+                             "gauss:0.75 gauss:1.25)")
     parser.add_argument("--cells", nargs="+", metavar="CASE:SCALE:BLUR:NOISE",
                         help="run only these cells (e.g. those whose LR-model estimate a change moved; with --merge "
                              "the other rows stay), e.g. head:2:itk-linear:corr:20")
@@ -231,7 +236,7 @@ def main() -> None:
     torch.set_num_threads(2)
     rows = []
     args.out = args.out or ("degradation_foreign" if args.foreign else "degradation")
-    blurs, noises = (foreign_lr.BLURS, foreign_lr.NOISES) if args.foreign else (BLURS, args.noises)
+    blurs, noises = (foreign_lr.BLURS, foreign_lr.NOISES) if args.foreign else (tuple(args.blurs), args.noises)
     montage_cell = ("tent", "corr:20") if args.foreign else ("box", 10)
     (HERE / "montages").mkdir(exist_ok=True)
     cases = [c for c in args.cases if c in LARGE_CASES] if args.large else args.cases
