@@ -59,13 +59,14 @@ from .volume import Volume
 CANDIDATE_SIGMAS = (0.5, 1.0, 1.5, 2.0)
 #: What the cross-scale estimate (:func:`estimate_profile`) chooses from: Gaussians, not the
 #: block mean. At x2 the block and ``gauss:0.5`` have the same SD (0.5 HR voxels) and the
-#: statistic told them apart no better than chance (of the 18 x2 inputs of the matrix the two
-#: made, 8 read the other one), but the block's response falls to zero at the HR Nyquist, so the step and the
-#: internal prior restore more near the LR Nyquist under it: on a head crop that SimpleITK's
-#: B-spline interpolator resampled without antialiasing (point sampling, no blur), the estimate
-#: read ``box`` and ``balanced`` lost 0.50 dB to cubic; under ``gauss:0.5`` it gained +0.17 dB
-#: (with correlated noise -0.03), and the block-mean inputs gave up at most 0.12 dB
-#: (benchmarks/degradation_foreign.md, benchmarks/degradation.md).
+#: statistic told them apart no better than chance (8 of the matrix's 18 x2 inputs made by the
+#: two read the other one), but the block's response falls to zero at the HR Nyquist, so the
+#: step and the internal prior restore more near the LR Nyquist under it. On a head crop that
+#: SimpleITK's B-spline interpolator resampled without antialiasing (close to point sampling)
+#: the estimate read ``box`` and ``balanced`` lost 0.50 dB to cubic; under ``gauss:0.5`` it
+#: gains +0.17 dB (with correlated noise -0.03). The block-mean inputs gave up at most 0.13 dB at
+#: x2, and the large x4 cells whose x2 level had read the block 0.29 dB at most
+#: (benchmarks/degradation_foreign.md, degradation.md, degradation_x4_large.md).
 CROSS_SCALE_CANDIDATES = tuple(Profile("gauss", s) for s in CANDIDATE_SIGMAS)
 #: What the through-plane estimate (:func:`estimate_through_plane_profile`) chooses from: the
 #: Gaussians and the block (contiguous thick slices), which it never picked wider than the truth.
