@@ -143,10 +143,10 @@ def model_card(config: dict) -> str:
              f"- reproduce: `{config.get('command', '?')}`", "",
              "## Measured (this recipe with `ctsr pretrain`'s defaults, leave one scan out)",
              "- `benchmarks/degradation.md`, the 36 x2 cells (three held-out 96^3 crops, four blurs, 0 to 30 HU): "
-             "`balanced` from it gains +0.22 dB over `balanced` from zero on average, worst cell -0.24 (head, box, "
-             "30 HU); over cubic +2.32 dB, worst +0.89",
+             "`balanced` from it gains +0.26 dB over `balanced` from zero on average, worst cell -0.30 (head, "
+             "gauss:0.5, 30 HU); over cubic +2.27 dB, worst +0.91",
              "- `benchmarks/degradation_x4_large.md`, 16 x4 cells (160^3 chest and 104 x 192 x 192 head crops; the "
-             "first of two levels starts from it): +0.25 dB over learning from zero, no cell below",
+             "first of two levels starts from it): +0.23 dB over learning from zero, no cell below",
              "- `benchmarks/external_init.md` (12 cells): alone -0.35 dB under `balanced` from zero, fine-tuned 300 "
              "steps +0.26 dB", ""]
     return "\n".join(lines)
