@@ -127,14 +127,14 @@ def test_demo_writes_the_volume_and_the_montage(tmp_path):
 def test_a_montage_title_wider_than_its_column_wraps_inside_it(sample):
     """A long label (a method with its LR model) takes more lines above its own column instead
     of running over the next one."""
-    from ctsr.montage import montage
+    from ctsr.montage import _LINE, montage
 
     small = Volume(np.ascontiguousarray(sample.array[:24, :24, :24]), sample.ijk_to_ras)
     short = montage([small, small], (-1000.0, 500.0), labels=["cubic", ""])
     long = montage([small, small], (-1000.0, 500.0), labels=["fast (gauss:1,noise:20.2)", ""])
     assert long.shape[0] > short.shape[0] and long.shape[1] == short.shape[1]
     column = long.shape[1] // 2  # 24 px panels at 1.5 mm: both columns are equally wide
-    strip = long.shape[0] - short.shape[0] + 14
+    strip = long.shape[0] - short.shape[0] + _LINE + 2  # the long title strip: the short one (one line) and more
     assert long[:strip, :column].max() > 200 and long[:strip, column:].max() == 0
 
 
