@@ -37,6 +37,7 @@ benchmarks/montages/, plus a through-plane x4 montage of the real thick-slice sc
     python benchmarks/degradation_bench.py --scales 4 --merge   # redo the x4 cells, keep the other rows
     python benchmarks/degradation_bench.py --foreign           # the foreign makers, ~45 min
     python benchmarks/degradation_bench.py --scales 2 1x1x4 --blurs gauss:0.75 gauss:1.25 --noises 0 30 --out degradation_between
+    python benchmarks/degradation_bench.py --scales 2 4 --methods balanced --merge  # redo one column (e.g. after retraining the networks)
 """
 
 from __future__ import annotations
@@ -93,10 +94,12 @@ def make_lr(hr, scale, blur: str, noise):
     return simulate_lr(hr, scale, true, seed=1), true
 
 
-def run_cell(hr, scale, blur: str, noise, standard: bool, pretrained: str) -> dict:
+def run_cell(hr, scale, blur: str, noise, standard: bool, pretrained: str, methods=None) -> dict:
     """Every method on one LR input (:func:`make_lr`); returns scores and the models, plus the
     volumes. ``pretrained``: the folder of the network that ``balanced`` starts from (one that
-    never saw this scan). The ``true model`` columns run only where a model made the input."""
+    never saw this scan). The ``true model`` columns run only where a model made the input.
+    ``methods``: only these columns, besides ``cubic`` and ``fast`` (every gain is read against
+    them, the estimate is ``fast``'s, the montage shows them); None: all."""
     from ctsr.metrics import evaluate
     from ctsr.upsampling import upsample
 
@@ -111,6 +114,8 @@ def run_cell(hr, scale, blur: str, noise, standard: bool, pretrained: str) -> di
         runs["balanced, true model"] = dict(method="balanced", lr_model=true, pretrained=pretrained)
     if standard:
         runs["standard"] = dict(method="standard", prior="none")
+    if methods is not None:
+        runs = {name: options for name, options in runs.items() if name in {"cubic", "fast", *methods}}
     row, volumes = {"lr_model": str(true) if true else f"{blur},noise:{noise}"}, {}
     for name, options in runs.items():
         start = time.monotonic()
@@ -195,12 +200,13 @@ def thick_slice_montage() -> Path:
     return path
 
 
-def _merged(before: list[dict], now: list[dict]) -> list[dict]:
-    """``before``'s rows in their order, each replaced by ``now``'s row of the same cell, then
-    ``now``'s other rows."""
+def _merged(before: list[dict], now: list[dict], columns_only: bool = False) -> list[dict]:
+    """``before``'s rows in their order, each replaced by ``now``'s row of the same cell (with
+    ``columns_only``, updated by it: the columns not run now stay), then ``now``'s other rows."""
     key = lambda r: (r["case"], r["scale"], r["lr_model"])
     fresh = {key(r): r for r in now}
-    kept = [fresh.pop(key(r), r) for r in before]
+    kept = [({**r, **fresh.pop(key(r))} if columns_only else fresh.pop(key(r))) if key(r) in fresh else r
+            for r in before]
     return kept + list(fresh.values())
 
 
@@ -223,6 +229,9 @@ def main() -> None:
                         help="LR made by foreign_lr.py's makers (not ctsr.lrmodel's families) instead of BLURS x "
                              "--noises; writes degradation_foreign unless --out says otherwise")
     parser.add_argument("--out")
+    parser.add_argument("--methods", nargs="+", choices=METHODS[3:],
+                        help="run only these columns (and cubic and fast, which every gain is read against); "
+                             "with --merge the other columns of each row stay")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of OUT.json of the cells not run now (the summaries cover all)")
     args = parser.parse_args()
@@ -251,11 +260,11 @@ def main() -> None:
                         continue
                     standard = cell in args.standard_cells
                     row, volumes, _ = run_cell(hr, {**SCALES, **EXTRA_SCALES}[scale_name], blur, noise, standard,
-                                               pretrained)
+                                               pretrained, args.methods)
                     row.update(case=case, scale=scale_name)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-                    if (blur, noise) == montage_cell:
+                    if (blur, noise) == montage_cell and "balanced" in volumes:
                         size = "_large" if args.large else ""
                         name = f"{blur}_{str(noise).replace(':', '')}" if args.foreign else "box_noise10"
                         write_montage(HERE / "montages" / f"degradation_{case}{size}_{_label(scale_name)}_{name}.png",
@@ -266,7 +275,7 @@ def main() -> None:
     arguments = " ".join(sys.argv[1:])
     if args.merge and (HERE / f"{args.out}.json").is_file():
         before = json.loads((HERE / f"{args.out}.json").read_text())
-        rows, arguments = _merged(before["rows"], rows), f"{before['meta']['arguments']}` then `{arguments}"
+        rows, arguments = _merged(before["rows"], rows, args.methods is not None), f"{before['meta']['arguments']}` then `{arguments}"
     columns = [c for c in METHODS[1:] + ("standard",) if any(c in r for r in rows)]
     summaries = summary(rows, columns)
     over_fast = summary(rows, ["balanced"], reference="fast") + summary(rows, ["balanced, true model"],

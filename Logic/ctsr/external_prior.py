@@ -7,8 +7,8 @@ mean, white noise up to :attr:`PretrainSettings.max_noise_hu`; ``ctsr.lrmodel.si
 brought back by ``fast`` under the model *estimated* from it (as a user runs it,
 :func:`ctsr.lrestimate.resolve_lr_model`), and the network learns ``fast(L) -> HR`` on all of
 them at once. Alone it is what transfers from other scans; fine-tuned for the internal prior's
-300 steps on the scan's own pair it gained +0.26 dB over learning from zero, leave one scan out
-at x2 (``benchmarks/external_init.md``).
+300 steps on the scan's own pair it gained +0.27 dB over learning from zero, leave one scan out,
+on the 36 x2 cells of ``benchmarks/degradation.md`` (worst cell -0.29).
 
 Storage: a folder with ``config.json`` (what the network is, the scale and LR models it was
 pretrained for, the scans and steps) beside ``model.safetensors`` and a model card
@@ -143,11 +143,14 @@ def model_card(config: dict) -> str:
              f"- reproduce: `{config.get('command', '?')}`", "",
              "## Measured (this recipe with `ctsr pretrain`'s defaults, leave one scan out)",
              "- `benchmarks/degradation.md`, the 36 x2 cells (three held-out 96^3 crops, four blurs, 0 to 30 HU): "
-             "`balanced` from it gains +0.26 dB over `balanced` from zero on average, worst cell -0.30 (head, "
-             "gauss:0.5, 30 HU); over cubic +2.27 dB, worst +0.91",
+             "`balanced` from it gains +0.27 dB over `balanced` from zero on average, worst cell -0.29 (head, "
+             "gauss:0.5, 30 HU; 4 of the 12 head cells below); over cubic +2.29 dB, worst +0.88",
+             "- `benchmarks/degradation_foreign.md`, the 18 x2 inputs made by other tools: +0.20 dB over learning "
+             "from zero, worst -0.28 (head, B-spline resampling with correlated noise; 5 of the 6 head inputs below)",
              "- `benchmarks/degradation_x4_large.md`, 16 x4 cells (160^3 chest and 104 x 192 x 192 head crops; the "
-             "first of two levels starts from it): +0.23 dB over learning from zero, no cell below",
-             "- `benchmarks/external_init.md` (12 cells): alone -0.35 dB under `balanced` from zero, fine-tuned 300 "
+             "first of two levels starts from it): +0.27 dB over learning from zero, no cell below",
+             "- `benchmarks/external_init.md` (12 cells, with networks pretrained on 2026-12-01, before the in-plane "
+             "blur estimate left out the block mean): alone -0.35 dB under `balanced` from zero, fine-tuned 300 "
              "steps +0.26 dB", ""]
     return "\n".join(lines)
 

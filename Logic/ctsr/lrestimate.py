@@ -120,8 +120,8 @@ BORROWED = "estimated on"
 #: (gauss:0.5 at x4 is gauss:0.25 at x2), the narrowest blur assumed, and the one ``fast``'s
 #: consistency step at x4 already assumes. The internal prior learns from a pair made with it
 #: (it refuses a plain default): on the 36 x4 cells of the 96^3 crops, whose 24^3 LR is too
-#: small to estimate the blur, that gained +0.37 dB over ``fast`` on average (worst +0.06 dB)
-#: and SSIM on every cell (benchmarks/degradation.md).
+#: small to estimate the blur, that gained +0.34 dB over ``fast`` on average (worst +0.01 dB)
+#: and SSIM on 34 of them (-0.0007 at worst; benchmarks/degradation.md).
 CARRIED_DEFAULT = "carried default"
 
 
