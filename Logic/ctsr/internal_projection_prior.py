@@ -12,8 +12,8 @@ cubic volume's projections miss at this scale on this scan.
 
 ``Y`` is **not** forced into the range space of ``y`` (``A_pinv(y) + Y - A_pinv(A(Y))``):
 ``y`` is the projection of a coarse voxel grid, which is not the LR model's binning of the true
-HR projections, and on the degradation matrix that replacement cost 0.5 to 1.3 dB against the
-truth's projections, the whole of what the network had added
+HR projections, and on the degradation matrix that replacement cost 0.8 to 8.8 dB against the
+truth's projections, more than the whole of what the network had added
 (``benchmarks/projection_prior.md``).
 
 When it runs: where the volume kind of :func:`ctsr.internal_prior.plan` runs (every scaled axis

@@ -87,7 +87,8 @@ class Preset:
 
 
 #: The internal projection prior of the NAB-GS presets: 1500 steps (about a minute on 2 CPU
-#: cores at a 144^2 detector; 300 steps kept under half of its gain, benchmarks/projection_prior.md).
+#: cores at a 144^2 detector; 300 steps kept about half of its gain and fell below ``P_up`` on two of
+#: nine cells, benchmarks/projection_prior.md).
 PROJECTION_PRIOR = InternalPriorSettings(steps=1500)
 
 PRESETS = {
