@@ -86,7 +86,7 @@ class Preset:
         return self.fit.max_gaussians if self.fit is not None else 0
 
 
-#: The internal projection prior of the NAB-GS presets: 1500 steps (about a minute on 2 CPU
+#: The internal projection prior of the NAB-GS presets: 1500 steps (77 to 90 s on 2 CPU
 #: cores at a 144^2 detector; 300 steps kept about half of its gain and fell below ``P_up`` on two of
 #: nine cells, benchmarks/projection_prior.md).
 PROJECTION_PRIOR = InternalPriorSettings(steps=1500)
