@@ -65,6 +65,9 @@ EXTRA_SCALES = {"4x4x1": (4, 4, 1)}
 BLURS = ("gauss:0.5", "gauss:1", "gauss:1.5", "box")
 NOISES = (0, 10, 30)
 METHODS = ("cubic", "lanczos", "fast", "balanced", "balanced, from zero", "fast, true model", "balanced, true model")
+#: What every cell runs even with ``--methods``: every gain is read against them, the estimate
+#: is ``fast``'s, and the montage shows them.
+ALWAYS_RUN = ("cubic", "fast")
 #: Scales where ``balanced, true model`` runs (elsewhere the model is estimated, or balanced is fast).
 BALANCED_TRUE_SCALES = ((1, 1, 4),)
 #: Scales where the internal prior starts from the pretrained network (its scale), so where
@@ -98,8 +101,7 @@ def run_cell(hr, scale, blur: str, noise, standard: bool, pretrained: str, metho
     """Every method on one LR input (:func:`make_lr`); returns scores and the models, plus the
     volumes. ``pretrained``: the folder of the network that ``balanced`` starts from (one that
     never saw this scan). The ``true model`` columns run only where a model made the input.
-    ``methods``: only these columns, besides ``cubic`` and ``fast`` (every gain is read against
-    them, the estimate is ``fast``'s, the montage shows them); None: all."""
+    ``methods``: only these columns, besides :data:`ALWAYS_RUN`; None: all."""
     from ctsr.metrics import evaluate
     from ctsr.upsampling import upsample
 
@@ -115,7 +117,7 @@ def run_cell(hr, scale, blur: str, noise, standard: bool, pretrained: str, metho
     if standard:
         runs["standard"] = dict(method="standard", prior="none")
     if methods is not None:
-        runs = {name: options for name, options in runs.items() if name in {"cubic", "fast", *methods}}
+        runs = {name: options for name, options in runs.items() if name in ALWAYS_RUN or name in methods}
     row, volumes = {"lr_model": str(true) if true else f"{blur},noise:{noise}"}, {}
     for name, options in runs.items():
         start = time.monotonic()
@@ -205,8 +207,10 @@ def _merged(before: list[dict], now: list[dict], columns_only: bool = False) -> 
     ``columns_only``, updated by it: the columns not run now stay), then ``now``'s other rows."""
     key = lambda r: (r["case"], r["scale"], r["lr_model"])
     fresh = {key(r): r for r in now}
-    kept = [({**r, **fresh.pop(key(r))} if columns_only else fresh.pop(key(r))) if key(r) in fresh else r
-            for r in before]
+    kept = []
+    for row in before:
+        new = fresh.pop(key(row), None)
+        kept.append(row if new is None else {**row, **new} if columns_only else new)
     return kept + list(fresh.values())
 
 
@@ -229,9 +233,9 @@ def main() -> None:
                         help="LR made by foreign_lr.py's makers (not ctsr.lrmodel's families) instead of BLURS x "
                              "--noises; writes degradation_foreign unless --out says otherwise")
     parser.add_argument("--out")
-    parser.add_argument("--methods", nargs="+", choices=METHODS[3:],
-                        help="run only these columns (and cubic and fast, which every gain is read against); "
-                             "with --merge the other columns of each row stay")
+    parser.add_argument("--methods", nargs="+", choices=[m for m in METHODS if m not in ALWAYS_RUN],
+                        help=f"run only these columns (and {' and '.join(ALWAYS_RUN)}, which every gain is read "
+                             "against); with --merge the other columns of each row stay")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of OUT.json of the cells not run now (the summaries cover all)")
     args = parser.parse_args()
