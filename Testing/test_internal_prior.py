@@ -129,6 +129,29 @@ def test_fine_tuning_starts_from_the_initial_network_and_leaves_it_alone(sample)
     assert not torch.equal(_parameters(tuned), _parameters(fit(TINY)))
 
 
+def test_axis_permutations_teach_a_relation_along_every_axis():
+    """A pair whose residual is the second difference along K alone: trained without
+    permutations the network learns it along K (swapping K and I does not commute with it);
+    with ``permute_axes`` each batch sees the relation along another axis, and the network
+    learns one that commutes with the swap (the mean over the three axes)."""
+    rng = np.random.default_rng(0)
+    source = rng.standard_normal((20, 20, 20)).astype(np.float32)
+    padded = np.pad(source, 1, mode="edge")
+    target = source + 0.5 * (padded[2:, 1:-1, 1:-1] + padded[:-2, 1:-1, 1:-1] - 2 * source)
+    settings = ip.InternalPriorSettings(steps=300, patch=10, batch=4, channels=8, layers=3, learning_rate=1e-2)
+    probe = rng.standard_normal((16, 16, 16)).astype(np.float32)
+    swap = lambda a: np.ascontiguousarray(a.transpose(2, 1, 0))
+
+    def commutator(permute_axes):
+        network = ip.fit_residual_network(source, target, (3, 3, 3), settings, 0, "cpu", SilentProgress(), "t",
+                                          permute_axes=permute_axes)
+        residual = lambda a: ip.apply_in_slabs(network, a, torch.device("cpu"), SilentProgress(), unit=1.0) - a
+        return np.linalg.norm(residual(swap(probe)) - swap(residual(probe))) / np.linalg.norm(residual(probe))
+
+    assert commutator(False) > 0.5
+    assert commutator(True) < 0.3
+
+
 def test_training_can_be_cancelled(sample):
     steps = []
 

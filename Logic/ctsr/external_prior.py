@@ -6,9 +6,12 @@ random LR models (:func:`random_lr_model`: a Gaussian of sigma drawn in HR voxel
 mean, white noise up to :attr:`PretrainSettings.max_noise_hu`; ``ctsr.lrmodel.simulate_lr``),
 brought back by ``fast`` under the model *estimated* from it (as a user runs it,
 :func:`ctsr.lrestimate.resolve_lr_model`), and the network learns ``fast(L) -> HR`` on all of
-them at once. Alone it is what transfers from other scans; fine-tuned for the internal prior's
-300 steps on the scan's own pair it gained +0.27 dB over learning from zero, leave one scan out,
-on the 36 x2 cells of ``benchmarks/degradation.md`` (worst cell -0.29).
+them at once, from patches flipped and with their axes put in a random order (two or three
+scans are few: the network should learn no anatomy tied to one axis of them). Alone it is
+what transfers from other scans; fine-tuned for the internal prior's 300 steps on the scan's
+own pair it gained +0.32 dB over learning from zero, leave one scan out, on the 36 x2 cells of
+``benchmarks/degradation.md`` (worst cell -0.26; without the axis permutations +0.27, worst
+-0.29).
 
 Storage: a folder with ``config.json`` (what the network is, the scale and LR models it was
 pretrained for, the scans and steps) beside ``model.safetensors`` and a model card
@@ -50,7 +53,9 @@ class PretrainSettings:
     ``benchmarks/external_init*.md``); models_per_scan: random LR models per HR scan;
     sigma_range: the Gaussian's sigma (HR voxels) is drawn uniformly in it; box_share: the
     share of block-mean models; max_noise_hu: the white noise SD (HU) is drawn in [0, it];
-    scale: IJK, the one scale the network is pretrained (and used) for."""
+    scale: IJK, the one scale the network is pretrained (and used) for; axis_permutations: each
+    batch of patches also sees its axes in a random order (besides the flips), so the network
+    learns no axis-specific anatomy of the few scans it sees."""
 
     steps: int = 2000
     models_per_scan: int = 4
@@ -58,6 +63,7 @@ class PretrainSettings:
     box_share: float = 0.25
     max_noise_hu: float = 30.0
     scale: Scale = (2, 2, 2)
+    axis_permutations: bool = True
 
 
 def random_lr_model(rng: np.random.Generator, settings: PretrainSettings = PretrainSettings()) -> LRModel:
@@ -100,7 +106,8 @@ def pretrain(volumes: list[Volume], settings: PretrainSettings = PretrainSetting
     source, target = pretraining_pairs(volumes, settings, seed, progress.span(0.0, 0.2))
     training = InternalPriorSettings(**{**asdict(network), "steps": settings.steps})
     return fit_residual_network(source, target, (3, 3, 3), training, seed, device, progress.span(0.2, 1.0),
-                                "pretraining", loss_unit=HU_SCALE**2, activity="learning from other scans")
+                                "pretraining", loss_unit=HU_SCALE**2, activity="learning from other scans",
+                                permute_axes=settings.axis_permutations)
 
 
 def save_external_prior(network: ResidualCNN, folder, settings: PretrainSettings, metadata: dict) -> Path:
@@ -136,22 +143,25 @@ def model_card(config: dict) -> str:
              "- scored only on scans it did not see: the benchmarks train one such network per held-out scan "
              "on the others (leave one scan out); the bundled sample is a crop of one of the scans above", "",
              "## Training",
-             f"- {p['steps']} Adam steps of {t.batch} patches of {t.patch}^3 with flips, lr {t.learning_rate:g} "
+             f"- {p['steps']} Adam steps of {t.batch} patches of {t.patch}^3 with flips"
+             f"{' and the axes in a random order' if p.get('axis_permutations') else ''}, lr {t.learning_rate:g} "
              f"cosine-decayed to {t.learning_rate / 10:g}, seed {config.get('seed', 0)}",
              f"- {config.get('wall_s', '?')} s on {config.get('device', '?')} "
              f"(torch threads: {config.get('threads', '?')}), {config.get('date', '?')}",
              f"- reproduce: `{config.get('command', '?')}`", "",
              "## Measured (this recipe with `ctsr pretrain`'s defaults, leave one scan out)",
              "- `benchmarks/degradation.md`, the 36 x2 cells (three held-out 96^3 crops, four blurs, 0 to 30 HU): "
-             "`balanced` from it gains +0.27 dB over `balanced` from zero on average, worst cell -0.29 (head, "
-             "gauss:0.5, 30 HU; 4 of the 12 head cells below); over cubic +2.29 dB, worst +0.88",
-             "- `benchmarks/degradation_foreign.md`, the 18 x2 inputs made by other tools: +0.20 dB over learning "
-             "from zero, worst -0.28 (head, B-spline resampling with correlated noise; 5 of the 6 head inputs below)",
+             "`balanced` from it gains +0.32 dB over `balanced` from zero on average, worst cell -0.26 (head, "
+             "gauss:0.5, 30 HU; 2 of the 12 head cells below); over cubic +2.34 dB, worst +0.98",
+             "- `benchmarks/degradation_foreign.md`, the 18 x2 inputs made by other tools: +0.26 dB over learning "
+             "from zero, worst -0.28 (head, B-spline resampling with correlated noise; 4 of the 6 head inputs below)",
+             "- `benchmarks/degradation_between.md`, the 12 x2 inputs blurred between the estimate's widths: +0.31 dB "
+             "over learning from zero, worst -0.28 (head, gauss:0.75 without noise)",
              "- `benchmarks/degradation_x4_large.md`, 16 x4 cells (160^3 chest and 104 x 192 x 192 head crops; the "
-             "first of two levels starts from it): +0.27 dB over learning from zero, no cell below",
-             "- `benchmarks/external_init.md` (12 cells, with networks pretrained on 2026-12-01, before the in-plane "
-             "blur estimate left out the block mean): alone -0.35 dB under `balanced` from zero, fine-tuned 300 "
-             "steps +0.26 dB", ""]
+             "first of two levels starts from it): +0.30 dB over learning from zero, no cell below",
+             "- `benchmarks/external_init.md` (12 cells, with networks pretrained on 2026-12-01 without axis "
+             "permutations, before the in-plane blur estimate left out the block mean): alone -0.35 dB under "
+             "`balanced` from zero, fine-tuned 300 steps +0.26 dB", ""]
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ Three geometries (:func:`plan`):
 * **two levels** (scaled axes at x4, not through-plane): the volume pair at x2 under the LR
   model one level down (:func:`ctsr.lrestimate.lr_model_one_level_down`), the network applied
   to ``fast`` at x2, that made consistent with ``L`` at x2, then Lanczos-3 the rest of the way
-  (one x4 pair lost 0.59 dB to ``fast`` on a head; this gained +0.42 to +0.75 dB on every
+  (one x4 pair lost 0.59 dB to ``fast`` on a head; this gained +0.47 to +0.75 dB on every
   cell of a 160^3 chest crop, ``benchmarks/degradation_x4_large.md``). An input too small to
   estimate the blur at x2 either makes its pair with x4's default carried to x2 at its width
   in mm, the narrowest blur assumed (:data:`ctsr.lrestimate.CARRIED_DEFAULT`), not a plain default.
@@ -233,7 +233,8 @@ def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[i
                          settings: InternalPriorSettings, seed: int, device: str | torch.device,
                          progress: Progress, stage: str, loss_unit: float = 1.0,
                          initial: ResidualCNN | None = None,
-                         activity: str = "learning from the scan itself") -> ResidualCNN:
+                         activity: str = "learning from the scan itself",
+                         permute_axes: bool = False) -> ResidualCNN:
     """A :class:`ResidualCNN` with ``kernel`` (KJI) trained so that ``source + f(source)``
     matches ``target`` (same KJI shape, network units; ``source`` may also be (C, K, J, I):
     channel 0 is the image the residual adds to, the others condition the network, and the
@@ -242,7 +243,10 @@ def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[i
     single planes of the first axis (more, thinner patches). Progress events under ``stage``
     report the loss times ``loss_unit`` and ``activity``. With ``initial`` (a network of the same settings and
     kernel) training starts from a copy of its weights (fine-tuning; ``initial`` is left as it
-    is; ``benchmarks/external_init_bench.py``). Returns the network in eval mode on ``device``."""
+    is; ``benchmarks/external_init_bench.py``). With ``permute_axes`` (3D kernel, cubic patches)
+    each batch also sees its three axes in one of the six orders, drawn at random (pretraining
+    on other scans: the network then learns no axis-specific anatomy). Returns the network in
+    eval mode on ``device``."""
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -257,6 +261,7 @@ def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[i
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.steps, settings.learning_rate / 10)
     edges = [1 if (k == 1) else min(settings.patch, n) for k, n in zip(kernel, source.shape[1:])]
     batch = settings.batch * (settings.patch if kernel[0] == 1 else 1)
+    permute = permute_axes and kernel[0] != 1 and len(set(edges)) == 1
     every = max(1, settings.steps // 50)
     with exact_convolutions():
         for step in range(settings.steps):
@@ -268,6 +273,8 @@ def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[i
             for axis in (3, 4) if kernel[0] == 1 else (2, 3, 4):
                 if torch.rand((), generator=generator) < 0.5:
                     pair = pair.flip(axis)
+            if permute:
+                pair = pair.permute(0, 1, *(torch.randperm(3, generator=generator) + 2).tolist())
             loss = torch.mean((network(pair[:, :inputs]) - pair[:, inputs:]) ** 2)
             optimizer.zero_grad()
             loss.backward()

@@ -65,7 +65,7 @@ CANDIDATE_SIGMAS = (0.5, 1.0, 1.5, 2.0)
 #: SimpleITK's B-spline interpolator resampled without antialiasing (close to point sampling)
 #: the estimate read ``box`` and ``balanced`` lost 0.50 dB to cubic; under ``gauss:0.5`` it
 #: gained +0.17 dB (with correlated noise -0.03; +0.03 and +0.08 with the networks pretrained
-#: again on 2026-12-02). The block-mean inputs gave up at most 0.13 dB at
+#: with axis permutations). The block-mean inputs gave up at most 0.13 dB at
 #: x2, and the large x4 cells whose x2 level had read the block 0.29 dB at most
 #: (benchmarks/degradation_foreign.md, degradation.md, degradation_x4_large.md).
 CROSS_SCALE_CANDIDATES = tuple(Profile("gauss", s) for s in CANDIDATE_SIGMAS)
@@ -113,7 +113,7 @@ LOOKS_TOO_WIDE = "wider than the input looks"
 #: an axis of the same scale (read in HR voxels of either axis, or carried at its width in mm,
 #: whichever is narrower: a narrower blur than the truth costs little, a wider one makes halos).
 #: On a head crop at x4 (26 LR slices, 48 x 48 in-plane) z borrowed the in-plane estimate and
-#: the internal prior ran where it had kept ``fast``: +0.49 to +1.05 dB over ``fast`` on the 8
+#: the internal prior ran where it had kept ``fast``: +0.50 to +1.17 dB over ``fast`` on the 8
 #: cells of benchmarks/degradation_x4_large.md.
 BORROWED = "estimated on"
 #: What the source of an axis says one level down (x4 -> x2, :func:`lr_model_one_level_down`)
@@ -121,8 +121,8 @@ BORROWED = "estimated on"
 #: (gauss:0.5 at x4 is gauss:0.25 at x2), the narrowest blur assumed, and the one ``fast``'s
 #: consistency step at x4 already assumes. The internal prior learns from a pair made with it
 #: (it refuses a plain default): on the 36 x4 cells of the 96^3 crops, whose 24^3 LR is too
-#: small to estimate the blur, that gained +0.34 dB over ``fast`` on average (worst +0.01 dB)
-#: and SSIM on 34 of them (-0.0007 at worst; benchmarks/degradation.md).
+#: small to estimate the blur, that gained +0.38 dB over ``fast`` on average (worst +0.03 dB)
+#: and SSIM on 34 of them (-0.0009 at worst; benchmarks/degradation.md).
 CARRIED_DEFAULT = "carried default"
 
 
