@@ -153,7 +153,7 @@ def test_balanced_fine_tunes_from_it_at_its_scale(sample, tiny_folder):
     model = LRModel.parse("gauss:1,noise:10")
     lr = simulate_lr(sample, (2, 2, 2), model, seed=1)
     out, info = ip.upsample_with_internal_prior(lr, (2, 2, 2), model, _frozen(TINY), external=external)
-    assert info["internal_prior"] == f"volume, {TINY.steps} steps from {external.name}"
+    assert info["internal_prior"] == f"volume, averaged over 8 flips, {TINY.steps} steps from {external.name}"
     assert info["pretrained"] == external.name
     the_plan = ip.plan(lr, (2, 2, 2), model)
     fast = ip.consistent_upsample(lr, (2, 2, 2), model)

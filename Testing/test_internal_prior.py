@@ -92,6 +92,32 @@ def test_inference_in_slabs_equals_one_pass(monkeypatch, kernel):
     np.testing.assert_allclose(sliced, whole, atol=1e-3)
 
 
+def test_flip_ensemble_is_the_mean_over_the_eight_flips_and_flip_equivariant():
+    """With ``flip_ensemble`` the volume kind's result is the mean of the network's results on
+    the eight flips of the volume, each flipped back (computed here in torch, independently);
+    it then commutes with every flip, which one pass of a trained network does not."""
+    torch.manual_seed(1)
+    network = ip.ResidualCNN(channels=4, layers=3)
+    torch.nn.init.normal_(network.body[-1].weight, std=0.1)
+    array = np.random.default_rng(2).normal(0, 300, (9, 10, 12)).astype(np.float32)
+    volume = Volume(array, np.diag([0.7, 0.7, 1.5, 1.0]))
+    the_plan = ip.Plan("volume")
+    ensemble = lambda v: ip.apply(network, the_plan, v).array
+    x = torch.from_numpy(array / ip.HU_SCALE)[None, None]
+    with torch.no_grad():
+        passes = [network(x.flip([2 + a for a in axes])).flip([2 + a for a in axes]) if axes else network(x)
+                  for axes in [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]]
+    expected = array + torch.stack(passes).mean(0)[0, 0].numpy() * ip.HU_SCALE
+    np.testing.assert_allclose(ensemble(volume), expected, atol=1e-3)
+    single = lambda v: ip.apply(network, the_plan, v, flip_ensemble=False).array
+    np.testing.assert_array_equal(single(volume), ip.apply_in_slabs(network, array, torch.device("cpu"),
+                                                                    SilentProgress()))
+    for axes in [(0,), (1, 2), (0, 1, 2)]:
+        flipped = volume.with_array(np.ascontiguousarray(np.flip(array, axes)))
+        np.testing.assert_allclose(ensemble(flipped), np.flip(ensemble(volume), axes), atol=1e-3)
+        assert np.abs(single(flipped) - np.flip(single(volume), axes)).max() > 0.1
+
+
 def test_untrained_network_changes_nothing(sample):
     network = ip.ResidualCNN(channels=4, layers=3)
     the_plan = ip.plan(sample, (2, 2, 2), LRModel.parse("box,noise:0"))
