@@ -92,27 +92,40 @@ def test_inference_in_slabs_equals_one_pass(monkeypatch, kernel):
     np.testing.assert_allclose(sliced, whole, atol=1e-3)
 
 
-def test_flip_ensemble_is_the_mean_over_the_eight_flips_and_flip_equivariant():
-    """With ``flip_ensemble`` the volume kind's result is the mean of the network's results on
-    the eight flips of the volume, each flipped back (computed here in torch, independently);
-    it then commutes with every flip, which one pass of a trained network does not."""
+def test_flip_ensemble_is_the_largest_group_within_the_budget():
+    """Each ensemble is a group of flips (closed under composition, so averaging over it
+    commutes with its flips), and the budget of voxel-passes picks 8, 4, 2 or 1 passes."""
+    for flips in ip.FLIP_ENSEMBLES:
+        as_sets = {frozenset(axes) for axes in flips}
+        assert flips[0] == () and len(as_sets) == len(flips)
+        assert all(a ^ b in as_sets for a in as_sets for b in as_sets)
+    shape = (10, 20, 30)
+    assert [len(ip.flip_ensemble(shape, budget)) for budget in (48_000, 47_999, 24_000, 12_000, 11_999, 0)] == \
+        [8, 4, 4, 2, 1, 1]
+
+
+@pytest.mark.parametrize("budget, equivariant", [(10**9, [(0,), (1, 2), (0, 1, 2)]), (4 * 9 * 10 * 12, [(0, 1), (1, 2)])])
+def test_flip_ensemble_is_the_mean_over_its_flips_and_commutes_with_them(budget, equivariant):
+    """The volume kind's result is the mean of the network's results on the flips of the
+    ensemble, each flipped back (computed here in torch, independently); it then commutes with
+    every flip of the ensemble, which one pass of a trained network does not."""
     torch.manual_seed(1)
     network = ip.ResidualCNN(channels=4, layers=3)
     torch.nn.init.normal_(network.body[-1].weight, std=0.1)
     array = np.random.default_rng(2).normal(0, 300, (9, 10, 12)).astype(np.float32)
     volume = Volume(array, np.diag([0.7, 0.7, 1.5, 1.0]))
     the_plan = ip.Plan("volume")
-    ensemble = lambda v: ip.apply(network, the_plan, v).array
+    ensemble = lambda v: ip.apply(network, the_plan, v, flip_budget=budget).array
     x = torch.from_numpy(array / ip.HU_SCALE)[None, None]
     with torch.no_grad():
         passes = [network(x.flip([2 + a for a in axes])).flip([2 + a for a in axes]) if axes else network(x)
-                  for axes in [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]]
+                  for axes in ip.flip_ensemble(array.shape, budget)]
     expected = array + torch.stack(passes).mean(0)[0, 0].numpy() * ip.HU_SCALE
     np.testing.assert_allclose(ensemble(volume), expected, atol=1e-3)
-    single = lambda v: ip.apply(network, the_plan, v, flip_ensemble=False).array
+    single = lambda v: ip.apply(network, the_plan, v, flip_budget=0).array
     np.testing.assert_array_equal(single(volume), ip.apply_in_slabs(network, array, torch.device("cpu"),
                                                                     SilentProgress()))
-    for axes in [(0,), (1, 2), (0, 1, 2)]:
+    for axes in equivariant:
         flipped = volume.with_array(np.ascontiguousarray(np.flip(array, axes)))
         np.testing.assert_allclose(ensemble(flipped), np.flip(ensemble(volume), axes), atol=1e-3)
         assert np.abs(single(flipped) - np.flip(single(volume), axes)).max() > 0.1

@@ -69,11 +69,19 @@ MIN_PAIR_VOXELS = 12
 #: Largest per-axis scale of the volume kind: at x4 one pair in the volume lost 0.59 dB to
 #: ``fast`` on a head (DESIGN.md section 7), so x4 runs in two levels and above keeps ``fast``'s.
 MAX_VOLUME_SCALE = 2
-#: The eight flips of a KJI volume (the axes each reverses), identity first: ZSSR's geometric
-#: self-ensemble without its rotations (a CT's axes differ). On the 36 x2 cells of the
-#: degradation benchmark, averaging over them gained +0.10 dB over one pass (3 cells down by at
-#: most 0.03 dB; the weakest cell over cubic +0.97 -> +1.10) for about 1 s more per pass at 192^3.
-FLIPS = tuple(axes for count in range(4) for axes in itertools.combinations((0, 1, 2), count))
+#: The flip ensembles of :func:`apply`, largest first: each a group of flips of a KJI volume
+#: (the axes each reverses), identity first. ZSSR's geometric self-ensemble without its
+#: rotations (a CT's axes differ): all eight flips; the four that reverse an even number of axes
+#: (a half turn in each plane); the identity and the reversal of all three; one pass. On the 36
+#: x2 cells of the degradation benchmark (a probe of the leave-one-out networks), averaging
+#: gained +0.105, +0.098 and +0.067 dB over one pass (the worst cell over cubic +0.97 -> +1.10,
+#: +1.09, +1.05; 3, 3 and 4 cells down by 0.04 dB at most).
+FLIP_ENSEMBLES = (
+    tuple(axes for count in range(4) for axes in itertools.combinations((0, 1, 2), count)),
+    ((), (0, 1), (0, 2), (1, 2)),
+    ((), (0, 1, 2)),
+    ((),),
+)
 #: Output voxels per inference slab (bounds the activations: about 70 bytes each).
 SLAB_VOXELS = 2_000_000
 
@@ -83,8 +91,10 @@ class InternalPriorSettings:
     """steps: Adam steps (the same on every device: 1500 lost up to 1.03 dB to 300 on the head
     crops, ``benchmarks/prior_steps.md``); patch: edge of the training patches (LR voxels);
     batch: patches per step; channels, layers: the CNN's width and depth; learning_rate: Adam's,
-    cosine-decayed to a tenth; flip_ensemble: the volume and two-level kinds apply the network
-    to the eight flips of the volume and average the results (:func:`apply`; training ignores it)."""
+    cosine-decayed to a tenth; flip_budget: the most output voxels times network passes that
+    the volume and two-level kinds spend on averaging over flips (:func:`flip_ensemble`; each
+    pass takes about 1.1 us per voxel on 2 CPU cores, so this bounds the averaging to about 45 s
+    there; 0: one pass; training ignores it)."""
 
     steps: int = 300
     patch: int = 24
@@ -92,7 +102,7 @@ class InternalPriorSettings:
     channels: int = 16
     layers: int = 6
     learning_rate: float = 1e-3
-    flip_ensemble: bool = True
+    flip_budget: int = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -318,16 +328,23 @@ def apply_in_slabs(network: ResidualCNN, array: np.ndarray, device: torch.device
     return out
 
 
+def flip_ensemble(shape: tuple[int, ...], budget: int) -> tuple[tuple[int, ...], ...]:
+    """The largest of :data:`FLIP_ENSEMBLES` whose passes over a volume of ``shape`` fit in
+    ``budget`` voxel-passes (at least the identity)."""
+    voxels = math.prod(shape)
+    return next(flips for flips in FLIP_ENSEMBLES if len(flips) * voxels <= budget or len(flips) == 1)
+
+
 def apply(network: ResidualCNN, the_plan: Plan, volume: Volume, device: str | torch.device = "cpu",
-          progress: Progress | None = None, flip_ensemble: bool = True) -> Volume:
+          progress: Progress | None = None, flip_budget: int = InternalPriorSettings.flip_budget) -> Volume:
     """``volume`` (HU, the ``fast`` result on the job's HR grid) plus what ``network`` adds. The
-    volume and two-level kinds, with ``flip_ensemble``, average the network's results over the
-    :data:`FLIPS` of ``volume`` (each flipped back; the result is then flip-equivariant); the
-    through-plane kind averages over the two plane orientations that contain z."""
+    volume and two-level kinds average the network's results over the flips of
+    :func:`flip_ensemble` (each flipped back; the result commutes with every flip of that
+    group); the through-plane kind averages over the two plane orientations that contain z."""
     progress = progress or SilentProgress()
     device = torch.device(device)
     if the_plan.kind in ("volume", "two levels"):
-        flips = FLIPS if flip_ensemble else FLIPS[:1]
+        flips = flip_ensemble(volume.array.shape, flip_budget)
         total = np.zeros(volume.array.shape, dtype=np.float32)
         for n, axes in enumerate(flips):
             flipped = np.ascontiguousarray(np.flip(volume.array, axes))
@@ -367,19 +384,18 @@ def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
     network = _train_for(lr, the_plan, settings, seed, device, progress.span(0.05, 0.75),
                          external.network if warm else None)
     start = f"from {external.name}" if warm else "from zero"
-    averaged = f", averaged over {len(FLIPS)} flips" if settings.flip_ensemble and the_plan.kind != "through-plane" else ""
-    if the_plan.kind == "two levels":
-        half, half_model = the_plan.pair_scale, the_plan.pair_model
-        middle = apply(network, the_plan, consistent_upsample(lr, half, half_model), device,
-                       progress.span(0.75, 0.95), settings.flip_ensemble)
-        middle, _ = enforce_lr_consistency(middle, lr, half, half_model)
-        hr = upsample_interpolate(middle, tuple(s // h for s, h in zip(scale, half)), "lanczos")
-        done = (f"two levels (the volume pair at x{max(half)} under {half_model}, then Lanczos-3){averaged}, "
-                f"{settings.steps} steps {start}")
-    else:
-        hr = apply(network, the_plan, consistent_upsample(lr, scale, model), device, progress.span(0.75, 0.95),
-                   settings.flip_ensemble)
-        done = f"{the_plan.kind}{averaged}, {settings.steps} steps {start}"
+    two_levels = the_plan.kind == "two levels"
+    level_scale, level_model = (the_plan.pair_scale, the_plan.pair_model) if two_levels else (scale, model)
+    fast = consistent_upsample(lr, level_scale, level_model)
+    hr = apply(network, the_plan, fast, device, progress.span(0.75, 0.95), settings.flip_budget)
+    what = the_plan.kind
+    if two_levels:
+        hr, _ = enforce_lr_consistency(hr, lr, level_scale, level_model)
+        hr = upsample_interpolate(hr, tuple(s // h for s, h in zip(scale, level_scale)), "lanczos")
+        what = f"two levels (the volume pair at x{max(level_scale)} under {level_model}, then Lanczos-3)"
+    if the_plan.kind != "through-plane":
+        what += f", averaged over {len(flip_ensemble(fast.shape_ijk, settings.flip_budget))} flips"
+    done = f"{what}, {settings.steps} steps {start}"
     progress.update("consistency", 0.96, f"matching the LR input ({model})")
     hr, consistency = enforce_lr_consistency(hr, lr, scale, model)
     return hr, {"internal_prior": done, "consistency": consistency, **({"pretrained": external.name} if warm else {})}
