@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -238,6 +239,9 @@ def main() -> None:
                              "against); with --merge the other columns of each row stay")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of OUT.json of the cells not run now (the summaries cover all)")
+    parser.add_argument("--drop", nargs="+", choices=[m for m in METHODS if m not in ALWAYS_RUN],
+                        help="run nothing: remove these columns from OUT.json's rows of --cases and --scales "
+                             "(measured by code that has since changed), rewrite the summaries")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"benchmark data not found at {DATA}")
@@ -253,7 +257,7 @@ def main() -> None:
     montage_cell = ("tent", "corr:20") if args.foreign else ("box", 10)
     (HERE / "montages").mkdir(exist_ok=True)
     cases = [c for c in args.cases if c in LARGE_CASES] if args.large else args.cases
-    for case in cases:
+    for case in [] if args.drop else cases:
         pretrained = str(pretrained_without(case))
         hr = _crop(read_volume(DATA / LARGE_CASES[case][0]), LARGE_CASES[case][1]) if args.large else _hr(case)
         for scale_name in args.scales:
@@ -274,12 +278,17 @@ def main() -> None:
                         write_montage(HERE / "montages" / f"degradation_{case}{size}_{_label(scale_name)}_{name}.png",
                                       [volumes["cubic"], volumes["fast"], volumes["balanced"], hr], WINDOWS[case],
                                       inset=True, labels=["cubic", f"fast ({row['estimated']})", "balanced", "truth"])
-    if "1x1x4" in args.scales and not args.foreign:
+    if "1x1x4" in args.scales and not args.foreign and not args.drop:
         thick_slice_montage()
-    arguments = " ".join(sys.argv[1:])
-    if args.merge and (HERE / f"{args.out}.json").is_file():
+    arguments = shlex.join(sys.argv[1:])
+    if (args.merge or args.drop) and (HERE / f"{args.out}.json").is_file():
         before = json.loads((HERE / f"{args.out}.json").read_text())
-        rows, arguments = _merged(before["rows"], rows, args.methods is not None), f"{before['meta']['arguments']}` then `{arguments}"
+        if args.drop:
+            rows = [{k: v for k, v in r.items() if k not in args.drop or r["case"] not in cases
+                     or r["scale"] not in args.scales} for r in before["rows"]]
+        else:
+            rows = _merged(before["rows"], rows, args.methods is not None)
+        arguments = f"{before['meta']['arguments']}` then `{arguments}"
     columns = [c for c in METHODS[1:] + ("standard",) if any(c in r for r in rows)]
     summaries = summary(rows, columns)
     over_fast = summary(rows, ["balanced"], reference="fast") + summary(rows, ["balanced, true model"],
