@@ -9,9 +9,9 @@ brought back by ``fast`` under the model *estimated* from it (as a user runs it,
 them at once, from patches flipped and with their axes put in a random order (two or three
 scans are few: the network should learn no anatomy tied to one axis of them). Alone it is
 what transfers from other scans; fine-tuned for the internal prior's 300 steps on the scan's
-own pair it gained +0.32 dB over learning from zero, leave one scan out, on the 36 x2 cells of
-``benchmarks/degradation.md`` (worst cell -0.26; without the axis permutations +0.27, worst
--0.29).
+own pair it gained +0.35 dB over learning from zero, leave one scan out, on the 36 x2 cells of
+``benchmarks/degradation.md`` (worst cell -0.07, both averaged over flips; with one pass each
++0.32, worst -0.26; without the axis permutations +0.27, worst -0.29).
 
 Storage: a folder with ``config.json`` (what the network is, the scale and LR models it was
 pretrained for, the scans and steps) beside ``model.safetensors`` and a model card
@@ -151,8 +151,10 @@ def model_card(config: dict) -> str:
              f"- reproduce: `{config.get('command', '?')}`", "",
              "## Measured (this recipe with `ctsr pretrain`'s defaults, leave one scan out)",
              "- `benchmarks/degradation.md`, the 36 x2 cells (three held-out 96^3 crops, four blurs, 0 to 30 HU): "
-             "`balanced` from it gains +0.32 dB over `balanced` from zero on average, worst cell -0.26 (head, "
-             "gauss:0.5, 30 HU; 2 of the 12 head cells below); over cubic +2.34 dB, worst +0.98",
+             "`balanced` from it gains +0.35 dB over `balanced` from zero on average, worst cell -0.07 (head, "
+             "gauss:0.5, 30 HU; 2 of the 12 head cells below; both averaged over flips); over cubic +2.44 dB, "
+             "worst +1.10",
+             "- measured with one pass each (before the flip average; `git show c7cd1cb:benchmarks/...`):",
              "- `benchmarks/degradation_foreign.md`, the 18 x2 inputs made by other tools: +0.26 dB over learning "
              "from zero, worst -0.28 (head, B-spline resampling with correlated noise; 4 of the 6 head inputs below)",
              "- `benchmarks/degradation_between.md`, the 12 x2 inputs blurred between the estimate's widths: +0.31 dB "

@@ -121,8 +121,9 @@ BORROWED = "estimated on"
 #: (gauss:0.5 at x4 is gauss:0.25 at x2), the narrowest blur assumed, and the one ``fast``'s
 #: consistency step at x4 already assumes. The internal prior learns from a pair made with it
 #: (it refuses a plain default): on the 36 x4 cells of the 96^3 crops, whose 24^3 LR is too
-#: small to estimate the blur, that gained +0.38 dB over ``fast`` on average (worst +0.03 dB)
-#: and SSIM on 34 of them (-0.0009 at worst; benchmarks/degradation.md).
+#: small to estimate the blur, that gained +0.44 dB over ``fast`` on average (worst +0.15 dB)
+#: and SSIM on all of them (+0.005 at worst; with the flip average of
+#: :func:`ctsr.internal_prior.apply`; benchmarks/degradation.md).
 CARRIED_DEFAULT = "carried default"
 
 
