@@ -245,6 +245,9 @@ def main() -> None:
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"benchmark data not found at {DATA}")
+    args.out = args.out or ("degradation_foreign" if args.foreign else "degradation")
+    if args.drop and not (HERE / f"{args.out}.json").is_file():
+        sys.exit("--drop needs the benchmark's JSON to drop columns from; there is none yet.")
     import torch
 
     from ctsr.io import read_volume
@@ -252,7 +255,6 @@ def main() -> None:
 
     torch.set_num_threads(2)
     rows = []
-    args.out = args.out or ("degradation_foreign" if args.foreign else "degradation")
     blurs, noises = (foreign_lr.BLURS, foreign_lr.NOISES) if args.foreign else (tuple(args.blurs), args.noises)
     montage_cell = ("tent", "corr:20") if args.foreign else ("box", 10)
     (HERE / "montages").mkdir(exist_ok=True)
