@@ -17,7 +17,7 @@ from ctsr.metrics import evaluate
 from ctsr.progress import CallbackProgress, SilentProgress
 from ctsr.volume import Volume
 
-TINY = ip.InternalPriorSettings(steps=6, patch=8, batch=2, channels=4, layers=3)
+TINY = ip.InternalPriorSettings(steps=6, plane_steps=6, patch=8, batch=2, channels=4, layers=3)
 
 
 def test_second_degradation_is_the_lr_model_operator(sample):
@@ -191,6 +191,19 @@ def test_axis_permutations_teach_a_relation_along_every_axis():
     assert commutator(True) < 0.3
 
 
+@pytest.mark.parametrize("scale, steps", [((2, 2, 2), 3), ((1, 1, 4), 5)])
+def test_each_kind_trains_for_its_own_step_count(sample, scale, steps):
+    """The volume kind trains ``steps`` Adam steps, the through-plane kind ``plane_steps``; the
+    progress events and the provenance say the number that ran."""
+    model = LRModel.parse("gauss:1,noise:0")
+    lr = simulate_lr(sample, scale, model)
+    settings = dataclasses.replace(TINY, steps=3, plane_steps=5)
+    events = []
+    _, info = ip.upsample_with_internal_prior(lr, scale, model, settings, progress=CallbackProgress(events.append))
+    iterations = [e["iteration"] for e in events if e.get("stage") == "internal prior" and "iteration" in e]
+    assert max(iterations) == steps and f", {steps} steps from zero" in info["internal_prior"]
+
+
 def test_training_can_be_cancelled(sample):
     steps = []
 
@@ -227,7 +240,8 @@ def test_it_adds_to_fast_on_a_real_ct(sample, scale, cell):
     model = LRModel.parse(cell)
     lr = simulate_lr(sample, scale, model, seed=1)
     fast = ip.consistent_upsample(lr, scale, model)
-    ours, info = ip.upsample_with_internal_prior(lr, scale, model, ip.InternalPriorSettings(steps=120), seed=0)
+    settings = ip.InternalPriorSettings(steps=120, plane_steps=120)
+    ours, info = ip.upsample_with_internal_prior(lr, scale, model, settings, seed=0)
     assert not info["internal_prior"].startswith("skipped")
     assert evaluate(ours, sample)["psnr"] > evaluate(fast, sample)["psnr"] + 0.1
 

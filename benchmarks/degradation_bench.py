@@ -259,8 +259,11 @@ def main() -> None:
     montage_cell = ("tent", "corr:20") if args.foreign else ("box", 10)
     (HERE / "montages").mkdir(exist_ok=True)
     cases = [c for c in args.cases if c in LARGE_CASES] if args.large else args.cases
+    # Only where the internal prior starts from the pretrained network is it made (elsewhere it
+    # would be loaded and ignored: "none" gives the same volumes).
+    starts_pretrained = any({**SCALES, **EXTRA_SCALES}[s] in PRETRAINED_SCALES for s in args.scales)
     for case in [] if args.drop else cases:
-        pretrained = str(pretrained_without(case))
+        pretrained = str(pretrained_without(case)) if starts_pretrained else "none"
         hr = _crop(read_volume(DATA / LARGE_CASES[case][0]), LARGE_CASES[case][1]) if args.large else _hr(case)
         for scale_name in args.scales:
             for blur in blurs:

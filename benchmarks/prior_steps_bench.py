@@ -2,20 +2,22 @@
 on cells of the degradation matrix, against the default's own numbers in degradation.json.
 
     python benchmarks/prior_steps_bench.py --steps 1500                       # x2 subset, ~40 min on 2 cores
-    python benchmarks/prior_steps_bench.py --steps 1500 --scales 1x1x4 --true-model
+    python benchmarks/prior_steps_bench.py --steps 300 --scales 1x1x4 --blurs gauss:0.5 gauss:1 gauss:1.5 box --out prior_steps_through_plane
 
 Each cell's LR is made exactly as degradation_bench.py makes it (same crop, LR model and noise
 seed), so cubic, ``fast`` and ``balanced`` at the default step count are read from
 benchmarks/degradation.json instead of being run again; only ``balanced`` with ``--steps`` runs
-(LR model estimated as a user runs it, or given with ``--true-model``). Writes
-benchmarks/prior_steps.{json,md}: per scale, the mean and worst gain over cubic and over the
-default step count, and the seconds per cell.
+(LR model estimated as a user runs it, or given with ``--true-model``); ``--steps`` sets the
+steps of the kind that runs (``plane_steps`` through-plane, ``steps`` elsewhere). Writes
+benchmarks/OUT.{json,md} (default prior_steps): per scale, the mean and worst gain over cubic
+and over the default step count, and the seconds per cell.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--blurs", nargs="+", default=["gauss:0.5", "gauss:1.5", "box"], choices=BLURS)
     parser.add_argument("--noises", nargs="+", type=int, default=[0, 30], choices=NOISES)
     parser.add_argument("--true-model", action="store_true", help="give the LR model that made the input")
+    parser.add_argument("--out", default="prior_steps", help="name of the JSON and Markdown files under benchmarks/")
     args = parser.parse_args()
 
     import torch
@@ -50,13 +53,17 @@ def main() -> None:
 
     torch.set_num_threads(2)
     default = pipeline.PRESETS["balanced"]
-    pipeline.PRESETS["balanced"] = replace(default, internal_prior=replace(default.internal_prior, steps=args.steps))
+    default_steps = {}
     reference = "balanced, true model" if args.true_model else "balanced"
     earlier = {(r["case"], r["scale"], r["lr_model"]): r
                for r in json.loads((HERE / "degradation.json").read_text())["rows"]}
     rows = []
     for scale_text in args.scales:
         scale = parse_scale(scale_text)
+        field = "plane_steps" if scale[0] == scale[1] == 1 else "steps"
+        default_steps[scale_text] = getattr(default.internal_prior, field)
+        pipeline.PRESETS["balanced"] = replace(default, internal_prior=replace(default.internal_prior,
+                                                                               **{field: args.steps}))
         for case in args.cases:
             hr = _hr(case)
             for blur in args.blurs:
@@ -75,16 +82,17 @@ def main() -> None:
                            "internal_prior": result.provenance.get("internal_prior")}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    meta = {"steps": args.steps, "default_steps": default.internal_prior.steps, "reference": reference,
+    meta = {"steps": args.steps, "default_steps": default_steps, "reference": reference,
             "date": time.strftime("%Y-%m-%d"), "threads": 2}
-    (HERE / "prior_steps.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    lines = [f"`balanced` with {args.steps} internal-prior steps against its default {meta['default_steps']} "
+    (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    defaults = ", ".join(f"{_label(s)} {n}" for s, n in default_steps.items())
+    lines = [f"`balanced` with {args.steps} internal-prior steps against its default ({defaults}) "
              f"({meta['date']}, CPU, 2 threads; `python benchmarks/prior_steps_bench.py "
-             f"--steps {args.steps} --scales {' '.join(args.scales)}{' --true-model' if args.true_model else ''}`). "
+             f"{shlex.join(sys.argv[1:])}`). "
              f"LR model {'given' if args.true_model else 'estimated'}; "
              f"LR made as in degradation.json (blurs {', '.join(args.blurs)}; noise {', '.join(map(str, args.noises))} HU).",
-             "", "| scale | cells | gain over cubic, default (worst) | gain over cubic, more steps (worst) "
-             "| more steps over default, PSNR (worst) | SSIM (worst) | s per cell, more steps |",
+             "", f"| scale | cells | gain over cubic, default (worst) | gain over cubic, {args.steps} steps (worst) "
+             f"| {args.steps} steps over default, PSNR (worst) | SSIM (worst) | s per cell, {args.steps} steps |",
              "|---|---|---|---|---|---|---|"]
     for scale_text in args.scales:
         cells = [r for r in rows if r["scale"] == scale_text]
@@ -96,11 +104,11 @@ def main() -> None:
                      f"({gain('more_steps', 'psnr').min():+.2f}) | {more.mean():+.2f} ({more.min():+.2f}) | "
                      f"{more_ssim.mean():+.4f} ({more_ssim.min():+.4f}) | "
                      f"{np.mean([r['more_steps']['seconds'] for r in cells]):.0f} |")
-    lines += ["", "| case | scale | LR made by | cubic | default | more steps |", "|---|---|---|---|---|---|"]
+    lines += ["", f"| case | scale | LR made by | cubic | default | {args.steps} steps |", "|---|---|---|---|---|---|"]
     cell = lambda s: f"{s['psnr']:.2f} / {s['ssim']:.4f}"
     lines += [f"| {r['case']} | {_label(r['scale'])} | {r['lr_model']} | {cell(r['cubic'])} | "
               f"{cell(r['default'])} | {cell(r['more_steps'])} |" for r in rows]
-    (HERE / "prior_steps.md").write_text("\n".join(lines) + "\n")
+    (HERE / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

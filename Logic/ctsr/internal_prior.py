@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -88,8 +88,12 @@ SLAB_VOXELS = 2_000_000
 
 @dataclass(frozen=True)
 class InternalPriorSettings:
-    """steps: Adam steps (the same on every device: 1500 lost up to 1.03 dB to 300 on the head
-    crops, ``benchmarks/prior_steps.md``); patch: edge of the training patches (LR voxels);
+    """steps: Adam steps of the volume and two-level kinds (the same on every device: 1500 lost
+    up to 1.03 dB to 300 on the head crops, ``benchmarks/prior_steps.md``); plane_steps: those of
+    the through-plane kind (2D planes; 1200 take about 30 s more than 300 on 2 CPU cores and gained +0.06 to
+    +0.39 dB over 300, mean +0.23, SSIM up on all 18 through-plane cells of
+    ``benchmarks/prior_steps_through_plane.md``; 2400 moved the chest another +0.1 dB but the
+    head -0.1 to -0.15 on a probe of four cells); patch: edge of the training patches (LR voxels);
     batch: patches per step; channels, layers: the CNN's width and depth; learning_rate: Adam's,
     cosine-decayed to a tenth; flip_budget: the most output voxels times network passes that
     the volume and two-level kinds spend on averaging over flips (:func:`flip_ensemble`; each
@@ -97,12 +101,17 @@ class InternalPriorSettings:
     there; 0: one pass; training ignores it)."""
 
     steps: int = 300
+    plane_steps: int = 1200
     patch: int = 24
     batch: int = 4
     channels: int = 16
     layers: int = 6
     learning_rate: float = 1e-3
     flip_budget: int = 40_000_000
+
+    def steps_for(self, kind: str) -> int:
+        """The Adam steps that a plan of ``kind`` trains for."""
+        return self.plane_steps if kind == "through-plane" else self.steps
 
 
 @dataclass(frozen=True)
@@ -243,6 +252,7 @@ def _train_for(lr: Volume, the_plan: Plan, settings: InternalPriorSettings, seed
     ``initial``'s weights when given."""
     progress.update("internal prior", 0.0, f"making the {the_plan.kind} training pair")
     source, target = training_pair(lr, the_plan, seed)
+    settings = replace(settings, steps=settings.steps_for(the_plan.kind))
     return fit_residual_network(source / HU_SCALE, target / HU_SCALE, kernel_for(the_plan.kind), settings,
                                 seed, device, progress, "internal prior", loss_unit=HU_SCALE**2, initial=initial)
 
@@ -340,7 +350,9 @@ def apply(network: ResidualCNN, the_plan: Plan, volume: Volume, device: str | to
     """``volume`` (HU, the ``fast`` result on the job's HR grid) plus what ``network`` adds. The
     volume and two-level kinds average the network's results over the flips of
     :func:`flip_ensemble` (each flipped back; the result commutes with every flip of that
-    group); the through-plane kind averages over the two plane orientations that contain z."""
+    group); the through-plane kind averages over the two plane orientations that contain z (a
+    probe that also flipped those planes, four times the passes, moved 12 chest cells of the
+    degradation benchmark by +0.01 dB: not done)."""
     progress = progress or SilentProgress()
     device = torch.device(device)
     if the_plan.kind in ("volume", "two levels"):
@@ -395,7 +407,7 @@ def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
         what = f"two levels (the volume pair at x{max(level_scale)} under {level_model}, then Lanczos-3)"
     if the_plan.kind != "through-plane":
         what += f", averaged over {len(flip_ensemble(fast.shape_ijk, settings.flip_budget))} flips"
-    done = f"{what}, {settings.steps} steps {start}"
+    done = f"{what}, {settings.steps_for(the_plan.kind)} steps {start}"
     progress.update("consistency", 0.96, f"matching the LR input ({model})")
     hr, consistency = enforce_lr_consistency(hr, lr, scale, model)
     return hr, {"internal_prior": done, "consistency": consistency, **({"pretrained": external.name} if warm else {})}
