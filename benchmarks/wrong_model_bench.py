@@ -6,7 +6,7 @@ block mean with 10 HU noise (``box,noise:10``) and the methods are given ``gauss
 narrow) or ``gauss:2`` (too wide) for every scaled axis, the noise left to the estimate.
 Writes benchmarks/wrong_model.{json,md}.
 
-    python benchmarks/wrong_model_bench.py          # ~8 min on 2 cores
+    python benchmarks/wrong_model_bench.py          # ~5 min on 2 cores
 """
 
 from __future__ import annotations

@@ -90,8 +90,8 @@ SLAB_VOXELS = 2_000_000
 class InternalPriorSettings:
     """steps: Adam steps of the volume and two-level kinds (the same on every device: 1500 lost
     up to 1.03 dB to 300 on the head crops, ``benchmarks/prior_steps.md``); plane_steps: those of
-    the through-plane kind (2D planes; 1200 take about 30 s more than 300 on 2 CPU cores and gained +0.06 to
-    +0.39 dB over 300, mean +0.23, SSIM up on all 18 through-plane cells of
+    the through-plane kind (2D planes: 1200 take about 30 s more than 300 on 2 CPU cores and
+    gained +0.04 to +0.39 dB over 300, mean +0.24, SSIM up on all 24 through-plane cells of
     ``benchmarks/prior_steps_through_plane.md``; 2400 moved the chest another +0.1 dB but the
     head -0.1 to -0.15 on a probe of four cells); patch: edge of the training patches (LR voxels);
     batch: patches per step; channels, layers: the CNN's width and depth; learning_rate: Adam's,
