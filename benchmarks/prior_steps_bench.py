@@ -1,4 +1,4 @@
-"""How long should the internal prior train? ``balanced`` with more Adam steps than its default,
+"""How long should the internal prior train? ``balanced`` with another number of Adam steps than its default,
 on cells of the degradation matrix, against the default's own numbers in degradation.json.
 
     python benchmarks/prior_steps_bench.py --steps 1500                       # x2 subset, ~40 min on 2 cores
