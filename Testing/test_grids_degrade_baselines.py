@@ -7,7 +7,7 @@ import SimpleITK as sitk
 from conftest import require_shared_data
 from ctsr.baselines import upsample_interpolate
 from ctsr.errors import UserError
-from ctsr.grids import format_scale, hr_grid, lr_grid, parse_scale
+from ctsr.grids import format_scale, hr_grid, is_through_plane, lr_grid, parse_scale
 from ctsr.io import image_from_volume, read_volume
 from ctsr.lrmodel import simulate_lr
 from ctsr.metrics import normalize, psnr
@@ -25,6 +25,12 @@ def test_parse_scale(text, scale):
 def test_bad_scales_are_refused_with_a_sentence(text):
     with pytest.raises(UserError, match="scale"):
         parse_scale(text)
+
+
+@pytest.mark.parametrize("text, through_plane", [("1x1x2", True), ("1x1x4", True), ("2", False), ("4x4x1", False),
+                                                  ("1x2x4", False), ("2x1x1", False)])
+def test_through_plane_means_only_z_is_scaled(text, through_plane):
+    assert is_through_plane(parse_scale(text)) is through_plane
 
 
 @pytest.mark.parametrize("scale", [(2, 2, 2), (4, 4, 4), (1, 1, 4), (2, 3, 1)])

@@ -46,7 +46,7 @@ def main() -> None:
     import torch
 
     from ctsr import pipeline
-    from ctsr.grids import parse_scale
+    from ctsr.grids import is_through_plane, parse_scale
     from ctsr.lrmodel import LRModel, simulate_lr
     from ctsr.metrics import evaluate
     from ctsr.upsampling import upsample
@@ -60,7 +60,7 @@ def main() -> None:
     rows = []
     for scale_text in args.scales:
         scale = parse_scale(scale_text)
-        field = "plane_steps" if scale[0] == scale[1] == 1 else "steps"
+        field = "plane_steps" if is_through_plane(scale) else "steps"
         default_steps[scale_text] = getattr(default.internal_prior, field)
         pipeline.PRESETS["balanced"] = replace(default, internal_prior=replace(default.internal_prior,
                                                                                **{field: args.steps}))

@@ -68,6 +68,11 @@ def lr_grid(hr_ijk_to_ras: np.ndarray, hr_shape_ijk, scale: Scale):
     return matrix, shape
 
 
+def is_through_plane(scale: Scale) -> bool:
+    """Only z (the slice axis) is scaled: x and y are already at full resolution (IJK)."""
+    return scale[0] == scale[1] == 1 and scale[2] > 1
+
+
 def halved(scale: Scale) -> Scale:
     """``scale`` one level down: each scaled axis halved (IJK; an unscaled axis stays 1)."""
     return tuple(max(1, int(s) // 2) for s in scale)

@@ -56,7 +56,7 @@ from torch import nn
 
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency
-from .grids import Scale, halved, lr_grid
+from .grids import Scale, halved, is_through_plane, lr_grid
 from .lrestimate import LOOKS_TOO_WIDE, lr_model_one_level_down
 from .lrmodel import LRModel, LROperator, Profile, add_noise
 from .progress import Progress, SilentProgress
@@ -128,7 +128,7 @@ class Plan:
 def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     """The geometry of the training pair for ``lr`` at ``scale`` (IJK) under ``model``."""
     scale = tuple(int(s) for s in scale)
-    through_plane = scale[0] == scale[1] == 1 and scale[2] > 1
+    through_plane = is_through_plane(scale)
     if not through_plane and max(scale) == 2 * MAX_VOLUME_SCALE and set(scale) <= {1, 2 * MAX_VOLUME_SCALE}:
         return _two_level_plan(lr, scale, model)
     sources = {axis: model.source.get("xyz"[axis], "") for axis, s in enumerate(scale) if s > 1}

@@ -33,7 +33,7 @@ import torch
 
 from .baselines import upsample_interpolate
 from .geometry import ConeGeometry
-from .grids import Scale
+from .grids import Scale, is_through_plane
 from .internal_prior import (MAX_VOLUME_SCALE, InternalPriorSettings, Plan, apply_in_slabs, degrade_again,
                              fit_residual_network, plan)
 from .lrmodel import LRModel
@@ -56,7 +56,7 @@ def projection_plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     one or two of nine cells (by up to 0.72 dB), which ``P_up`` itself never did
     (``benchmarks/projection_prior_x4.md``). Through-plane it is not measured (a pair would
     need z degraded again)."""
-    if scale[0] == scale[1] == 1:  # before plan() estimates anything
+    if is_through_plane(scale):  # before plan() estimates anything
         return Plan(None, reason="the projection-domain internal prior is not measured through-plane")
     if max(scale) > MAX_VOLUME_SCALE:
         why = ("no measured option beat the consistent P_up on every cell" if max(scale) == 2 * MAX_VOLUME_SCALE

@@ -51,7 +51,7 @@ import math
 import numpy as np
 from scipy.stats import chi2
 
-from .grids import Scale, halved
+from .grids import Scale, halved, is_through_plane
 from .lrmodel import AXES, DEFAULT_PROFILE, LRModel, LROperator, Profile, slab_from_dicom
 from .volume import Volume
 
@@ -295,7 +295,7 @@ def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = Non
     fine_noise_hu = fine_band_noise_hu(lr.array)
     if model.noise_hu is None:
         model = model.with_noise(*estimate_noise_hu(lr, fine_noise_hu))
-    if scale[0] == scale[1] == 1 and scale[2] > 1 and model.profiles[2] is None:
+    if is_through_plane(scale) and model.profiles[2] is None:
         profile, how = estimate_through_plane_profile(lr, scale[2], fine_noise_hu)
         if profile is not None:
             model = model.with_profile(2, profile, how)
