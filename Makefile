@@ -1,10 +1,12 @@
 # The two commands of the README: `make demo` and `make test`. Both create ./.venv with
-# Python 3.11 (or PYTHON) and install the engine into it; torch is pinned first to the CPU
-# wheel so that pip never pulls a multi-GB CUDA build.
+# Python 3.11 (or PYTHON) and install the engine into it; torch is pinned and installed first,
+# from TORCH_INDEX when given (https://download.pytorch.org/whl/cpu: the CPU wheel where pip's
+# own index would give a multi-GB CUDA build, as PyPI does on Linux).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: setup demo test clean
 
@@ -13,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]"
 	$(BIN)/pip install --quiet --no-deps "triton==3.9.0"  # the GPU kernels; --no-deps keeps the CPU torch
 	touch $@

@@ -1,11 +1,14 @@
 """Helpers of the headless Slicer tests (slicer-core's real MRML): adding a volume node, listing
-volume nodes (the ``scene`` fixture is in conftest.py). Import only from modules that already
+volume nodes, reading a node back as a :class:`Volume` and its provenance attributes (the
+``scene`` fixture is in conftest.py). Import only from modules that already
 skipped when slicer-core is absent."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import slicer
 
 from ctsr.volume import Volume
 
@@ -25,3 +28,15 @@ def add_node(scene, volume: Volume, name="CT"):
 def volume_nodes(scene) -> list:
     return [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
             for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+
+
+def volume_from_node(node) -> Volume:
+    """The node's voxels (float32, KJI) and IJK-to-RAS geometry (mm) as a :class:`Volume`."""
+    return Volume(slicer.util.arrayFromVolume(node).astype("float32"), nodes.ijk_to_ras(node))
+
+
+def provenance(node) -> dict:
+    """The ``CTSuperResolution.*`` attributes of ``node`` (strings), without the prefix."""
+    prefix = nodes.ATTRIBUTE_PREFIX
+    return {name[len(prefix):]: node.GetAttribute(name)
+            for name in node.GetAttributeNames() or () if name.startswith(prefix)}

@@ -111,8 +111,51 @@ def test_manifest_errors_are_one_sentence(tmp_path):
     with pytest.raises(UserError, match="input,output"):
         read_manifest(tmp_path / "m.csv")
     (tmp_path / "m.csv").write_text("input,output\na.nrrd,o.nrrd\nb.nrrd,o.nrrd\n")
-    with pytest.raises(UserError, match="same output twice"):
-        read_manifest(tmp_path / "m.csv")
+    with pytest.raises(UserError, match="would both be written to"):
+        run_batch(read_manifest(tmp_path / "m.csv"), BatchOptions(method="cubic"))
+    (tmp_path / "m.csv").write_text("input,output\na.nrrd,b.nrrd\nb.nrrd,c.nrrd\n")
+    with pytest.raises(UserError, match="is the input b.nrrd"):
+        run_batch(read_manifest(tmp_path / "m.csv"), BatchOptions(method="cubic"))
+    assert not (tmp_path / "b.nrrd").exists() and not (tmp_path / "c.nrrd").exists()
+
+
+def test_outputs_never_land_on_inputs_or_on_each_other_and_the_output_folder_is_not_searched(tmp_path, sample):
+    from ctsr.errors import UserError
+
+    cohort = tmp_path / "cohort"
+    crop = Volume(sample.array[:16, :16, :16], sample.ijk_to_ras)
+    cohort.mkdir()
+    write_volume(crop, cohort / "a.nrrd")
+    write_volume(crop, cohort / "a.mha")  # the same name in another format: both would be OUT/a.nrrd
+    with pytest.raises(UserError, match="would both be written to"):
+        run_batch(find_scans(cohort, tmp_path / "out"), BatchOptions(method="cubic"))
+    with pytest.raises(UserError, match="is the input folder"):
+        find_scans(cohort, cohort)
+    (cohort / "a.mha").unlink()
+    inside = cohort / "out"
+    assert [r.status for r in run_batch(find_scans(cohort, inside), BatchOptions(method="cubic"), inside)] == ["done"]
+    assert [s.name for s in find_scans(cohort, inside)] == ["a.nrrd"]  # out/a.nrrd is not taken for a scan
+    # A DICOM series as the folder itself, and volume files beside a series in a subfolder.
+    series = tmp_path / "series"
+    (series / "more").mkdir(parents=True)
+    for k in range(3):
+        (series / f"slice{k}.dcm").write_bytes(b"")
+        (series / "more" / f"slice{k}.dcm").write_bytes(b"")
+    write_volume(crop, series / "more" / "beside.nrrd")
+    found = {s.name: s.output for s in find_scans(series, tmp_path / "dcm_out")}
+    assert found == {"series": str(tmp_path / "dcm_out" / "series.nrrd"),
+                     "more": str(tmp_path / "dcm_out" / "more.nrrd"),
+                     "more/beside.nrrd": str(tmp_path / "dcm_out" / "more" / "beside.nrrd")}
+
+
+def test_a_reference_on_another_grid_leaves_the_scan_done_and_says_it_was_not_scored(tmp_path, sample):
+    crop = Volume(sample.array[:16, :16, :16], sample.ijk_to_ras)
+    write_volume(crop, tmp_path / "a.nrrd")
+    scan = Scan("a.nrrd", str(tmp_path / "a.nrrd"), str(tmp_path / "out.nrrd"), reference=str(tmp_path / "a.nrrd"))
+    record = run_scan(scan, BatchOptions(method="cubic", scale="2"))
+    assert record.status == "done" and record.reason.startswith("not scored: the volumes have different sizes")
+    assert read_volume(scan.output).shape_ijk == (32, 32, 32)
+    assert "metrics_error" in json.loads(sidecar_path(scan.output).read_text())
 
 
 CRASHED_ONCE = "crashed-once"
@@ -176,3 +219,21 @@ def test_local_workers_are_one_per_gpu_each_seeing_only_its_own(tmp_path, monkey
     assert local_workers(scans, BatchOptions(device="cpu"), requested=3) == 3
     records = run_batch(scans, options, tmp_path, runner=report_the_visible_gpu)
     assert {r.reason for r in records} == expected
+
+
+def test_a_sidecar_that_cannot_be_written_fails_the_scan_and_a_rerun_redoes_it(tmp_path, sample, monkeypatch):
+    import ctsr.io
+
+    write_volume(Volume(sample.array[:16, :16, :16], sample.ijk_to_ras), tmp_path / "a.nrrd")
+    scan = Scan("a.nrrd", str(tmp_path / "a.nrrd"), str(tmp_path / "out.nrrd"))
+    real = ctsr.io.write_atomically
+
+    def full_disk_for_sidecars(path, write):
+        if str(path).endswith(".json"):
+            raise OSError(28, "No space left on device")
+        return real(path, write)
+
+    monkeypatch.setattr(ctsr.io, "write_atomically", full_disk_for_sidecars)
+    record = run_scan(scan, BatchOptions(method="cubic"))
+    assert record.status == "failed" and "sidecar could not be (No space left on device)" in record.reason
+    assert not is_complete(scan, BatchOptions(method="cubic"))

@@ -196,6 +196,39 @@ def test_the_input_is_never_overwritten(tmp_path, sample, spelling):
     assert path.read_bytes() == before
 
 
+def test_an_uncertainty_map_never_lands_on_the_input(tmp_path, sample):
+    path = write_volume(sample, tmp_path / "ct_uncertainty.nrrd")
+    before = path.read_bytes()
+    run = ctsr("upsample", path, tmp_path / "ct.nrrd", "--uncertainty", "2")
+    assert run.returncode == 2 and "is the input" in run.stderr and "Traceback" not in run.stderr
+    assert path.read_bytes() == before and not (tmp_path / "ct.nrrd").exists()
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["upsample", "{sample}", "{tmp}/folder.nrrd"], "is a folder; name a file"),
+    (["upsample", "{sample}", "{tmp}/o.nrrd", "--seed", "-1"], "the seed must be a whole number from 0 up"),
+    (["simulate-lr", "{sample}", "{tmp}/o.nrrd", "--seed", "x", "--lr-model", "box,noise:10"],
+     "the seed must be a whole number from 0 up"),
+    (["upsample", "{sample}", "{tmp}/o.nrrd", "--method", "fast", "--prior", "none"],
+     "a projection prior (--prior) is for standard and quality; fast has none"),
+    (["evaluate", "{sample}", "{sample}", "--window", "500", "-500"], "the HU window must go from low to high"),
+    (["demo", "--out", "{sample}"], "is a file; the demo writes into a folder"),
+])
+def test_more_user_errors_exit_2_without_a_traceback(tmp_path, args, phrase):
+    (tmp_path / "folder.nrrd").mkdir()
+    run = ctsr(*(a.format(sample=sample_volume_path(), tmp=tmp_path) for a in args))
+    assert run.returncode == 2 and phrase in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert not (tmp_path / "o.nrrd").exists()
+
+
+def test_evaluate_keeps_the_json_stream_pure_and_quiet_quiet(tmp_path, sample):
+    path = sample_volume_path()
+    lines = ctsr("evaluate", path, path, "--json-progress").stdout.splitlines()
+    events = [json.loads(line) for line in lines]  # every line is an event
+    assert events[-1]["event"] == "result" and events[-1]["ssim"] == 1.0
+    assert ctsr("evaluate", path, path, "--quiet").stdout == ""
+
+
 def test_uncertainty_of_a_deterministic_baseline_is_refused(tmp_path, sample):
     path = write_volume(sample, tmp_path / "in.nrrd")
     run = ctsr("upsample", path, tmp_path / "out.nrrd", "--method", "cubic", "--uncertainty", "3")

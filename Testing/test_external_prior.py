@@ -128,6 +128,12 @@ def test_saving_replaces_a_pretrained_folder_but_never_a_foreign_one(tiny_folder
     shutil.copytree(folder, again)
     ep.save_external_prior(ip.ResidualCNN(4, 3), again, FEW, {"name": "zero"})
     assert json.loads((again / CONFIG_FILE).read_text())["name"] == "zero"
+    # A write that fails half-way (a config that cannot be JSON, after the weights) leaves the
+    # folder as it was and no partial folder behind.
+    with pytest.raises(TypeError):
+        ep.save_external_prior(ip.ResidualCNN(4, 3), again, FEW, {"name": object()})
+    assert json.loads((again / CONFIG_FILE).read_text())["name"] == "zero"
+    assert not (tmp_path / "again.partial").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "mine"]
 
 

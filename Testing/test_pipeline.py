@@ -213,7 +213,9 @@ def test_the_prior_option_picks_the_projection_prior(lr, monkeypatch, option, pr
 @pytest.mark.parametrize("scale, option, shipped", [(4, None, True), (2, None, False), (4, "none", False)])
 def test_the_shipped_external_projection_prior_is_given_at_its_scale_only(lr, monkeypatch, scale, option, shipped):
     """``standard`` by default is handed the shipped x4 external projection prior at x4 (the
-    pipeline uses it where the internal one has no pair), not at x2, and not with ``--prior none``."""
+    pipeline uses it where the internal one has no pair), not at x2, and not with ``--prior none``;
+    its weights are read only where it is given."""
+    import ctsr.external_projection_prior as xp
     import ctsr.pipeline as pipeline
     from ctsr.baselines import upsample_interpolate
     from ctsr.external_projection_prior import SHIPPED_NAME
@@ -226,6 +228,9 @@ def test_the_shipped_external_projection_prior_is_given_at_its_scale_only(lr, mo
         return upsample_interpolate(piece, scale, "cubic"), {}
 
     monkeypatch.setattr(pipeline, "super_resolve", record)
+    reads, read_weights = [], xp.load_network_weights
+    monkeypatch.setattr(xp, "load_network_weights", lambda *a: reads.append(a) or read_weights(*a))
     upsample(lr, scale, "standard", device="cpu", prior=option)
+    assert bool(reads) is shipped
     given = seen["external_projection"]
     assert (given is not None and given.name == SHIPPED_NAME and given.scale == (4, 4, 4)) if shipped else given is None

@@ -32,7 +32,7 @@ from CTSuperResolutionLib.logic import (  # noqa: E402
     FAILED,
     CTSuperResolutionLogicBase,
 )
-from mrml_scene import add_node, volume_nodes  # noqa: E402
+from mrml_scene import add_node, provenance, volume_from_node, volume_nodes  # noqa: E402
 
 
 def wait_for_progress(job, timeout=60):
@@ -71,7 +71,7 @@ def test_process_returns_the_hr_node_with_the_engines_geometry(scene, oblique_cr
     assert out.GetName() == "CT_SRx2" and out.GetScene() is scene
     expected = upsample_interpolate(oblique_crop, (2, 2, 2), "trilinear")
     matrix, shape = hr_grid(oblique_crop.ijk_to_ras, oblique_crop.shape_ijk, (2, 2, 2))
-    got = nodes.volume_from_node(out)
+    got = volume_from_node(out)
     assert got.shape_ijk == shape == (48, 40, 32)
     np.testing.assert_allclose(got.ijk_to_ras, matrix, atol=1e-5)
     np.testing.assert_allclose(got.array, expected.array, atol=1e-3)
@@ -81,7 +81,7 @@ def test_process_returns_the_hr_node_with_the_engines_geometry(scene, oblique_cr
     # shown like the input, in the same place
     assert out.GetTransformNodeID() == transform.GetID()
     assert (out.GetDisplayNode().GetWindow(), out.GetDisplayNode().GetLevel()) == (1500, -600)
-    info = nodes.provenance(out)
+    info = provenance(out)
     assert info["method"] == "trilinear" and info["scale"] == "2" and info["input"] == "CT"
     assert {"seed", "version", "duration_s", "model", "wall_time_s"} <= set(info)
     assert [e["event"] for e in received][-1] == "result"
@@ -93,7 +93,7 @@ def test_through_plane_only_scales_the_slice_axis(scene, sample):
     node = add_node(scene, thick, "thick")
     out = CTSuperResolutionLogicBase().process(node, scale=4, method="trilinear", throughPlaneOnly=True)
     assert out.GetName() == "thick_SRx1x1x4"
-    got = nodes.volume_from_node(out)
+    got = volume_from_node(out)
     assert got.shape_ijk == (16, 16, 48)
     np.testing.assert_allclose(got.spacing, (0.7, 0.7, 0.75))
 
@@ -103,7 +103,7 @@ def test_an_existing_output_node_is_filled(scene, oblique_crop):
     target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "mine")
     out = CTSuperResolutionLogicBase().process(node, target, scale="1x2x1", method="cubic")
     assert out is target and len(volume_nodes(scene)) == 2
-    assert nodes.volume_from_node(target).shape_ijk == (24, 40, 16)
+    assert volume_from_node(target).shape_ijk == (24, 40, 16)
 
 
 def test_cancel_mid_run_leaves_no_node_no_process_no_files(scene, sample):
@@ -153,6 +153,11 @@ def test_a_callback_that_raises_cancelled_cancels_the_job(scene, sample):
         CTSuperResolutionLogicBase().process(node, scale=4, method="cubic", progressCallback=stop)
     assert volume_nodes(scene) == [node]
     assert list(Path(tempfile.tempdir).iterdir()) == []
+    # Not blocking: the exception does not escape poll(); the job ends cancelled.
+    job = CTSuperResolutionLogicBase().process(node, scale=4, method="cubic", progressCallback=stop, wait=False)
+    job.wait(timeout=60)
+    assert job.state == CANCELLED and volume_nodes(scene) == [node]
+    assert list(Path(tempfile.tempdir).iterdir()) == []
 
 
 @pytest.mark.parametrize("make, kwargs, phrase", [
@@ -161,11 +166,20 @@ def test_a_callback_that_raises_cancelled_cancels_the_job(scene, sample):
     (None, {"method": "magic"}, "unknown method 'magic'"),
     (None, {"scale": "0"}, "is not valid"),
     (None, {"device": "tpu"}, "device 'tpu'"),
+    (None, {"seed": -1}, "whole number from 0 up, not -1"),
+    (None, {"seed": 1.5}, "whole number from 0 up, not 1.5"),
+    (None, {"scale": "1x1x4", "throughPlaneOnly": True}, "one factor"),
+    (None, {"wait": False, "timeout": 5}, "timeout applies with wait=True"),
+    (lambda s: s.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct"),
+     {"outputVolume": "label"}, "the output seg is not a scalar volume"),
 ])
 def test_bad_requests_fail_before_any_work(scene, oblique_crop, make, kwargs, phrase):
     node = make(scene) if make else add_node(scene, oblique_crop)
     if make and node.IsA("vtkMRMLLabelMapVolumeNode"):
         slicer.util.updateVolumeFromArray(node, np.zeros((4, 4, 4), np.int16))
+    if kwargs.get("outputVolume") == "label":
+        slicer.util.updateVolumeFromArray(node, np.zeros((4, 4, 4), np.int16))
+        kwargs = {"outputVolume": scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "seg")}
     with pytest.raises(UserError, match=phrase):
         CTSuperResolutionLogicBase().process(node, **kwargs)
     assert list(Path(tempfile.tempdir).iterdir()) == []
@@ -179,7 +193,7 @@ def test_output_must_differ_from_input(scene, oblique_crop):
 
 def test_node_volume_round_trip_is_exact(scene, oblique_sample):
     node = add_node(scene, oblique_sample)
-    back = nodes.volume_from_node(node)
+    back = volume_from_node(node)
     assert back.same_grid(oblique_sample, tol=1e-9)
     np.testing.assert_array_equal(back.array, oblique_sample.array)
     np.testing.assert_allclose(node.GetSpacing(), oblique_sample.spacing)
@@ -260,13 +274,13 @@ def test_the_lr_model_comes_from_the_dicom_database_and_is_recorded_on_the_node(
     assert nodes.dicom_slice_thickness(node, DicomDatabaseStandIn("1.2.3", "")) is None
     monkeypatch.setattr(slicer, "dicomDatabase", DicomDatabaseStandIn("1.2.3", "4.5"), raising=False)
     out = CTSuperResolutionLogicBase().process(node, scale=2, method="fast", throughPlaneOnly=True)
-    info = nodes.provenance(out)
+    info = provenance(out)
     assert info["lrModel"].startswith("z=slab:4.5mm") and "SliceThickness (0018,0050) 4.5 mm" in info["lrModelSource"]
     assert float(info["lrNoiseHU"]) >= 0 and float(info["lrResidualHU"]) >= 0
     given = CTSuperResolutionLogicBase().process(node, scale=2, method="fast", throughPlaneOnly=True,
                                                  lrModel="z=box,noise:3")
-    assert nodes.provenance(given)["lrModel"] == "z=box,noise:3"
-    assert nodes.provenance(given)["lrModelSource"] == "z: given; noise: given"
+    assert provenance(given)["lrModel"] == "z=box,noise:3"
+    assert provenance(given)["lrModelSource"] == "z: given; noise: given"
 
 
 def test_request_cancel_returns_at_once_and_polling_finishes_the_job(scene, sample):
@@ -283,6 +297,33 @@ def test_request_cancel_returns_at_once_and_polling_finishes_the_job(scene, samp
         time.sleep(0.02)
     assert job.state == CANCELLED and job.outputVolume is None and volume_nodes(scene) == [node]
     assert process_is_gone(job.process.pid)
+    assert list(Path(tempfile.tempdir).iterdir()) == []
+
+
+def test_while_cancelling_the_status_says_so(scene, sample):
+    node = add_node(scene, sample)
+    job = CTSuperResolutionLogicBase().process(node, scale=4, method="cubic", wait=False)
+    wait_for_progress(job)
+    assert not job.statusText.startswith("cancelling")
+    job.requestCancel()
+    job.poll()
+    assert job.statusText.startswith("cancelling")  # the panel's tick shows this, not the last stage
+    job.wait(timeout=30)
+    assert job.state == CANCELLED
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
+def test_a_job_whose_worker_is_stopped_at_exit_ends_cancelled_not_failed(scene, sample):
+    """stop_all_workers (Slicer closing, the module reloaded) kills a console job's worker: the
+    job says cancelled, not that the system ran out of memory."""
+    from CTSuperResolutionLib.runner import stop_all_workers
+
+    node = add_node(scene, sample)
+    job = CTSuperResolutionLogicBase().process(node, scale=4, method="cubic", wait=False)
+    wait_for_progress(job)
+    stop_all_workers()
+    job.wait(timeout=30)
+    assert job.state == CANCELLED and volume_nodes(scene) == [node]
     assert list(Path(tempfile.tempdir).iterdir()) == []
 
 

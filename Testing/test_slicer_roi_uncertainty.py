@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "CTSuperResolution"))
 
 from CTSuperResolutionLib import nodes, roi as roi_lib  # noqa: E402
 from CTSuperResolutionLib.logic import FAILED, CTSuperResolutionLogicBase  # noqa: E402
-from mrml_scene import add_node, volume_nodes  # noqa: E402
+from mrml_scene import add_node, provenance, volume_from_node, volume_nodes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +136,12 @@ def test_process_with_an_roi_node_covers_that_box_in_place(scene, crop):
     cropped = crop_to_roi(crop, roi)
     assert cropped.shape_ijk != crop.shape_ijk  # the ROI really cuts the input
     matrix, shape = hr_grid(cropped.ijk_to_ras, cropped.shape_ijk, (2, 2, 2))
-    got = nodes.volume_from_node(out)
+    got = volume_from_node(out)
     assert got.shape_ijk == shape
     np.testing.assert_allclose(got.ijk_to_ras, matrix, atol=1e-5)
     np.testing.assert_allclose(got.array, upsample_interpolate(cropped, (2, 2, 2), "trilinear").array, atol=1e-3)
     assert out.GetTransformNodeID() == placement.GetID()  # shown in the same place as the input
-    assert Roi.parse(nodes.provenance(out)["roi"]).space == "ras"
+    assert Roi.parse(provenance(out)["roi"]).space == "ras"
     assert list(Path(tempfile.tempdir).iterdir()) == []
 
 
@@ -151,7 +151,7 @@ def test_process_with_an_roi_string(scene, crop):
     cropped = Volume(crop.array[4:10, 3:15, 2:12], crop.ijk_to_ras.copy())
     cropped.ijk_to_ras[:3, 3] = (crop.ijk_to_ras @ [2, 3, 4, 1.0])[:3]
     matrix, shape = hr_grid(cropped.ijk_to_ras, cropped.shape_ijk, (1, 1, 2))
-    got = nodes.volume_from_node(out)
+    got = volume_from_node(out)
     assert got.shape_ijk == shape == (10, 12, 12)
     np.testing.assert_allclose(got.ijk_to_ras, matrix, atol=1e-5)
 
@@ -173,7 +173,7 @@ def test_uncertainty_comes_back_as_a_second_coloured_node_with_the_residual(scen
     assert spread.GetName() == out.GetName() + "_uncertainty" == "CT_SRx2_uncertainty"
     assert out.GetNodeReference(nodes.UNCERTAINTY_REFERENCE_ROLE) is spread
     engine = upsample(crop, 2, "balanced", roi=roi, uncertainty=2, device="cpu")
-    got = nodes.volume_from_node(out)
+    got = volume_from_node(out)
     # read without the usability check: on so small a box balanced is fast, its spread is 0
     got_spread = Volume(slicer.util.arrayFromVolume(spread), nodes.ijk_to_ras(spread))
     assert got_spread.same_grid(got, tol=1e-6) and got.same_grid(engine.volume, tol=1e-5)
@@ -182,7 +182,7 @@ def test_uncertainty_comes_back_as_a_second_coloured_node_with_the_residual(scen
     # shown with a colour map, in the same place as the input
     assert spread.GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeRainbow"
     assert spread.GetTransformNodeID() == placement.GetID()
-    assert nodes.provenance(spread)["uncertaintyOf"] == out.GetName()
+    assert provenance(spread)["uncertaintyOf"] == out.GetName()
     # the LR residual: node attributes and the log line of the panel
     residual = job.provenance["lr_residual"]
     assert float(out.GetAttribute("CTSuperResolution.lrResidualHU")) == residual["rms_hu"]
@@ -190,7 +190,7 @@ def test_uncertainty_comes_back_as_a_second_coloured_node_with_the_residual(scen
     assert job.residualText.startswith(f"LR residual {residual['rms_hu']:.2f} HU RMS")
     assert f"at noise {residual['noise_hu']:.2f} HU, LR model {job.provenance['lr_model']['model']}" in job.residualText
     assert job.log[-1] == job.residualText
-    assert nodes.provenance(out)["uncertainty_runs"] == "2"
+    assert provenance(out)["uncertainty_runs"] == "2"
     assert list(Path(tempfile.tempdir).iterdir()) == []
     # a re-run into the same output refills its uncertainty node instead of adding another
     count = len(volume_nodes(scene))
@@ -198,6 +198,19 @@ def test_uncertainty_comes_back_as_a_second_coloured_node_with_the_residual(scen
                                                  uncertainty=2, wait=False).wait(timeout=300)
     assert again.uncertaintyVolume is spread and len(volume_nodes(scene)) == count
     assert spread.GetImageData().GetDimensions() == out.GetImageData().GetDimensions() == (16, 16, 16)
+    # ... and one without uncertainty drops the reference: the old map does not describe it
+    CTSuperResolutionLogicBase().process(node, out, scale=2, method="cubic", roi="ijk:3,4,2,11,12,10")
+    assert out.GetNodeReference(nodes.UNCERTAINTY_REFERENCE_ROLE) is None
+
+
+def test_a_failed_uncertainty_load_leaves_a_chosen_output_as_it_was(scene, crop, monkeypatch):
+    node = add_node(scene, crop)
+    chosen = add_node(scene, Volume(crop.array[:4, :4, :4] * 0 + 7, crop.ijk_to_ras), "mine")
+    monkeypatch.setattr(nodes, "show_as_uncertainty", lambda target: 1 / 0)
+    job = CTSuperResolutionLogicBase().process(node, chosen, scale=2, method="balanced", roi="ijk:0,0,0,8,8,8",
+                                               uncertainty=2, wait=False).wait(timeout=300)
+    assert job.state == FAILED
+    assert np.all(slicer.util.arrayFromVolume(chosen) == 7) and provenance(chosen) == {}
 
 
 def test_a_failure_while_loading_removes_both_new_nodes(scene, crop, monkeypatch):
@@ -241,14 +254,14 @@ def test_uncertainty_colour_degrades_to_grey_without_colour_nodes(scene, crop):
 def test_provenance_attributes_flatten_the_residual_and_replace_an_earlier_run(scene, crop):
     node = add_node(scene, crop)
     nodes.set_provenance(node, {"method": "fast", "lr_residual": {"rms_hu": 5.25, "relative": 0.0171}})
-    assert nodes.provenance(node) == {"method": "fast", "lrResidualHU": "5.25", "lrResidualRelative": "0.0171"}
+    assert provenance(node) == {"method": "fast", "lrResidualHU": "5.25", "lrResidualRelative": "0.0171"}
     nodes.set_provenance(node, {"method": "fast", "lr_residual": {"rms_hu": 5.25, "relative": 0.0171, "noise_hu": 5.1},
                                 "lr_model": {"model": "box,noise:5.1", "source": {"x": "given", "noise": "estimated"}}})
-    assert nodes.provenance(node) == {"method": "fast", "lrResidualHU": "5.25", "lrResidualRelative": "0.0171",
+    assert provenance(node) == {"method": "fast", "lrResidualHU": "5.25", "lrResidualRelative": "0.0171",
                                       "lrNoiseHU": "5.1", "lrModel": "box,noise:5.1",
                                       "lrModelSource": "x: given; noise: estimated"}
     nodes.set_provenance(node, {"method": "cubic"})
-    assert nodes.provenance(node) == {"method": "cubic"}
+    assert provenance(node) == {"method": "cubic"}
 
 
 def test_worker_writes_the_uncertainty_where_the_job_says(tmp_path, crop):

@@ -87,6 +87,8 @@ def test_sigterm_stops_the_worker_with_no_output(tmp_path, sample):
     ({"input": "/no/such/volume.nrrd"}, "does not exist"),
     ({"scale": "3x"}, "is not"),
     ({"output": "/tmp/hr.png"}, "cannot write hr.png"),
+    ({"seed": "abc"}, "the seed must be a whole number from 0 up, not 'abc'"),
+    ({"seed": -1}, "the seed must be a whole number from 0 up, not -1"),
 ])
 def test_bad_jobs_are_one_user_error(tmp_path, small_input, change, phrase):
     job = {"input": str(small_input), "output": str(tmp_path / "hr.nrrd"), "method": "trilinear", **change}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctsr.errors import UserError, check_seed
 from ctsr.grids import Scale, format_scale, parse_scale
 
 #: The factors the panel offers.
@@ -34,7 +35,9 @@ def resolve_scale(scale, spacing_ijk, through_plane_only: bool = False) -> Scale
     parsed = parse_scale(scale)
     if not through_plane_only:
         return parsed
-    factor = max(parsed)
+    if len(set(parsed)) > 1:
+        raise UserError(f"with throughPlaneOnly the scale is one factor (e.g. 4), not {format_scale(parsed)}.")
+    factor = parsed[0]
     result = [1, 1, 1]
     result[through_plane_axis(spacing_ijk)] = factor
     return tuple(result)
@@ -50,8 +53,6 @@ def engine_device(device: str) -> str:
     try:
         return DEVICES[str(device).strip().lower()]
     except KeyError:
-        from ctsr.errors import UserError
-
         raise UserError(f"device {device!r} is not one of auto, GPU, CPU.") from None
 
 
@@ -62,7 +63,7 @@ def build_job(input_path, output_path, scale: Scale, method: str, device: str = 
     ``uncertainty_path``: where the worker writes the uncertainty volume, if it makes one."""
     job = {"input": str(input_path), "output": str(output_path),
            "scale": format_scale(parse_scale(scale)), "method": method,
-           "device": engine_device(device), "seed": int(seed), "compress": bool(compress),
+           "device": engine_device(device), "seed": check_seed(seed), "compress": bool(compress),
            "options": dict(options or {})}
     if uncertainty_path is not None:
         job["uncertainty_output"] = str(uncertainty_path)

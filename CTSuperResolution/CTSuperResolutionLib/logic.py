@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ctsr.errors import Cancelled, UserError
+from ctsr.errors import Cancelled, UserError, check_seed
 from ctsr.io import read_volume
 from ctsr.upsampling import DEFAULT_METHOD, METHODS
 
@@ -43,7 +43,8 @@ class SuperResolutionJob:
     voxelwise standard deviation (HU) when uncertainty runs were asked for (else ``None``);
     ``residualText`` the LR residual in words (``""`` when the engine did not report it);
     ``errorMessage`` one sentence once
-    failed; ``log`` the worker's log lines; ``lastProgress`` the latest progress event.
+    failed; ``log`` the worker's log lines (and, once failed, the last lines of its stderr,
+    also in ``stderrTail``); ``lastProgress`` the latest progress event.
     ``progressCallback(event)`` gets every event of the protocol, in the polling thread.
     """
 
@@ -60,6 +61,7 @@ class SuperResolutionJob:
         self.state = RUNNING
         self.errorMessage = ""
         self.log: list[str] = []
+        self.stderrTail: list[str] = []
         self.lastProgress: dict | None = None
         self._progressAt = 0.0
         self.provenance: dict = {}
@@ -117,15 +119,18 @@ class SuperResolutionJob:
         elif kind == "error":
             self._error = event
         if self.progressCallback is not None:
-            self.progressCallback(event)
+            try:
+                self.progressCallback(event)
+            except Cancelled:  # the callback's way to stop the job, blocking or not
+                self.requestCancel()
 
     def _finish(self, returncode: int) -> None:
         try:
             if returncode == 0 and self._result is not None:
                 self._loadResult(self._result)
                 self.state = SUCCEEDED
-            elif self._error is not None and self._error.get("kind") == "cancelled":
-                self.state = CANCELLED
+            elif (self._error is not None and self._error.get("kind") == "cancelled") or self.process.stopped:
+                self.state = CANCELLED  # asked to stop, or killed by stop_all_workers (Slicer closing)
             else:
                 self._fail(self._describeFailure(returncode))
         except Exception as error:  # a result that cannot be read or loaded
@@ -145,7 +150,8 @@ class SuperResolutionJob:
     def _fail(self, message: str) -> None:
         self.state = FAILED
         self.errorMessage = message
-        self.log.extend(self.process.stderr_tail())
+        self.stderrTail = self.process.stderr_tail()
+        self.log.extend(self.stderrTail)
 
     def _loadResult(self, result: dict) -> None:
         volume = read_volume(result["output"])
@@ -154,18 +160,21 @@ class SuperResolutionJob:
         scene = self.inputVolume.GetScene()
         node = self._givenOutput
         created = []
+        self.provenance = {"model": "none", **result.get("provenance", {}),
+                           "input": self.inputVolume.GetName(),
+                           "wall_time_s": round(time.monotonic() - self._started, 2)}
         try:
             if node is None:
                 node = nodes.add_volume_node(scene, jobs.output_name(self.inputVolume.GetName(), self.scale))
                 created.append(node)
-            nodes.update_node_from_volume(node, volume)
-            nodes.match_display(self.inputVolume, node)
-            self.provenance = {"model": "none", **result.get("provenance", {}),
-                               "input": self.inputVolume.GetName(),
-                               "wall_time_s": round(time.monotonic() - self._started, 2)}
-            nodes.set_provenance(node, self.provenance)
+            # The uncertainty first: if it fails, a given output node is left as it was.
             if spread is not None:
                 self.uncertaintyVolume = self._loadUncertainty(node, spread, created)
+            else:  # an earlier run's map does not describe this result
+                node.RemoveNodeReferenceIDs(nodes.UNCERTAINTY_REFERENCE_ROLE)
+            nodes.update_node_from_volume(node, volume)
+            nodes.match_display(self.inputVolume, node)
+            nodes.set_provenance(node, self.provenance)
         except BaseException:
             for made in created:
                 scene.RemoveNode(made)
@@ -178,7 +187,7 @@ class SuperResolutionJob:
     def _loadUncertainty(self, node, spread, created: list):
         """Put the standard deviation volume into the node ``node`` refers to (a re-run), or a
         new ``<output>_uncertainty`` node (appended to ``created``); shown with a colour map,
-        under the output's parent transform."""
+        under the input's parent transform (the output's, :func:`.nodes.match_display`)."""
         scene = node.GetScene()
         target = node.GetNodeReference(nodes.UNCERTAINTY_REFERENCE_ROLE)
         if target is None:
@@ -186,7 +195,7 @@ class SuperResolutionJob:
             created.append(target)
             node.SetNodeReferenceID(nodes.UNCERTAINTY_REFERENCE_ROLE, target.GetID())
         nodes.update_node_from_volume(target, spread)
-        target.SetAndObserveTransformNodeID(node.GetTransformNodeID())
+        target.SetAndObserveTransformNodeID(self.inputVolume.GetTransformNodeID())  # where the output goes
         nodes.show_as_uncertainty(target)
         nodes.set_provenance(target, {"uncertaintyOf": node.GetName(),
                                       "uncertainty_runs": self.provenance.get("uncertainty_runs", ""),
@@ -235,6 +244,8 @@ class SuperResolutionJob:
     def statusText(self) -> str:
         """One line for the panel: the latest stage and message, the time since the job
         started and the latest remaining-time estimate counted down to now."""
+        if self._cancelRequested:
+            return "cancelling: waiting for the worker to stop"
         if self.lastProgress is None:
             return "starting the worker"
         now = time.monotonic()
@@ -279,7 +290,11 @@ class CTSuperResolutionLogicBase:
         :param wait: True: block, return the output node, raise :class:`UserError` (one
             sentence) on failure or :class:`Cancelled`; False: return a
             :class:`SuperResolutionJob` to poll (the panel's way).
-        :param progressCallback: called with every progress-protocol event dict.
+        :param progressCallback: called with every progress-protocol event dict; it may raise
+            :class:`Cancelled` to stop the job.
+        :param seed: a whole number from 0 (runs with uncertainty use ``seed .. seed + K - 1``).
+        :param timeout: with ``wait``, seconds after which the job is cancelled and
+            ``TimeoutError`` raised.
         :param options: extra engine options passed through the job file.
         :param roi: only this box: a markups ROI node (its axis-aligned bounds in the input's
             frame, through both parent transforms; see :mod:`.roi`) or a string
@@ -301,6 +316,14 @@ class CTSuperResolutionLogicBase:
         nodes.check_input_node(inputVolume)
         if outputVolume is not None and outputVolume is inputVolume:
             raise UserError("the output volume must differ from the input volume.")
+        if outputVolume is not None and (not outputVolume.IsA("vtkMRMLScalarVolumeNode")
+                                         or outputVolume.IsA("vtkMRMLLabelMapVolumeNode")):
+            raise UserError(f"the output {outputVolume.GetName()} is not a scalar volume; pick one or leave it "
+                            "empty for a new one.")
+        if timeout is not None and not wait:
+            raise UserError("timeout applies with wait=True; with wait=False call job.wait(timeout).")
+        check_seed(seed)
+        jobs.engine_device(device)
         if method not in METHODS:
             raise UserError(f"unknown method {method!r}; this engine offers {', '.join(METHODS)}.")
         fullScale = jobs.resolve_scale(scale, inputVolume.GetSpacing(), throughPlaneOnly)

@@ -40,14 +40,6 @@ def ijk_to_ras(node) -> np.ndarray:
     return slicer.util.arrayFromVTKMatrix(matrix)
 
 
-def volume_from_node(node) -> Volume:
-    """The node's voxels (float32, KJI) and IJK-to-RAS geometry as a :class:`Volume`."""
-    check_input_node(node)
-    volume = Volume(slicer.util.arrayFromVolume(node), ijk_to_ras(node))
-    volume.check_usable(node.GetName())
-    return volume
-
-
 def write_node(node, path) -> None:
     """Write the node's voxels in their own type (an int16 CT stays int16: half the bytes of
     float32 and no float copy on the GUI thread) with its geometry, uncompressed, after the
@@ -132,13 +124,6 @@ def dicom_slice_thickness(node, database=None) -> float | None:
         return float(value) if value else None
     except (ValueError, TypeError):
         return None
-
-
-def provenance(node) -> dict:
-    """The ``CTSuperResolution.*`` attributes of ``node`` (strings), without the prefix."""
-    names = node.GetAttributeNames() or ()
-    return {name[len(ATTRIBUTE_PREFIX):]: node.GetAttribute(name)
-            for name in names if name.startswith(ATTRIBUTE_PREFIX)}
 
 
 #: Colour maps for the uncertainty volume, best first: node IDs of Slicer's default colour

@@ -54,6 +54,8 @@ class WorkerProcess:
         flags = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW} \
             if os.name == "nt" else {"start_new_session": True}
         self._stop_deadline = None
+        #: True once this side asked the worker to stop or killed it (not a crash).
+        self.stopped = False
         self._process = subprocess.Popen(
             self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=env, cwd=None if cwd is None else str(cwd),
@@ -120,6 +122,7 @@ class WorkerProcess:
         and writes nothing; on Windows there is no gentle signal without a console, so its tree
         is killed at once); returns at once. :meth:`enforce_stop` kills what is left after
         ``grace_s`` seconds."""
+        self.stopped = True
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + (grace_s if os.name != "nt" else 0.0)
         if self._process.poll() is not None:
@@ -154,6 +157,8 @@ class WorkerProcess:
 
     def kill_tree(self) -> None:
         """Kill the worker and every process it started, now (no clean-up by the worker)."""
+        if self._process.poll() is None:
+            self.stopped = True
         try:
             if os.name == "nt":
                 subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.pid)], stdout=subprocess.DEVNULL,

@@ -33,12 +33,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import Cancelled, UserError
+from .io import VOLUME_SUFFIXES, split_suffix
 from .progress import Progress, SilentProgress
 from .upsampling import DEFAULT_METHOD
 
-#: Input files a folder search takes (DICOM series are folders holding ``.dcm`` files or
-#: files without a suffix that GDCM reads).
-VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 REPORT_NAME = "batch_report"
 #: The fields a sidecar must have to count as complete.
 SIDECAR_FIELDS = ("status", "input", "output", "output_bytes", "options", "provenance")
@@ -86,11 +84,11 @@ class ScanRecord:
 
 # -- finding the scans ----------------------------------------------------------------------
 def _volume_stem(path: Path) -> str | None:
-    name = path.name.lower()
-    for suffix in VOLUME_SUFFIXES:
-        if name.endswith(suffix):
-            return path.name[: len(path.name) - len(suffix)]
-    return None
+    """The name of a volume file (:data:`ctsr.io.VOLUME_SUFFIXES`) without its suffix; None for
+    other files (DICOM series are folders holding ``.dcm`` files or files without a suffix that
+    GDCM reads)."""
+    stem, suffix = split_suffix(path)
+    return stem if suffix.lower() in VOLUME_SUFFIXES else None
 
 
 def _is_dicom_series_folder(folder: Path) -> bool:
@@ -108,20 +106,22 @@ def _reads_as_dicom(path: Path) -> bool:
 
 
 def find_scans(folder, out_dir, suffix: str = ".nrrd") -> list[Scan]:
-    """Every volume file and DICOM series folder under ``folder`` (sorted), each with an output
-    at the same relative place under ``out_dir``, named ``<stem><suffix>``."""
+    """Every volume file and DICOM series folder under ``folder`` (sorted; ``folder`` itself
+    may be a series), each with an output at the same relative place under ``out_dir``, named
+    ``<stem><suffix>``; ``out_dir`` may lie inside ``folder`` (it is not searched) but not be it."""
     folder, out_dir = Path(folder), Path(out_dir)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder.")
+    if out_dir.resolve() == folder.resolve():
+        raise UserError(f"the output folder is the input folder {folder}; name another one.")
     scans = []
     for root, dirs, files in os.walk(folder):
-        dirs.sort()
         root = Path(root)
-        if root != folder and _is_dicom_series_folder(root):
+        dirs[:] = sorted(d for d in dirs if (root / d).resolve() != out_dir.resolve())
+        if _is_dicom_series_folder(root):
             relative = root.relative_to(folder)
-            scans.append(Scan(str(relative), str(root), str(out_dir / relative.parent / (root.name + suffix))))
-            dirs[:] = []
-            continue
+            name = root.name if root == folder else str(relative)
+            scans.append(Scan(name, str(root), str(out_dir / relative.parent / (root.name + suffix))))
         for name in sorted(files):
             stem = _volume_stem(root / name)
             if stem is not None:
@@ -153,10 +153,23 @@ def read_manifest(path) -> list[Scan]:
         scans.append(Scan(row["input"].strip(), where(row["input"].strip()), where(row["output"].strip()),
                           (row.get("scale") or "").strip() or None, (row.get("roi") or "").strip() or None,
                           where((row.get("reference") or "").strip()) or None))
-    outputs = [s.output for s in scans]
-    if len(set(outputs)) != len(outputs):
-        raise UserError(f"the manifest {path} names the same output twice.")
     return scans
+
+
+def check_scans(scans: list[Scan]) -> None:
+    """Raise :class:`UserError` when two scans would write the same output, or one would write
+    over another's input (paths compared as resolved)."""
+    inputs = {Path(s.input).resolve(): s for s in scans}
+    outputs: dict[Path, Scan] = {}
+    for scan in scans:
+        output = Path(scan.output).resolve()
+        if output in outputs:
+            raise UserError(f"{outputs[output].name} and {scan.name} would both be written to {scan.output}; "
+                            "give them different output names.")
+        if output in inputs:
+            raise UserError(f"the output of {scan.name}, {scan.output}, is the input {inputs[output].name}; "
+                            "write the outputs to another folder.")
+        outputs[output] = scan
 
 
 # -- one scan -------------------------------------------------------------------------------
@@ -203,12 +216,10 @@ def run_scan(scan: Scan, options: BatchOptions, threads: int | None = None) -> S
                           roi=chosen["roi"], lr_model=chosen["lr_model"],
                           slice_thickness_mm=read_slice_thickness(scan.input))
         details = {"provenance": result.provenance}
-        if scan.reference:
-            from .metrics import evaluate
-
-            details["metrics"] = evaluate(result.volume, read_volume(scan.reference))
         write_volume(result.volume, scan.output)
         record.status = "done"
+        if scan.reference:
+            details.update(_scores_against(result.volume, scan.reference))
     except UserError as error:
         record.reason = str(error)
         return _finish(record, start)
@@ -229,9 +240,27 @@ def run_scan(scan: Scan, options: BatchOptions, threads: int | None = None) -> S
                "seconds": record.seconds, "peak_rss_mb": record.peak_rss_mb, "finished": time.time(), **details}
     from .progress import to_json
 
-    write_atomically(sidecar_path(scan.output),
-                     lambda tmp: Path(tmp).write_text(to_json(sidecar), encoding="utf-8"))
+    try:
+        write_atomically(sidecar_path(scan.output),
+                         lambda tmp: Path(tmp).write_text(to_json(sidecar), encoding="utf-8"))
+    except OSError as error:  # the output without its sidecar counts as partial: a re-run redoes it
+        record.status = "failed"
+        record.reason = (f"the output was written but its sidecar could not be ({error.strerror or error}); "
+                         "a re-run redoes this scan.")
     return record
+
+
+def _scores_against(volume, reference: str) -> dict:
+    """``{"metrics": PSNR and SSIM of volume}`` against the ``reference`` volume, or
+    ``{"metrics_error": why}`` (a reference that cannot be read or is on another grid does not
+    undo a finished scan)."""
+    from .io import read_volume
+    from .metrics import evaluate
+
+    try:
+        return {"metrics": evaluate(volume, read_volume(reference))}
+    except UserError as error:
+        return {"metrics_error": str(error)}
 
 
 def _finish(record: ScanRecord, start: float, details: dict | None = None) -> ScanRecord:
@@ -242,6 +271,8 @@ def _finish(record: ScanRecord, start: float, details: dict | None = None) -> Sc
         record.details = {"lr_model": provenance["lr_model"]["model"],
                           "lr_residual_hu": provenance["lr_residual"]["rms_hu"],
                           **{k: v for k, v in details.get("metrics", {}).items()}}
+        if "metrics_error" in details:
+            record.reason = f"not scored: {details['metrics_error']}"
     return record
 
 
@@ -299,6 +330,7 @@ def run_batch(scans: list[Scan], options: BatchOptions = BatchOptions(), out_dir
     folder). ``runner``: the per-scan function (default :func:`run_scan`; tests pass one)."""
     progress = progress or SilentProgress()
     runner = runner or run_scan
+    check_scans(scans)
     records: dict[int, ScanRecord] = {}
     todo = []
     for index, scan in enumerate(scans):

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import Cancelled, UserError
-from .progress import Progress, SilentProgress, add_progress_options, progress_from_args, to_json
+from .errors import Cancelled, UserError, check_seed
+from .progress import Progress, add_progress_options, progress_from_args, to_json
 
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
 
@@ -26,11 +26,20 @@ def _window(parser: argparse.ArgumentParser) -> None:
                         default=[-1024.0, 3071.0], help="HU window (default -1024 3071)")
 
 
+def _seed(text: str) -> int:
+    """``--seed``'s type: a whole number from 0 (:func:`ctsr.errors.check_seed`)."""
+    try:
+        return check_seed(int(text))
+    except (ValueError, UserError):
+        raise argparse.ArgumentTypeError(f"the seed must be a whole number from 0 up, not {text!r}") from None
+
+
 def _lr_model(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument("--lr-model", metavar="MODEL", help=text + " (README, 'The LR model')")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .io import WRITE_SUFFIXES
     from .upsampling import DEFAULT_METHOD, METHODS
 
     parser = argparse.ArgumentParser(prog="ctsr", description="Zero-shot CT super-resolution.")
@@ -43,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="2", help="one integer factor from 2 to 16 for all axes (2, 4, 8 usual) or per axis x, y, z like 1x1x4 (default 2)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
                    help=f"default {DEFAULT_METHOD}")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--roi", help="only this box: ras:R1,A1,S1,R2,A2,S2 (mm) or ijk:I0,J0,K0,I1,J1,K1 (voxels)")
     p.add_argument("--uncertainty", type=int, default=0, metavar="K",
@@ -74,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "cores; 3000 with --projections)")
     p.add_argument("--models-per-scan", type=int, help="random LR models per scan (default 4; with --projections "
                                                        "per crop, default 2)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     add_progress_options(p)
     p.set_defaults(run=_run_pretrain)
 
@@ -83,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="LR volume to write")
     p.add_argument("--scale", default="2", help="one integer factor from 2 to 16 for all axes (2, 4, 8 usual) or per axis x, y, z like 1x1x4 (default 2)")
     _lr_model(p, "blur and noise (default gauss:1, the paper's); e.g. box, gauss:1.5,noise:20, z=slab:5mm")
-    p.add_argument("--seed", type=int, default=0, help="seed of the added noise (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the added noise (default 0)")
     add_progress_options(p)
     p.set_defaults(run=_run_simulate)
 
@@ -94,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "batch_report.csv / .md go there")
     p.add_argument("--scale", default="2", help="as for upsample; a manifest's scale column overrides it")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"default {DEFAULT_METHOD}")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--roi", help="as for upsample, for every scan (a manifest's roi column overrides it)")
     _lr_model(p, "how the inputs were made (default: per scan, DICOM SliceThickness, then estimated)")
@@ -104,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "RAM allow)")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: start Ray on this machine)")
     p.add_argument("--force", action="store_true", help="redo scans that are already complete")
-    p.add_argument("--suffix", default=".nrrd", choices=(".nrrd", ".nii.gz", ".nii", ".mha"),
+    p.add_argument("--suffix", default=".nrrd", choices=WRITE_SUFFIXES,
                    help="output format for a folder input (default .nrrd)")
     add_progress_options(p)
     p.set_defaults(run=_run_batch)
@@ -135,19 +144,19 @@ def _say(args, text: str) -> None:
 
 
 def _run_upsample(args, progress: Progress) -> dict:
-    from .io import check_writable, read_slice_thickness, read_volume, write_volume
+    from .io import check_writable, read_slice_thickness, read_volume, uncertainty_path, write_result
     from .lrmodel import LRModel
     from .upsampling import upsample
 
     check_writable(args.output, inputs=[args.input])
+    if args.uncertainty and args.uncertainty > 1:
+        check_writable(uncertainty_path(args.output), inputs=[args.input, args.output])
     model = LRModel.parse(args.lr_model)
     lr = read_volume(args.input)
     result = upsample(lr, args.scale, args.method, progress, seed=args.seed, device=args.device,
                       roi=args.roi, uncertainty=args.uncertainty, prior=args.prior, lr_model=model,
                       slice_thickness_mm=read_slice_thickness(args.input), pretrained=args.pretrained)
-    outputs = {"output": str(write_volume(result.volume, args.output))}
-    if result.uncertainty is not None:
-        outputs["uncertainty"] = str(write_volume(result.uncertainty, uncertainty_path(args.output)))
+    outputs = write_result(result.volume, args.output, result.uncertainty)
     residual = result.provenance.get("lr_residual")
     _say(args, f"wrote {args.output} ({'x'.join(map(str, result.volume.shape_ijk))} voxels, "
                f"{args.method}, {result.provenance['duration_s']} s, LR model {result.provenance['lr_model']['model']}"
@@ -180,13 +189,6 @@ def _run_pretrain(args, progress: Progress) -> dict:
     out = pretrain_and_save(args.scans, args.out, settings, args.seed, progress, command)
     _say(args, f"wrote {out} ({steps} steps on {len(args.scans)} scan(s))")
     return {"output": str(out)}
-
-
-def uncertainty_path(output: Path) -> Path:
-    """``out.nii.gz`` -> ``out_uncertainty.nii.gz``."""
-    name = output.name
-    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else output.suffix
-    return output.with_name(name[: len(name) - len(suffix)] + "_uncertainty" + suffix)
 
 
 def _run_simulate(args, progress: Progress) -> dict:
@@ -256,11 +258,11 @@ def _run_evaluate(args, progress: Progress) -> dict:
     scores = evaluate(output, truth, tuple(args.window))
     progress.update("evaluate", 1.0, "done")
     progress.close()
-    if args.json:
+    if args.json and not args.json_progress:  # with --json-progress the result event holds them
         print(to_json(scores))  # PSNR of identical volumes: null
-    else:
-        print(f"PSNR {scores['psnr']:.2f} dB  SSIM {scores['ssim']:.4f}  "
-              f"(window {args.window[0]:g} to {args.window[1]:g} HU)")
+    elif not args.json:
+        _say(args, f"PSNR {scores['psnr']:.2f} dB  SSIM {scores['ssim']:.4f}  "
+                   f"(window {args.window[0]:g} to {args.window[1]:g} HU)")
     return scores
 
 
@@ -279,7 +281,7 @@ def _raise_cancelled(signum, frame):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    progress = progress_from_args(args) if hasattr(args, "quiet") else SilentProgress()
+    progress = progress_from_args(args)
     return run_guarded(args.run, args, progress)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import UserError
 from .io import read_volume, write_volume
 from .montage import write_montage
 from .progress import Progress
@@ -22,6 +23,8 @@ def run_demo(out_dir, method: str, progress: Progress) -> dict:
     from .upsampling import upsample
 
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file; the demo writes into a folder (--out).")
     out_dir.mkdir(parents=True, exist_ok=True)
     lr = read_volume(sample_volume_path())
     result = upsample(lr, 2, method, progress)

@@ -11,3 +11,11 @@ class UserError(Exception):
 
 class Cancelled(Exception):
     """The job was cancelled (Ctrl-C, SIGTERM from the Slicer module, a cancel callback)."""
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an int: a whole number from 0 (what numpy's and torch's generators take);
+    :class:`UserError` otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"the seed must be a whole number from 0 up, not {seed!r}.")
+    return seed

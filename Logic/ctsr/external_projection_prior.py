@@ -99,7 +99,7 @@ def scan_pairs(hr: Volume, model: LRModel, scale: Scale, n_views: int, angle_off
                seed: int = 0, truth: torch.Tensor | None = None):
     """What the pipeline sees of ``hr`` degraded by ``model`` at ``scale``, and the truth:
     ``(inputs, unit, target, truth)``: :func:`conditioning`, ``truth / unit`` and the truth's
-    projections (views at ``angle_offset`` + even steps over 360 degrees).
+    projections (views at ``angle_offset`` + even steps over 180 degrees, the pipeline's scan).
     ``truth``: the HR projections when already made for the same views."""
     lr = simulate_lr(hr, scale, model, seed=seed)
     v_up = upsample_interpolate(lr, scale, "cubic")
@@ -159,6 +159,10 @@ def upsample_projections_externally(prior: PretrainedNetwork, p_up: torch.Tensor
     return torch.from_numpy(target * unit[:, None, None]).to(p_up.device)
 
 
+class TooSmallToCheck(ValueError):
+    """The input is too small for :func:`self_check` (the prior then declines)."""
+
+
 def self_check(prior: PretrainedNetwork, lr: Volume, scale: Scale, model: LRModel, y: torch.Tensor,
                lr_geometry, seed: int = 0, device: str | torch.device = "cpu", window=DEFAULT_WINDOW) -> float:
     """The network's gain (dB) on the scan's own relation one level down: ``L`` degraded once
@@ -168,13 +172,14 @@ def self_check(prior: PretrainedNetwork, lr: Volume, scale: Scale, model: LRMode
     again (``y2``); the gain is ``10 log10(|P_up2 - y|^2 / |Y2 - y|^2)`` with ``Y2`` the network's
     output for ``(P_up2, y2)`` and ``y`` the projections of ``L`` on ``lr_geometry`` (the
     pipeline's, in its units: ``window`` mapped to [0, 1]). Positive: what the network adds
-    brings the scan's own coarser projections closer to its finer ones. Raises ``ValueError``
-    (a sentence) when ``lr`` is too small to be degraded once more (under 2 voxels left)."""
+    brings the scan's own coarser projections closer to its finer ones. Raises
+    :class:`TooSmallToCheck` (a sentence) when ``lr`` is too small to be degraded once more
+    (under 2 voxels left)."""
     short = [(axis, n) for axis, (n, s) in enumerate(zip(lr.shape_ijk, scale)) if s > 1 and n // s < 2]
     if short:
         axis, n = short[0]
-        raise ValueError(f"the input is too small to check it on ({'xyz'[axis]}: {n} voxels, "
-                         f"{2 * scale[axis]} needed)")
+        raise TooSmallToCheck(f"the input is too small to check it on ({'xyz'[axis]}: {n} voxels, "
+                              f"{2 * scale[axis]} needed)")
     u2, low = one_level_down(lr, scale, model.with_noise(0.0, "none"), seed)
     p_up2 = project_hu(u2, lr_geometry, window, device)
     y2 = project_hu(low.array, lr_geometry.of_coarser_grid(low, scale), window, device)
@@ -248,10 +253,11 @@ def shipped_dir() -> Path:
     return resources_dir() / "Models" / SHIPPED_NAME
 
 
-def load_external_projection_prior(folder: str | Path | None = None, device: str | torch.device = "cpu"
-                                   ) -> PretrainedNetwork:
+def load_external_projection_prior(folder: str | Path | None = None, device: str | torch.device = "cpu",
+                                   only_for: Scale | None = None) -> PretrainedNetwork | None:
     """The pretrained network in ``folder`` (None: the shipped one) onto ``device``, offline and
-    from safetensors; one :class:`UserError` sentence when it is not such a folder."""
+    from safetensors; one :class:`UserError` sentence when it is not such a folder. With
+    ``only_for`` (IJK), None when it was pretrained for another scale (its weights unread)."""
     shipped = folder is None
     folder = shipped_dir() if shipped else Path(folder)
     config = read_network_config(folder, FORMAT, WHAT)
@@ -265,6 +271,8 @@ def load_external_projection_prior(folder: str | Path | None = None, device: str
     if len(scale) != 3 or config["inputs"] != INPUTS:
         raise UserError(f"{folder} holds a {WHAT} for {len(scale)} axes and {config['inputs']} inputs; this "
                         f"version uses 3 and {INPUTS}.")
+    if only_for is not None and scale != tuple(only_for):
+        return None
     load_network_weights(model, folder, WHAT)
     return PretrainedNetwork(model.to(device).eval(), scale, SHIPPED_NAME if shipped else str(folder), config)
 

@@ -26,13 +26,28 @@ sitk.ProcessObject.SetGlobalWarningDisplay(False)
 #: Flips the first two axes: LPS <-> RAS (its own inverse).
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-READ_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".dcm")
+#: Files that hold one volume each (besides DICOM series, which are folders).
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+#: What an output can be written as.
 WRITE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
 
 
+def split_suffix(path: Path) -> tuple[str, str]:
+    """(stem, suffix) of ``path``'s name, ``.nii.gz`` counted as one suffix; the suffix as
+    spelled (``scan.NII.GZ`` -> ``("scan", ".NII.GZ")``)."""
+    name = path.name
+    length = len(".nii.gz") if name.lower().endswith(".nii.gz") else len(path.suffix)
+    return name[: len(name) - length], name[len(name) - length:]
+
+
 def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+    return split_suffix(path)[1].lower()
+
+
+def uncertainty_path(output: Path) -> Path:
+    """Where the uncertainty map of ``output`` goes: ``out.nii.gz`` -> ``out_uncertainty.nii.gz``."""
+    stem, suffix = split_suffix(Path(output))
+    return Path(output).with_name(stem + "_uncertainty" + suffix)
 
 
 def volume_from_image(image: sitk.Image, what: str = "the input", check: bool = True) -> Volume:
@@ -133,6 +148,8 @@ def check_writable(path, inputs=()) -> None:
         raise UserError(f"cannot write {path.name}: use one of {', '.join(WRITE_SUFFIXES)}.")
     if not path.parent.is_dir():
         raise UserError(f"the output folder {path.parent} does not exist.")
+    if path.is_dir():
+        raise UserError(f"the output {path} is a folder; name a file.")
     for source in map(Path, inputs):
         same = path.exists() and source.exists() and os.path.samefile(path, source)
         if same or path.resolve() == source.resolve():
@@ -143,6 +160,24 @@ def write_volume(volume: Volume, path, compress: bool = True) -> Path:
     """Write ``volume`` (float32) to NRRD, NIfTI or MHA, atomically. Returns the path.
     ``compress=False`` skips gzip (temporary files: about 20x faster to write)."""
     return write_image(image_from_volume(volume), path, compress)
+
+
+def write_result(volume: Volume, path, uncertainty: Volume | None = None, uncertainty_to=None,
+                 compress: bool = True) -> dict:
+    """Write a super-resolved ``volume`` to ``path`` and, when given, its ``uncertainty`` map
+    to ``uncertainty_to`` (default :func:`uncertainty_path`), both or neither: the map first,
+    removed again if the volume cannot be written. Returns ``{"output": path[, "uncertainty":
+    its path]}`` (strings)."""
+    written = {}
+    if uncertainty is not None:
+        written["uncertainty"] = str(write_volume(uncertainty, uncertainty_to or uncertainty_path(path), compress))
+    try:
+        written["output"] = str(write_volume(volume, path, compress))
+    except BaseException:
+        if "uncertainty" in written:
+            Path(written["uncertainty"]).unlink(missing_ok=True)
+        raise
+    return written
 
 
 def write_image(image: sitk.Image, path, compress: bool = True) -> Path:

@@ -56,7 +56,10 @@ def ssim3(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate(output: Volume, truth: Volume, window=DEFAULT_WINDOW) -> dict:
-    """PSNR and SSIM of ``output`` against ``truth`` on the same grid, in ``window`` (HU)."""
+    """PSNR and SSIM of ``output`` against ``truth`` on the same grid, in ``window`` (HU, low
+    below high)."""
+    if not window[0] < window[1]:
+        raise UserError(f"the HU window must go from low to high, not {window[0]:g} to {window[1]:g}.")
     if output.array.shape != truth.array.shape:
         raise UserError(f"the volumes have different sizes: {output.shape_ijk} vs {truth.shape_ijk}.")
     if not output.same_grid(truth):

@@ -64,9 +64,14 @@ def write_network_folder(network: torch.nn.Module, folder, config: dict, card: s
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, partial / WEIGHTS_FILE)
-    (partial / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    (partial / CARD_FILE).write_text(card)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
+                  partial / WEIGHTS_FILE)
+        (partial / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (partial / CARD_FILE).write_text(card)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder

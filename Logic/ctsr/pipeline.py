@@ -12,9 +12,10 @@
    (:mod:`ctsr.internal_projection_prior`, a 2D CNN the scan's own projections train at run
    time: ``P_up + f(P_up)``); at x4, where the scan cannot teach itself, the external one
    (:mod:`ctsr.external_projection_prior`, pretrained on other scans, used where its
-   self-check on the scan passes, else ``P_up``); with a diffusion model (``prior``), DDNM super-resolves ``y``
-   starting from, and filling its null space with, ``P_up`` (:func:`ctsr.prior.upsample_projections`,
-   the paper's option); where none runs, the consistent ``P_up``
+   self-check on the scan passes, else ``P_up``); with a diffusion model (``prior``), DDNM
+   samples HR projections from ``P_up`` (:func:`ctsr.prior.upsample_projections`, the paper's
+   option), their range-space part held at ``A(P_up)`` (which scored 0.1 to 0.5 dB above
+   holding it at ``y``; ``y`` sets each projection's normalization); where none runs, the consistent ``P_up``
    (``A_pinv(y) + P_up - A_pinv(A(P_up))``, in ``A``'s range space).
 4. NAB-GS: signed Gaussians fitted to the residual ``Y - P_up`` and voxelized: ``dV``. Where
    ``Y`` is ``P_up`` there is nothing to fit: the volume is then ``fast``'s (Lanczos-3 instead of
@@ -189,14 +190,14 @@ def _external_target(prior, lr: Volume, scale: Scale, lr_model: LRModel, p_up: t
     projections one level down is positive (:func:`ctsr.external_projection_prior.self_check`),
     else ``P_up`` (which beat the consistent ``P_up`` on every x4 cell measured,
     ``benchmarks/projection_prior_x4.md``)."""
-    from .external_projection_prior import STAGE, self_check, upsample_projections_externally
+    from .external_projection_prior import STAGE, TooSmallToCheck, self_check, upsample_projections_externally
 
     progress.update(STAGE, 0.08, "checking the pretrained projection prior on the scan itself")
     try:
         check = self_check(prior, lr, scale, lr_model, y, lr_geometry, seed, device, window)
         declined = None if check > 0 else (f"{prior.name} made the scan's own projections one level down "
                                            f"{-check:.2f} dB worse")
-    except ValueError as why:
+    except TooSmallToCheck as why:
         declined = str(why)
     if declined is not None:
         progress.log(f"external projection prior declined: {declined}")

@@ -36,6 +36,8 @@ from .volume import Volume
 
 ZERO_SHOT_PRESETS = ("fast", "balanced", "standard", "quality")
 METHODS = ZERO_SHOT_PRESETS + ("nabgs",) + INTERPOLATION_METHODS
+#: The presets that fit NAB-GS to projections made better by a projection prior (``prior``).
+PROJECTION_PRIOR_METHODS = ("standard", "quality")
 #: Methods with no random stage (no training, prior sampling or Gaussian fit): no uncertainty.
 DETERMINISTIC_METHODS = INTERPOLATION_METHODS + ("fast",)
 #: ``prior`` and ``pretrained`` values of :func:`upsample` other than a model folder: none
@@ -85,18 +87,22 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
                  once, before any work; ``provenance["pretrained"]`` names the network where
                  it was used. Refused for the other methods.
     """
-    from .errors import UserError
+    from .errors import UserError, check_seed
 
     scale: Scale = parse_scale(scale)
+    seed = check_seed(seed)
     progress = progress or SilentProgress()
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     uncertainty = check_uncertainty_runs(uncertainty, method)
     if pretrained is not None and method != "balanced":
         raise UserError(f"a pretrained start (--pretrained) is for balanced's internal prior; {method} has none.")
+    if prior is not None and method not in PROJECTION_PRIOR_METHODS:
+        raise UserError(f"a projection prior (--prior) is for {' and '.join(PROJECTION_PRIOR_METHODS)}; "
+                        f"{method} has none.")
     lr.check_usable()
     external = _load_pretrained(pretrained, device) if method == "balanced" and pretrained != NONE else None
-    external_projection = (_load_external_projection(prior, scale, device) if method in ("standard", "quality")
+    external_projection = (_load_external_projection(prior, scale, device) if method in PROJECTION_PRIOR_METHODS
                            else None)
     if external_projection is not None and prior is not None:
         prior = None  # a folder of the external projection prior: beside it, the internal one where it runs
@@ -195,8 +201,7 @@ def _load_external_projection(prior: str | None, scale: Scale, device: str):
     from .pipeline import resolve_device
 
     if prior is None:
-        shipped = load_external_projection_prior(None, resolve_device(device))
-        return shipped if shipped.scale == tuple(scale) else None
+        return load_external_projection_prior(None, resolve_device(device), only_for=scale)
     if prior in (NONE, SHIPPED) or folder_format(Path(prior)) != FORMAT:
         return None
     network = load_external_projection_prior(prior, resolve_device(device))

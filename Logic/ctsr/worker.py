@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 from .cli import run_guarded
-from .errors import UserError
+from .errors import UserError, check_seed
 from .progress import JsonLinesProgress, Progress
 
 JOB_FIELDS = ("input", "output", "uncertainty_output", "scale", "method", "device", "seed", "compress",
@@ -86,7 +86,7 @@ def check_options(options: dict) -> None:
 
 def run_job(job: dict, progress: Progress) -> dict:
     """Run one validated job: read, upsample, write atomically. Returns the ``result`` fields."""
-    from .io import check_writable, read_volume, write_volume
+    from .io import check_writable, read_volume, uncertainty_path, write_result
     from .upsampling import METHODS, upsample
 
     if job["method"] not in METHODS:
@@ -94,15 +94,16 @@ def run_job(job: dict, progress: Progress) -> dict:
     if job["device"] not in ("auto", "cpu", "cuda"):
         raise UserError(f"unknown device {job['device']!r}; use auto, cpu or cuda.")
     check_options(job["options"])
+    seed = check_seed(job["seed"])
     output = Path(job["output"])
     check_writable(output, inputs=[job["input"]])
-    if job.get("uncertainty_output"):
-        check_writable(job["uncertainty_output"], inputs=[job["input"], output])
+    if int(job["options"].get("uncertainty") or 0) > 1:
+        check_writable(job.get("uncertainty_output") or uncertainty_path(output), inputs=[job["input"], output])
     lr = read_volume(job["input"])
     progress.log(f"input {'x'.join(map(str, lr.shape_ijk))} voxels, spacing "
                  f"{'x'.join(f'{s:.3g}' for s in lr.spacing)} mm")
     try:
-        result = upsample(lr, job["scale"], job["method"], progress, seed=int(job["seed"]),
+        result = upsample(lr, job["scale"], job["method"], progress, seed=seed,
                           device=job["device"], **job["options"])
     except ModuleNotFoundError as error:
         raise UserError(f"the Python package {error.name!r} needed by {job['method']!r} is not "
@@ -112,21 +113,9 @@ def run_job(job: dict, progress: Progress) -> dict:
         if "out of memory" in str(error).lower():
             raise MemoryError(str(error)) from None
         raise
-    fields = {"output": str(output), "shape_ijk": list(result.volume.shape_ijk),
-              "provenance": result.provenance}
-    if result.uncertainty is not None:
-        from .cli import uncertainty_path
-
-        spread = Path(job.get("uncertainty_output") or uncertainty_path(output))
-        write_volume(result.uncertainty, spread, compress=bool(job["compress"]))
-        fields["uncertainty"] = str(spread)
-    try:
-        write_volume(result.volume, output, compress=bool(job["compress"]))
-    except BaseException:
-        if "uncertainty" in fields:  # no half-made result: both files or neither
-            Path(fields["uncertainty"]).unlink(missing_ok=True)
-        raise
-    return fields
+    written = write_result(result.volume, output, result.uncertainty, job.get("uncertainty_output"),
+                           compress=bool(job["compress"]))
+    return {**written, "shape_ijk": list(result.volume.shape_ijk), "provenance": result.provenance}
 
 
 def _run(args, progress: Progress) -> dict:

@@ -125,7 +125,8 @@ def fit_residual(Y: torch.Tensor, P_up: torch.Tensor, V_up: torch.Tensor, geomet
         loss = (F.l1_loss(predicted, Y[views]) + F.l1_loss(rendered, target[views])
                 + settings.ssim_weight * (1 - _ssim(predicted, Y[views], window, data_range)))
         if settings.tv_weight > 0:
-            loss = loss + settings.tv_weight * _tv_crop(gaussians, V_up, geometry, settings.tv_crop, generator)
+            loss = loss + settings.tv_weight * _tv_crop(gaussians, V_up, geometry, settings.tv_crop, generator,
+                                                        settings.footprint_sigmas)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
@@ -229,12 +230,13 @@ def _ssim(a: torch.Tensor, b: torch.Tensor, window: torch.Tensor, data_range: fl
 
 
 def _tv_crop(g: SignedGaussians, V_up: torch.Tensor, geometry: ConeGeometry, size: int,
-             generator: torch.Generator) -> torch.Tensor:
-    """Mean absolute finite difference (3 axes) of ``relu(dV + V_up)`` on a random crop."""
+             generator: torch.Generator, sigmas: float) -> torch.Tensor:
+    """Mean absolute finite difference (3 axes) of ``relu(dV + V_up)`` on a random crop
+    (``dV`` voxelized with footprints of ``sigmas`` standard deviations, as rendered)."""
     shape = geometry.nVoxel
     sides = [min(size, n) for n in shape]
     lo = [int(torch.randint(n - s + 1, (1,), generator=generator)) for n, s in zip(shape, sides)]
     hi = [l + s for l, s in zip(lo, sides)]
-    crop = voxelize(g, geometry, region=(*lo, *hi), sigmas=FOOTPRINT_SIGMAS)
+    crop = voxelize(g, geometry, region=(*lo, *hi), sigmas=sigmas)
     volume = torch.relu(crop + V_up[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
     return sum(volume.diff(dim=d).abs().mean() for d in range(3))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .config import PRESETS
 from .model import METADATA_FILE
 
 
@@ -30,8 +31,7 @@ def render_model_card(metadata: dict, name: str) -> str:
         "## Model",
         f"- preset `{t.get('preset')}`, {metadata.get('parameters', 0) / 1e6:.2f} M parameters, "
         f"weights `diffusion_pytorch_model.safetensors` (EMA, decay {t.get('ema_decay')})",
-        f"- trained on {t.get('crop')} x {t.get('crop')} crops; fully convolutional, so it runs at other "
-        "detector sizes (multiples of 4; the sampler pads)",
+        f"- trained on {t.get('crop')} x {t.get('crop')} crops; {_size_note(t.get('preset'))}",
         "",
         "## Data",
         f"- DRRs of {', '.join(d.get('ct_volumes', [])) or 'no CT'} ({d.get('drr_images', 0)} images: "
@@ -73,3 +73,12 @@ def write_model_card(model_dir: Path) -> Path:
     path = model_dir / "README.md"
     path.write_text(render_model_card(metadata, model_dir.name))
     return path
+
+
+def _size_note(preset: str | None) -> str:
+    """What detector sizes a network of ``preset`` (:data:`ctsr.prior.config.PRESETS`) runs at."""
+    blocks = PRESETS.get(preset, {})
+    multiple = 2 ** (len(blocks.get("block_out_channels", (0, 0, 0))) - 1)
+    kind = ("with self-attention, it still runs at other"
+            if any("Attn" in b for b in blocks.get("down_block_types", ())) else "fully convolutional, so it runs at other")
+    return f"{kind} detector sizes (multiples of {multiple}; the sampler pads)"

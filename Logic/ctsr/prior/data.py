@@ -22,11 +22,11 @@ import SimpleITK as sitk
 import torch
 
 from ..errors import UserError
+from ..io import VOLUME_SUFFIXES
 from ..metrics import DEFAULT_WINDOW, normalize
 from ..volume import Volume
 from .operators import normalize_image
 
-CT_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
 XRAY_SUFFIXES = (".dcm", ".png", ".jpg", ".jpeg")
 RADIOGRAPH_SIDES = (512, 256)
 
@@ -39,7 +39,7 @@ def _files(folder: Path, suffixes) -> list[Path]:
 
 def ct_files(folder: Path, holdout: tuple[str, ...] = ()) -> list[Path]:
     """CT volume files in ``folder`` except those whose name starts with an entry of ``holdout``."""
-    return [p for p in _files(folder, CT_SUFFIXES) if not any(p.name.startswith(h) for h in holdout)]
+    return [p for p in _files(folder, VOLUME_SUFFIXES) if not any(p.name.startswith(h) for h in holdout)]
 
 
 def xray_files(folder: Path) -> list[Path]:

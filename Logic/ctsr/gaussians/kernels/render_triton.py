@@ -31,8 +31,6 @@ log-scales, quaternions and raw densities follow from these by torch autograd th
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
@@ -45,7 +43,6 @@ from .packing import pack_frames, pack_precisions, unpack_gradients
 
 #: Default tile (rows, columns) of one program; 16 x 16 = 256 rays.
 TILE = (16, 16)
-_SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
 @triton.jit
