@@ -12,9 +12,9 @@ DDNM+PAS with init = P_up (range target y, and A(P_up)), each at the PAS thresho
 projection whose prior check fails even at t = 0 keeps its start image: 0 steps).
 PSNR: peak = the truth's value range over the evaluated projections; SSIM: 2D SSIM (the
 project's ctsr.metrics settings) on projections scaled by the same range, mean over views.
-Writes benchmarks/prior_bench.json and benchmarks/prior_bench.md.
+Writes benchmarks/<out>.json and benchmarks/<out>.md (default prior_bench).
 
-    python benchmarks/prior_bench.py [--model DIR] [--every 4] [--steps 20] [--threads 2]
+    python benchmarks/prior_bench.py [--model DIR] [--every 4] [--steps 20] [--threads 2] [--out NAME]
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ def main() -> None:
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
         if k in ("views", "every", "steps", "eta", "threads"))
     command += " --pas-thresholds " + " ".join(f"{t:g}" for t in args.pas_thresholds)
+    command += "" if args.scales == [2, 4] else " --scales " + " ".join(map(str, args.scales))
+    command += f" --model {args.model}" if args.model else ""
+    command += "" if args.out == "prior_bench" else f" --out {args.out}"
     result = {"model": str(prior.path), "case": "CTChestCrop (64^3 crop of held-out chest_cta_1.5mm)",
               "command": command, "machine": f"{platform.processor() or platform.machine()}, "
               f"{args.threads} torch threads", "rows": rows}
