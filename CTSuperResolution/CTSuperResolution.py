@@ -164,6 +164,7 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._lastInput = None  # the input the panel last saw (a new one may be a thick-slice scan)
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_MS)
         self._timer.connect("timeout()", self._pollJob)
@@ -199,7 +200,7 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancelJob()
@@ -219,12 +220,26 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def setParameterNode(self, inputParameterNode: Optional[CTSuperResolutionParameterNode]) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-            self._updateButtons()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        """A newly selected thick-slice input (:func:`jobs.is_thick_slice`) turns *Through-plane
+        only* on (its in-plane pixels are already fine: x2 everywhere would quadruple them), and
+        the status line says so; the user can turn it off again."""
+        p = self._parameterNode
+        node = p.inputVolume if p else None
+        if node is not self._lastInput:
+            self._lastInput = node
+            if node is not None and not p.throughPlaneOnly and jobs.is_thick_slice(node.GetSpacing()):
+                p.throughPlaneOnly = True
+                self._showStatus(_("{name} has thick slices ({spacing} mm): Through-plane only is on.").format(
+                    name=node.GetName(), spacing=" x ".join(f"{s:.3g}" for s in node.GetSpacing())))
+        self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None) -> None:
         running = self._job is not None

@@ -200,10 +200,12 @@ def test_node_volume_round_trip_is_exact(scene, oblique_sample):
     np.testing.assert_allclose(node.GetOrigin(), oblique_sample.origin)
 
 
-@pytest.mark.parametrize("spacing, axis", [((0.7, 0.7, 5.0), 2), ((3.0, 0.8, 0.8), 0),
-                                           ((1.0, 1.0, 1.0), 2), ((0.5, 2.0, 2.0), 2)])
-def test_through_plane_axis_is_the_largest_spacing(spacing, axis):
+@pytest.mark.parametrize("spacing, axis, thick", [((0.7, 0.7, 5.0), 2, True), ((3.0, 0.8, 0.8), 0, True),
+                                                  ((1.0, 1.0, 1.0), 2, False), ((0.5, 2.0, 2.0), 2, True),
+                                                  ((0.957, 0.957, 1.5), 2, False)])
+def test_through_plane_axis_is_the_largest_spacing(spacing, axis, thick):
     assert jobs.through_plane_axis(spacing) == axis
+    assert jobs.is_thick_slice(spacing) is thick  # the panel then turns Through-plane only on
     expected = [1, 1, 1]
     expected[axis] = 8
     assert jobs.resolve_scale(8, spacing, through_plane_only=True) == tuple(expected)

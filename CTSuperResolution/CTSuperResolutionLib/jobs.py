@@ -28,6 +28,17 @@ def through_plane_axis(spacing_ijk) -> int:
     return int(max(axis for axis in range(3) if spacing[axis] >= largest * (1 - 1e-6)))
 
 
+#: A scan whose slices are more than this many times farther apart than its finest pixel
+#: spacing is a thick-slice scan (the panel then offers through-plane only by default).
+THICK_SLICE_RATIO = 2.0
+
+
+def is_thick_slice(spacing_ijk) -> bool:
+    """The largest spacing (mm) is more than :data:`THICK_SLICE_RATIO` times the smallest."""
+    spacing = np.asarray(spacing_ijk, dtype=np.float64)
+    return bool(spacing.max() > THICK_SLICE_RATIO * spacing.min())
+
+
 def resolve_scale(scale, spacing_ijk, through_plane_only: bool = False) -> Scale:
     """The per-axis scale of a job. ``scale`` is what :func:`ctsr.grids.parse_scale` takes
     (2, "4", "1x1x4", (1, 1, 4)); with ``through_plane_only`` a single factor applies to the
