@@ -1,7 +1,8 @@
 """The internal prior: its training pair is made by the LR model's operator, its plan follows
-the scale, inference in slabs equals one pass, and it is seeded, cancellable and useful."""
+the scale, inference in tiles equals one pass, and it is seeded, cancellable and useful."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -79,17 +80,34 @@ def test_no_pair_is_made_with_an_assumed_blur(sample):
 
 
 @pytest.mark.parametrize("kernel", [(3, 3, 3), (1, 3, 3)])
-def test_inference_in_slabs_equals_one_pass(monkeypatch, kernel):
-    """The halo makes slab-wise inference seamless: same numbers as the whole volume at once."""
+@pytest.mark.parametrize("budget", [150, 2000])
+def test_inference_in_tiles_equals_one_pass(monkeypatch, kernel, budget):
+    """The halo makes tile-wise inference seamless: same numbers as the whole volume at once,
+    with tiles cut along every axis."""
     torch.manual_seed(0)
     network = ip.ResidualCNN(channels=4, layers=3, kernel=kernel)
     torch.nn.init.normal_(network.body[-1].weight, std=0.1)
-    array = np.random.default_rng(0).normal(0, 300, (21, 10, 12)).astype(np.float32)
+    array = np.random.default_rng(0).normal(0, 300, (21, 18, 20)).astype(np.float32)
     with torch.no_grad():
         whole = array + network(torch.from_numpy(array / ip.HU_SCALE)[None, None])[0, 0].numpy() * ip.HU_SCALE
-    monkeypatch.setattr(ip, "SLAB_VOXELS", 4 * 10 * 12)
-    sliced = ip.apply_in_slabs(network, array, torch.device("cpu"), SilentProgress())
-    np.testing.assert_allclose(sliced, whole, atol=1e-3)
+    monkeypatch.setattr(ip, "TILE_VOXELS", budget)
+    tile = ip.tile_shape(array.shape, network.halo)
+    assert tile != array.shape
+    if budget < 18 * 20:  # not even one plane fits: cut in-plane too
+        assert any(e < n for e, n in zip(tile[1:], array.shape[1:]))
+    tiled = ip.apply_in_tiles(network, array, torch.device("cpu"), SilentProgress())
+    np.testing.assert_allclose(tiled, whole, atol=1e-3)
+
+
+def test_tiles_fit_the_budget_and_cut_axes_without_a_halo_first():
+    for shape, halo in [((96, 1024, 1024), (6, 6, 6)), ((512, 512, 192), (0, 6, 6)), ((7, 300, 5), (2, 2, 2))]:
+        for budget in (10_000, 2_000_000):
+            tile = ip.tile_shape(shape, halo, budget)
+            padded = math.prod(min(n, e + 2 * h) for n, e, h in zip(shape, tile, halo))
+            assert padded <= budget or tile == (1, 1, 1)
+            assert all(1 <= e <= n for e, n in zip(tile, shape))
+    assert ip.tile_shape((512, 512, 192), (0, 6, 6))[1:] == (512, 192)  # whole planes: no halo to pay
+    assert ip.tile_shape((10, 10, 10), (6, 6, 6)) == (10, 10, 10)  # fits: one tile
 
 
 def test_flip_ensemble_is_the_largest_group_within_the_budget():
@@ -123,7 +141,7 @@ def test_flip_ensemble_is_the_mean_over_its_flips_and_commutes_with_them(budget,
     expected = array + torch.stack(passes).mean(0)[0, 0].numpy() * ip.HU_SCALE
     np.testing.assert_allclose(ensemble(volume), expected, atol=1e-3)
     single = lambda v: ip.apply(network, the_plan, v, flip_budget=0).array
-    np.testing.assert_array_equal(single(volume), ip.apply_in_slabs(network, array, torch.device("cpu"),
+    np.testing.assert_array_equal(single(volume), ip.apply_in_tiles(network, array, torch.device("cpu"),
                                                                     SilentProgress()))
     for axes in equivariant:
         flipped = volume.with_array(np.ascontiguousarray(np.flip(array, axes)))
@@ -184,7 +202,7 @@ def test_axis_permutations_teach_a_relation_along_every_axis():
     def commutator(permute_axes):
         network = ip.fit_residual_network(source, target, (3, 3, 3), settings, 0, "cpu", SilentProgress(), "t",
                                           permute_axes=permute_axes)
-        residual = lambda a: ip.apply_in_slabs(network, a, torch.device("cpu"), SilentProgress(), unit=1.0) - a
+        residual = lambda a: ip.apply_in_tiles(network, a, torch.device("cpu"), SilentProgress(), unit=1.0) - a
         return np.linalg.norm(residual(swap(probe)) - swap(residual(probe))) / np.linalg.norm(residual(probe))
 
     assert commutator(False) > 0.5

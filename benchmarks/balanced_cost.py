@@ -1,11 +1,13 @@
 """What the default (``balanced``) costs beside ``fast``: wall time per stage and peak memory
 on this machine's CPU (2 threads), at the sizes a user brings.
 
-    python benchmarks/balanced_cost.py            # ~5 min on 2 cores
+    python benchmarks/balanced_cost.py            # ~10 min on 2 cores
 
 Inputs are real scans of ../shared/data taken **as scanned** (no truth, no simulated LR): the
 central crop of the chest CTA at x2 (64^3 -> 128^3 and 128^3 -> 256^3) and the real 5 mm
-chest at through-plane x4 (192 x 192 x 48 -> x 192). Each run is a fresh process (this script
+chest at through-plane x4 (192 x 192 x 48 -> x 192) and, whole, at x2 (512 x 512 x 48 ->
+1024 x 1024 x 96, what the panel ran by default before it turned through-plane on for such
+scans). Each run is a fresh process (this script
 with ``--one``), so its peak RSS is that run's. Writes benchmarks/balanced_cost.{json,md}.
 """
 
@@ -30,6 +32,8 @@ CASES = {
     "chest 64^3 x2": ("chest_cta_1.5mm.nrrd", (slice(63, 127), slice(51, 115), slice(84, 148)), "2"),
     "chest 128^3 x2": ("chest_cta_1.5mm.nrrd", (slice(31, 159), slice(19, 147), slice(52, 180)), "2"),
     "thick 5 mm 192x192x48 1x1x4": ("chest_thick_5mm.nrrd", (slice(0, 48), slice(160, 352), slice(96, 288)), "1x1x4"),
+    # The whole scan at x2 on every axis: a 512 x 512 CT's in-plane size, 100 M output voxels.
+    "thick 5 mm whole 512x512x48 x2": ("chest_thick_5mm.nrrd", (slice(0, 48), slice(0, 512), slice(0, 512)), "2"),
 }
 METHODS = ("fast", "balanced")
 

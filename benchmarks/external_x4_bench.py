@@ -40,7 +40,7 @@ NOISES = (0, 30)
 def cell(hr, blur: str, noise: int, external) -> dict:
     from ctsr.baselines import upsample_interpolate
     from ctsr.fidelity import enforce_lr_consistency
-    from ctsr.internal_prior import apply_in_slabs, consistent_upsample
+    from ctsr.internal_prior import apply_in_tiles, consistent_upsample
     from ctsr.lrestimate import resolve_lr_model
     from ctsr.lrmodel import LRModel, simulate_lr
     from ctsr.metrics import evaluate
@@ -49,7 +49,7 @@ def cell(hr, blur: str, noise: int, external) -> dict:
     lr = simulate_lr(hr, SCALE, LRModel.parse(f"{blur},noise:{noise}"), seed=1)
     model = resolve_lr_model(lr, SCALE)
     fast = consistent_upsample(lr, SCALE, model)
-    added = fast.with_array(apply_in_slabs(external.network, fast.array, torch.device("cpu"), SilentProgress()))
+    added = fast.with_array(apply_in_tiles(external.network, fast.array, torch.device("cpu"), SilentProgress()))
     alone, _ = enforce_lr_consistency(added, lr, SCALE, model)
     row = {"lr_model": f"{blur},noise:{noise}", "estimated": str(model)}
     for name, volume in (("cubic", upsample_interpolate(lr, SCALE, "cubic")), ("fast", fast),

@@ -48,7 +48,7 @@ TARGETS = ("P_up", "one level", "one level, pair without noise", "two levels, pa
 def cell(hr, lr_cell: str) -> dict:
     """Every x4 target of one LR input, scored against the truth's projections."""
     from ctsr.baselines import upsample_interpolate
-    from ctsr.internal_prior import InternalPriorSettings, apply_in_slabs, fit_residual_network, plan
+    from ctsr.internal_prior import InternalPriorSettings, apply_in_tiles, fit_residual_network, plan
     from ctsr.internal_projection_prior import KERNEL, projection_training_pair
     from ctsr.pipeline import consistent_p_up
     from ctsr.prior.operators import bicubic
@@ -71,7 +71,7 @@ def cell(hr, lr_cell: str) -> dict:
         network = fit_residual_network(source.numpy(), y.numpy(), KERNEL, InternalPriorSettings(steps=STEPS), 0,
                                        "cpu", SilentProgress(), "projection prior")
         row.setdefault("training_seconds", []).append(round(time.monotonic() - start, 1))
-        return lambda p: torch.from_numpy(apply_in_slabs(network, p.numpy(), torch.device("cpu"), SilentProgress(),
+        return lambda p: torch.from_numpy(apply_in_tiles(network, p.numpy(), torch.device("cpu"), SilentProgress(),
                                                          unit=1.0))
 
     f = trained(the_plan.pair_model)

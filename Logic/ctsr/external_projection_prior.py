@@ -39,7 +39,7 @@ from .errors import UserError
 from .external_prior import PretrainSettings, pretraining_record, random_lr_model, read_hr_scans
 from .geometry import detector_binning, scan_geometries
 from .grids import Scale
-from .internal_prior import InternalPriorSettings, ResidualCNN, apply_in_slabs, fit_residual_network
+from .internal_prior import InternalPriorSettings, ResidualCNN, apply_in_tiles, fit_residual_network
 from .internal_projection_prior import KERNEL, STAGE, one_level_down
 from .lrmodel import LRModel, simulate_lr
 from .metrics import DEFAULT_WINDOW
@@ -155,7 +155,7 @@ def upsample_projections_externally(prior: PretrainedNetwork, p_up: torch.Tensor
     """``Y = P_up + s * f(conditioning)`` (same shape and units as ``p_up``; ``scale`` IJK)."""
     progress = progress or SilentProgress()
     inputs, unit = conditioning(p_up.cpu(), y.cpu(), scale)
-    target = apply_in_slabs(prior.network, inputs, torch.device(device), progress, unit=1.0, stage=STAGE)
+    target = apply_in_tiles(prior.network, inputs, torch.device(device), progress, unit=1.0, stage=STAGE)
     return torch.from_numpy(target * unit[:, None, None]).to(p_up.device)
 
 

@@ -38,7 +38,7 @@ Three geometries (:func:`plan`):
 
 Arrays are KJI and in HU; the network sees HU / :data:`HU_SCALE`. Training is a fixed number
 of Adam steps on random patches (bounded time, whatever the input size); inference runs in
-slabs along the first array axis (memory bounded; time linear in the output size). On CUDA the
+tiles with a halo (memory bounded; time linear in the output size). On CUDA the
 convolutions run in full float32 with cuDNN's deterministic algorithms
 (:func:`exact_convolutions`): a seed gives the same volume on a GPU to 0.01 HU (0.0004 HU apart
 on an H200), and what the CPU gives to rounding.
@@ -56,7 +56,7 @@ from torch import nn
 
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency
-from .grids import Scale, halved, is_through_plane, lr_grid
+from .grids import Scale, halved, hr_grid, is_through_plane, lr_grid
 from .lrestimate import LOOKS_TOO_WIDE, lr_model_one_level_down
 from .lrmodel import LRModel, LROperator, Profile, add_noise
 from .progress import Progress, SilentProgress
@@ -82,8 +82,8 @@ FLIP_ENSEMBLES = (
     ((), (0, 1, 2)),
     ((),),
 )
-#: Output voxels per inference slab (bounds the activations: about 70 bytes each).
-SLAB_VOXELS = 2_000_000
+#: Voxels per inference tile, its halo included (bounds the activations: about 70 bytes each).
+TILE_VOXELS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -215,8 +215,8 @@ class ResidualCNN(nn.Module):
         for convolution in convolutions[:-1]:
             body += [convolution, nn.LeakyReLU(0.1)]
         self.body = nn.Sequential(*body, convolutions[-1])
-        #: Voxels of context along K that one output voxel depends on, each side.
-        self.halo_k = layers * padding[0]
+        #: Voxels of context along K, J, I that one output voxel depends on, each side.
+        self.halo = tuple(layers * p for p in padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -315,26 +315,48 @@ def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[i
     return network.eval()
 
 
+def tile_shape(shape: tuple[int, int, int], halo: tuple[int, int, int], budget: int | None = None
+               ) -> tuple[int, int, int]:
+    """The edges (KJI) of the tiles :func:`apply_in_tiles` cuts a volume of ``shape`` into: with
+    its ``halo`` (per axis, each side) a tile holds at most ``budget`` voxels
+    (:data:`TILE_VOXELS`; fewer is impossible once every edge is 1). From the whole volume, the
+    edge halved at each step is the one whose halving computes the fewest voxels over all tiles
+    (a halo costs each tile twice its width along its axis, so axes without one are cut first):
+    a 96 x 1024 x 1024 volume (x2 of a 512 x 512 CT) under a 3D network of halo 6 is cut into
+    tiles of 96 x 128 x 128, which compute 1.2 times its voxels, where slabs of whole planes (one
+    slice each, with 6 on either side) computed 13 times them."""
+    budget = TILE_VOXELS if budget is None else budget
+    padded = lambda t: math.prod(min(n, e + 2 * h) for n, e, h in zip(shape, t, halo))
+    computed = lambda t: math.prod(math.ceil(n / e) * min(n, e + 2 * h) for n, e, h in zip(shape, t, halo))
+    tile = tuple(shape)
+    while padded(tile) > budget and max(tile) > 1:
+        halvings = [tile[:a] + (math.ceil(tile[a] / 2),) + tile[a + 1:] for a in range(3) if tile[a] > 1]
+        tile = min(halvings, key=lambda t: (computed(t), padded(t)))
+    return tile
+
+
 @torch.no_grad()
-def apply_in_slabs(network: ResidualCNN, array: np.ndarray, device: torch.device, progress: Progress,
+def apply_in_tiles(network: ResidualCNN, array: np.ndarray, device: torch.device, progress: Progress,
                    unit: float = HU_SCALE, stage: str = "internal prior") -> np.ndarray:
-    """``array + unit * network(array / unit)`` (KJI; HU with the default ``unit``), slab by
-    slab along K with a halo of the network's receptive field (the slabs join without seams).
-    A (C, K, J, I) ``array`` is the conditioned form of :func:`fit_residual_network`: the
-    residual adds to channel 0, and the result is (K, J, I)."""
+    """``array + unit * network(array / unit)`` (KJI; HU with the default ``unit``), tile by
+    tile (:func:`tile_shape`), each computed with a halo of the network's receptive field (the
+    tiles join without seams: the same numbers as one pass over the whole array). A (C, K, J, I)
+    ``array`` is the conditioned form of :func:`fit_residual_network`: the residual adds to
+    channel 0, and the result is (K, J, I)."""
     array = array if array.ndim == 4 else array[None]
-    out = np.empty_like(array[0], dtype=np.float32)
-    n = array.shape[1]
-    depth = max(1, SLAB_VOXELS // max(1, array.shape[2] * array.shape[3]))
-    halo = network.halo_k
-    for start in range(0, n, depth):
-        stop = min(n, start + depth)
-        low, high = max(0, start - halo), min(n, stop + halo)
-        x = torch.from_numpy(np.ascontiguousarray(array[:, low:high], dtype=np.float32) / unit).to(device)
+    shape = array.shape[1:]
+    out = np.empty(shape, dtype=np.float32)
+    tile = tile_shape(shape, network.halo)
+    corners = list(itertools.product(*(range(0, n, e) for n, e in zip(shape, tile))))
+    for done, corner in enumerate(corners, start=1):
+        kept = tuple(slice(c, min(n, c + e)) for c, n, e in zip(corner, shape, tile))
+        grown = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, n, h in zip(kept, shape, network.halo))
+        x = torch.from_numpy(np.ascontiguousarray(array[(slice(None),) + grown], dtype=np.float32) / unit).to(device)
         with exact_convolutions():
             y = network(x[None])[0, 0].cpu().numpy() * unit
-        out[start:stop] = array[0, start:stop] + y[start - low:start - low + stop - start]
-        progress.update(stage, stop / n, f"applying the learned prior: slice {stop}/{n}")
+        inner = tuple(slice(k.start - g.start, k.stop - g.start) for k, g in zip(kept, grown))
+        out[kept] = array[(0,) + kept] + y[inner]
+        progress.update(stage, done / len(corners), f"applying the learned prior: tile {done}/{len(corners)}")
     return out
 
 
@@ -361,15 +383,35 @@ def apply(network: ResidualCNN, the_plan: Plan, volume: Volume, device: str | to
         for n, axes in enumerate(flips):
             flipped = np.ascontiguousarray(np.flip(volume.array, axes))
             part = progress.span(n / len(flips), (n + 1) / len(flips))
-            total += np.flip(apply_in_slabs(network, flipped, device, part), axes)
+            total += np.flip(apply_in_tiles(network, flipped, device, part), axes)
         return volume.with_array(total / len(flips))
     # KJI -> IJK puts z last (the degraded axis of training) with y beside it; KJI -> JIK with x.
     results = []
     for order, part in (((2, 1, 0), (0.0, 0.5)), ((1, 2, 0), (0.5, 1.0))):
         moved = np.ascontiguousarray(volume.array.transpose(order))
-        done = apply_in_slabs(network, moved, device, progress.span(*part))
+        done = apply_in_tiles(network, moved, device, progress.span(*part))
         results.append(done.transpose(np.argsort(order)))
     return volume.with_array((results[0] + results[1]) / 2)
+
+
+#: Expected seconds on 2 CPU cores (``benchmarks/balanced_cost.md``, the whole 5 mm chest at
+#: x2) of an Adam step of each kind, of ``fast`` per HR voxel and of one network pass per HR
+#: voxel; they only split the progress bar between the stages, so that its fraction and the
+#: time left it implies stay honest whatever the output size.
+STEP_SECONDS = {"volume": 0.07, "two levels": 0.07, "through-plane": 0.045}
+FAST_SECONDS_PER_VOXEL, PASS_SECONDS_PER_VOXEL = 3e-7, 1.2e-6
+
+
+def _progress_marks(the_plan: Plan, settings: InternalPriorSettings, hr_shape_ijk) -> tuple[float, float]:
+    """The fractions of :func:`upsample_with_internal_prior` at which training and the ``fast``
+    upsampling end (the network's passes then run to 0.95, the consistency step after), in
+    proportion to their expected seconds on an HR grid of ``hr_shape_ijk``."""
+    voxels = math.prod(hr_shape_ijk)
+    passes = 2 if the_plan.kind == "through-plane" else len(flip_ensemble(tuple(hr_shape_ijk), settings.flip_budget))
+    seconds = (settings.steps_for(the_plan.kind) * STEP_SECONDS[the_plan.kind], voxels * FAST_SECONDS_PER_VOXEL,
+               voxels * passes * PASS_SECONDS_PER_VOXEL)
+    trained = 0.95 * seconds[0] / sum(seconds)
+    return trained, trained + 0.95 * seconds[1] / sum(seconds)
 
 
 def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
@@ -386,20 +428,22 @@ def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
     its weights (fine-tuning); elsewhere (through-plane, other scales), and without it, the
     network starts from zero."""
     progress = progress or SilentProgress()
-    progress.update("upsample", 0.0, "Lanczos-3 upsampling made consistent with the input")
     the_plan = plan(lr, scale, model)
     if the_plan.kind is None:
         progress.log(f"internal prior skipped: {the_plan.reason}")
+        progress.update("upsample", 0.0, "Lanczos-3 upsampling made consistent with the input")
         return consistent_upsample(lr, scale, model), {"internal_prior": f"skipped: {the_plan.reason}"}
     warm = (external is not None and the_plan.kind in ("volume", "two levels")
             and tuple(the_plan.pair_scale) == external.scale)
-    network = _train_for(lr, the_plan, settings, seed, device, progress.span(0.05, 0.75),
-                         external.network if warm else None)
-    start = f"from {external.name}" if warm else "from zero"
     two_levels = the_plan.kind == "two levels"
     level_scale, level_model = (the_plan.pair_scale, the_plan.pair_model) if two_levels else (scale, model)
+    trained, upsampled = _progress_marks(the_plan, settings, hr_grid(lr.ijk_to_ras, lr.shape_ijk, level_scale)[1])
+    network = _train_for(lr, the_plan, settings, seed, device, progress.span(0.0, trained),
+                         external.network if warm else None)
+    start = f"from {external.name}" if warm else "from zero"
+    progress.update("upsample", trained, "Lanczos-3 upsampling onto the HR grid, made consistent with the input")
     fast = consistent_upsample(lr, level_scale, level_model)
-    hr = apply(network, the_plan, fast, device, progress.span(0.75, 0.95), settings.flip_budget)
+    hr = apply(network, the_plan, fast, device, progress.span(upsampled, 0.95), settings.flip_budget)
     what = the_plan.kind
     if two_levels:
         hr, _ = enforce_lr_consistency(hr, lr, level_scale, level_model)

@@ -34,7 +34,7 @@ import torch
 from .baselines import upsample_interpolate
 from .geometry import ConeGeometry
 from .grids import Scale, is_through_plane
-from .internal_prior import (MAX_VOLUME_SCALE, InternalPriorSettings, Plan, apply_in_slabs, degrade_again,
+from .internal_prior import (MAX_VOLUME_SCALE, InternalPriorSettings, Plan, apply_in_tiles, degrade_again,
                              fit_residual_network, plan)
 from .lrmodel import LRModel
 from .metrics import DEFAULT_WINDOW
@@ -102,6 +102,6 @@ def upsample_projections_internally(lr: Volume, scale: Scale, model: LRModel, p_
     source = projection_training_pair(lr, the_plan.pair_scale, the_plan.pair_model, lr_geometry, seed, device, window)
     network = fit_residual_network(source.cpu().numpy(), y.cpu().numpy(), KERNEL, settings, seed, device,
                                    progress.span(0.05, 0.9), STAGE)
-    target = apply_in_slabs(network, p_up.cpu().numpy(), torch.device(device), progress.span(0.9, 1.0), unit=1.0,
+    target = apply_in_tiles(network, p_up.cpu().numpy(), torch.device(device), progress.span(0.9, 1.0), unit=1.0,
                             stage=STAGE)
     return torch.from_numpy(target).to(p_up.device)
