@@ -89,6 +89,7 @@ def test_sigterm_stops_the_worker_with_no_output(tmp_path, sample):
     ({"output": "/tmp/hr.png"}, "cannot write hr.png"),
     ({"seed": "abc"}, "the seed must be a whole number from 0 up, not 'abc'"),
     ({"seed": -1}, "the seed must be a whole number from 0 up, not -1"),
+    ({"method": "balanced", "options": {"uncertainty": "many"}}, "uncertainty"),
 ])
 def test_bad_jobs_are_one_user_error(tmp_path, small_input, change, phrase):
     job = {"input": str(small_input), "output": str(tmp_path / "hr.nrrd"), "method": "trilinear", **change}

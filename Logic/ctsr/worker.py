@@ -97,7 +97,8 @@ def run_job(job: dict, progress: Progress) -> dict:
     seed = check_seed(job["seed"])
     output = Path(job["output"])
     check_writable(output, inputs=[job["input"]])
-    if int(job["options"].get("uncertainty") or 0) > 1:
+    runs = job["options"].get("uncertainty")
+    if isinstance(runs, int) and runs > 1:  # (a bad value is upsample's one sentence)
         check_writable(job.get("uncertainty_output") or uncertainty_path(output), inputs=[job["input"], output])
     lr = read_volume(job["input"])
     progress.log(f"input {'x'.join(map(str, lr.shape_ijk))} voxels, spacing "
