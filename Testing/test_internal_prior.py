@@ -95,8 +95,12 @@ def test_inference_in_tiles_equals_one_pass(monkeypatch, kernel, budget):
     assert tile != array.shape
     if budget < 18 * 20:  # not even one plane fits: cut in-plane too
         assert any(e < n for e, n in zip(tile[1:], array.shape[1:]))
+    seen = []
+    network.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0][0, 0].numel()))
     tiled = ip.apply_in_tiles(network, array, torch.device("cpu"), SilentProgress())
     np.testing.assert_allclose(tiled, whole, atol=1e-3)
+    # what tile_shape weighs is what the network computes
+    assert sum(seen) == math.prod(ip.computed_extent(n, e, h) for n, e, h in zip(array.shape, tile, network.halo))
 
 
 def test_tiles_fit_the_budget_and_cut_axes_without_a_halo_first():

@@ -70,10 +70,9 @@ def main() -> None:
             new = ip.apply_in_tiles(network, array, torch.device("cpu"), SilentProgress())
             seconds["tiles"].append(time.monotonic() - start)
         tile = ip.tile_shape(shape, network.halo)
-        computed = math.prod(math.ceil(n / e) * min(n, e + 2 * h) for n, e, h in zip(shape, tile, network.halo))
+        computed = math.prod(ip.computed_extent(n, e, h) for n, e, h in zip(shape, tile, network.halo))
         depth = max(1, SLAB_VOXELS // (shape[1] * shape[2]))
-        slab_computed = sum(min(shape[0], s + depth + network.halo[0]) - max(0, s - network.halo[0])
-                            for s in range(0, shape[0], depth)) * shape[1] * shape[2]
+        slab_computed = ip.computed_extent(shape[0], depth, network.halo[0]) * shape[1] * shape[2]
         rows.append({"shape_kji": list(shape), "tile_kji": list(tile),
                      "slabs_s": round(min(seconds["slabs"]), 2), "tiles_s": round(min(seconds["tiles"]), 2),
                      "slabs_computed_per_voxel": round(slab_computed / math.prod(shape), 2),

@@ -315,6 +315,12 @@ def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[i
     return network.eval()
 
 
+def computed_extent(n: int, edge: int, halo: int) -> int:
+    """Voxels along an axis of ``n`` that tiles of ``edge`` compute with their ``halo`` (the
+    outer tiles have it on their inner side only)."""
+    return sum(min(n, start + edge + halo) - max(0, start - halo) for start in range(0, n, edge))
+
+
 def tile_shape(shape: tuple[int, int, int], halo: tuple[int, int, int], budget: int | None = None
                ) -> tuple[int, int, int]:
     """The edges (KJI) of the tiles :func:`apply_in_tiles` cuts a volume of ``shape`` into: with
@@ -323,11 +329,11 @@ def tile_shape(shape: tuple[int, int, int], halo: tuple[int, int, int], budget: 
     edge halved at each step is the one whose halving computes the fewest voxels over all tiles
     (a halo costs each tile twice its width along its axis, so axes without one are cut first):
     a 96 x 1024 x 1024 volume (x2 of a 512 x 512 CT) under a 3D network of halo 6 is cut into
-    tiles of 96 x 128 x 128, which compute 1.2 times its voxels, where slabs of whole planes (one
-    slice each, with 6 on either side) computed 13 times them."""
+    tiles of 96 x 128 x 128, which compute 1.17 times its voxels (:func:`computed_extent`), where
+    slabs of whole planes (one slice each, with 6 on either side) computed 12.6 times them."""
     budget = TILE_VOXELS if budget is None else budget
     padded = lambda t: math.prod(min(n, e + 2 * h) for n, e, h in zip(shape, t, halo))
-    computed = lambda t: math.prod(math.ceil(n / e) * min(n, e + 2 * h) for n, e, h in zip(shape, t, halo))
+    computed = lambda t: math.prod(computed_extent(n, e, h) for n, e, h in zip(shape, t, halo))
     tile = tuple(shape)
     while padded(tile) > budget and max(tile) > 1:
         halvings = [tile[:a] + (math.ceil(tile[a] / 2),) + tile[a + 1:] for a in range(3) if tile[a] > 1]
