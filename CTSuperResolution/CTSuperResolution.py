@@ -39,7 +39,6 @@ ensure_engine_importable(os.path.dirname(os.path.abspath(__file__)))
 
 from ctsr.errors import UserError  # noqa: E402  (importable only after the line above)
 from ctsr.resources import resources_dir, sample_volume_path  # noqa: E402
-from ctsr.upsampling import DETERMINISTIC_METHODS  # noqa: E402
 
 from CTSuperResolutionLib import jobs  # noqa: E402
 from CTSuperResolutionLib.dependencies import (  # noqa: E402
@@ -259,11 +258,10 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         p = self._parameterNode
         if not p or not p.inputVolume:
             return _("Select an input volume.")
-        if p.uncertaintyRuns == 1:
-            return _("Uncertainty needs at least 2 runs (0 turns it off).")
-        if p.uncertaintyRuns and p.method in DETERMINISTIC_METHODS:
-            return _("{method} is deterministic: its runs would not differ (set uncertainty runs to 0).").format(
-                method=p.method)
+        try:  # the engine's rule: 0, or 2 runs or more of a method that is not deterministic
+            jobs.uncertainty_options(p.uncertaintyRuns, p.method)
+        except UserError as error:
+            return str(error)[:1].upper() + str(error)[1:]
         return ""
 
     # -- running a job ------------------------------------------------------------------------

@@ -146,10 +146,10 @@ def _say(args, text: str) -> None:
 def _run_upsample(args, progress: Progress) -> dict:
     from .io import check_writable, read_slice_thickness, read_volume, uncertainty_path, write_result
     from .lrmodel import LRModel
-    from .upsampling import upsample
+    from .upsampling import check_uncertainty_runs, upsample
 
     check_writable(args.output, inputs=[args.input])
-    if args.uncertainty and args.uncertainty > 1:
+    if check_uncertainty_runs(args.uncertainty, args.method):
         check_writable(uncertainty_path(args.output), inputs=[args.input, args.output])
     model = LRModel.parse(args.lr_model)
     lr = read_volume(args.input)

@@ -87,7 +87,7 @@ def check_options(options: dict) -> None:
 def run_job(job: dict, progress: Progress) -> dict:
     """Run one validated job: read, upsample, write atomically. Returns the ``result`` fields."""
     from .io import check_writable, read_volume, uncertainty_path, write_result
-    from .upsampling import METHODS, upsample
+    from .upsampling import METHODS, check_uncertainty_runs, upsample
 
     if job["method"] not in METHODS:
         raise UserError(f"unknown method {job['method']!r}; this engine offers {list(METHODS)}.")
@@ -97,8 +97,7 @@ def run_job(job: dict, progress: Progress) -> dict:
     seed = check_seed(job["seed"])
     output = Path(job["output"])
     check_writable(output, inputs=[job["input"]])
-    runs = job["options"].get("uncertainty")
-    if isinstance(runs, int) and runs > 1:  # (a bad value is upsample's one sentence)
+    if check_uncertainty_runs(job["options"].get("uncertainty"), job["method"]):
         check_writable(job.get("uncertainty_output") or uncertainty_path(output), inputs=[job["input"], output])
     lr = read_volume(job["input"])
     progress.log(f"input {'x'.join(map(str, lr.shape_ijk))} voxels, spacing "

@@ -79,6 +79,6 @@ def _size_note(preset: str | None) -> str:
     """What detector sizes a network of ``preset`` (:data:`ctsr.prior.config.PRESETS`) runs at."""
     blocks = PRESETS.get(preset, {})
     multiple = 2 ** (len(blocks.get("block_out_channels", (0, 0, 0))) - 1)
-    kind = ("with self-attention, it still runs at other"
-            if any("Attn" in b for b in blocks.get("down_block_types", ())) else "fully convolutional, so it runs at other")
-    return f"{kind} detector sizes (multiples of {multiple}; the sampler pads)"
+    attention = any("Attn" in block for block in blocks.get("down_block_types", ()))
+    kind = "with self-attention, it still runs" if attention else "fully convolutional, so it runs"
+    return f"{kind} at other detector sizes (multiples of {multiple}; the sampler pads)"
