@@ -26,6 +26,14 @@ def test_model_text_round_trips(text, expected):
     assert LRModel.parse(str(model)) == model
 
 
+def test_a_slab_with_no_axis_is_the_slice_axis_and_swapping_axes_moves_profiles_and_sources():
+    assert str(LRModel.parse("slab:5mm,noise:3", slice_axis=0)) == "x=slab:5mm,noise:3"
+    model = LRModel.parse("x=slab:5mm,y=gauss:1,z=box").with_axes_swapped(0, 2)
+    assert str(model) == "x=box,y=gauss:1,z=slab:5mm"
+    assert model.source == {"x": "given", "y": "given", "z": "given"}
+    assert model.with_profile(1, Profile("box"), "estimated").with_axes_swapped(1, 2).source["z"] == "estimated"
+
+
 @pytest.mark.parametrize("text", ["gauss", "gauss:-1", "blur:2", "noise:-3", "noise:x", "w=box", "slab:0mm"])
 def test_bad_models_are_one_sentence(text):
     with pytest.raises(UserError):

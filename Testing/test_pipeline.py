@@ -15,7 +15,7 @@ from ctsr.gaussians.fit import FitSettings
 from ctsr.gaussians.kernels import numba_available
 from ctsr.grids import hr_grid
 from ctsr.internal_prior import InternalPriorSettings
-from ctsr.lrmodel import PAPER, simulate_lr
+from ctsr.lrmodel import PAPER, LRModel, simulate_lr
 from ctsr.metrics import evaluate, normalize, psnr
 from ctsr.pipeline import PRESETS, Preset, super_resolve
 from ctsr.progress import CallbackProgress
@@ -234,3 +234,27 @@ def test_the_shipped_external_projection_prior_is_given_at_its_scale_only(lr, mo
     assert bool(reads) is shipped
     given = seen["external_projection"]
     assert (given is not None and given.name == SHIPPED_NAME and given.scale == (4, 4, 4)) if shipped else given is None
+
+
+def test_through_plane_along_x_runs_as_along_z_and_turns_back(sample, monkeypatch):
+    """A thick axis that is not K (4x1x1) gets what 1x1x4 gets on the same scan with x and z
+    exchanged: the same voxels (turned back), the through-plane internal prior, the slab given
+    without an axis on the scaled axis, and the model reported in the input's own axes (the
+    prior trains 60 steps here instead of 1200, to keep the test short)."""
+    from ctsr.upsampling import upsample
+
+    balanced = PRESETS["balanced"]
+    monkeypatch.setitem(PRESETS, "balanced", replace(balanced, internal_prior=replace(balanced.internal_prior,
+                                                                                      plane_steps=60)))
+    thick_z = simulate_lr(sample, (1, 1, 4), LRModel.parse("z=slab:6mm,noise:5"))
+    thick_x = thick_z.with_axes_swapped(0, 2)
+    along_z = upsample(thick_z, "1x1x4", "balanced", seed=3, lr_model="slab:6mm")
+    along_x = upsample(thick_x, "4x1x1", "balanced", seed=3, lr_model="slab:6mm")
+    turned = along_z.volume.with_axes_swapped(0, 2)
+    assert along_x.volume.same_grid(turned)
+    np.testing.assert_allclose(along_x.volume.array, turned.array, atol=1e-3)
+    assert along_x.provenance["internal_prior"].startswith("through-plane")
+    assert along_x.provenance["lr_model"]["model"].startswith("x=slab:6mm")
+    assert along_x.provenance["lr_model"]["source"]["x"] == "given"
+    assert along_x.provenance["slice_axis"] == "x (run as z)"
+    assert along_x.provenance["scale"] == "4x1x1"

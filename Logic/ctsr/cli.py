@@ -151,10 +151,10 @@ def _run_upsample(args, progress: Progress) -> dict:
     check_writable(args.output, inputs=[args.input])
     if check_uncertainty_runs(args.uncertainty, args.method):
         check_writable(uncertainty_path(args.output), inputs=[args.input, args.output])
-    model = LRModel.parse(args.lr_model)
+    LRModel.parse(args.lr_model)  # a bad model is refused before reading
     lr = read_volume(args.input)
     result = upsample(lr, args.scale, args.method, progress, seed=args.seed, device=args.device,
-                      roi=args.roi, uncertainty=args.uncertainty, prior=args.prior, lr_model=model,
+                      roi=args.roi, uncertainty=args.uncertainty, prior=args.prior, lr_model=args.lr_model,
                       slice_thickness_mm=read_slice_thickness(args.input), pretrained=args.pretrained)
     outputs = write_result(result.volume, args.output, result.uncertainty)
     residual = result.provenance.get("lr_residual")
@@ -192,12 +192,12 @@ def _run_pretrain(args, progress: Progress) -> dict:
 
 
 def _run_simulate(args, progress: Progress) -> dict:
-    from .grids import parse_scale
+    from .grids import parse_scale, slice_axis
     from .io import check_writable, read_volume, write_volume
     from .lrmodel import PAPER, LRModel, simulate_lr
 
     scale = parse_scale(args.scale)
-    model = LRModel.parse(args.lr_model) if args.lr_model else PAPER
+    model = LRModel.parse(args.lr_model, slice_axis(scale)) if args.lr_model else PAPER
     missing = [a for a, p, s in zip("xyz", model.profiles, scale) if s > 1 and p is None]
     if missing:
         raise UserError(f"--lr-model {args.lr_model!r} gives no blur for the {', '.join(missing)} axis; "

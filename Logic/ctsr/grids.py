@@ -73,6 +73,13 @@ def is_through_plane(scale: Scale) -> bool:
     return scale[0] == scale[1] == 1 and scale[2] > 1
 
 
+def slice_axis(scale: Scale) -> int | None:
+    """The one scaled axis (IJK: 0, 1 or 2) when only one is, else None: the axis of a
+    through-plane job, whatever the scan's orientation."""
+    scaled = [axis for axis, s in enumerate(scale) if s > 1]
+    return scaled[0] if len(scaled) == 1 else None
+
+
 def halved(scale: Scale) -> Scale:
     """``scale`` one level down: each scaled axis halved (IJK; an unscaled axis stays 1)."""
     return tuple(max(1, int(s) // 2) for s in scale)

@@ -126,10 +126,11 @@ class LRModel:
     source: dict = field(default_factory=dict, compare=False)
 
     @classmethod
-    def parse(cls, text: str | None) -> "LRModel":
-        """``"gauss:1"``, ``"box"``, ``"slab:5mm"`` (the z axis), ``"noise:15"``, joined by
-        commas; ``"xy=box,z=slab:3mm"`` names the axes; ``"auto"``, ``""`` or None: nothing
-        given (everything is read from DICOM, estimated, or defaulted)."""
+    def parse(cls, text: str | None, slice_axis: int | None = None) -> "LRModel":
+        """``"gauss:1"``, ``"box"``, ``"slab:5mm"`` (the slice axis: ``slice_axis``, IJK, or z
+        when None; :func:`ctsr.grids.slice_axis` of the job's scale), ``"noise:15"``, joined by commas; ``"xy=box,z=slab:3mm"`` names the axes;
+        ``"auto"``, ``""`` or None: nothing given (everything is read from DICOM, estimated, or
+        defaulted)."""
         profiles, noise, source = [None, None, None], None, {}
         for term in (text or "").split(","):
             term = term.strip().lower()
@@ -146,7 +147,7 @@ class LRModel:
                 continue
             axes, _, spec = term.rpartition("=")
             profile = Profile.parse(spec)
-            axes = axes or ("z" if profile.kind == "slab" else AXES)
+            axes = axes or (AXES[2 if slice_axis is None else slice_axis] if profile.kind == "slab" else AXES)
             if not axes or set(axes) - set(AXES):
                 raise UserError(f"{term!r}: name the axes with x, y, z (like xy=box or z=slab:5mm).")
             for axis in axes:
@@ -173,6 +174,14 @@ class LRModel:
 
     def with_noise(self, noise_hu: float, source: str) -> "LRModel":
         return replace(self, noise_hu=float(noise_hu), source={**self.source, "noise": source})
+
+    def with_axes_swapped(self, a: int, b: int) -> "LRModel":
+        """This model for a volume whose index axes ``a`` and ``b`` (IJK) were exchanged
+        (:meth:`ctsr.volume.Volume.with_axes_swapped`)."""
+        profiles = list(self.profiles)
+        profiles[a], profiles[b] = profiles[b], profiles[a]
+        names = {AXES[a]: AXES[b], AXES[b]: AXES[a]}
+        return replace(self, profiles=tuple(profiles), source={names.get(k, k): v for k, v in self.source.items()})
 
     def describe(self) -> dict:
         """For provenance: the model as text and where each part came from."""

@@ -27,7 +27,7 @@ from . import __version__
 from .baselines import METHODS as INTERPOLATION_METHODS
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency, lr_residual
-from .grids import Scale, format_scale, parse_scale
+from .grids import Scale, format_scale, parse_scale, slice_axis
 from .lrestimate import resolve_lr_model
 from .lrmodel import LRModel
 from .progress import Progress, SilentProgress
@@ -63,6 +63,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
              uncertainty: int = 0, prior: str | None = None, lr_model: str | LRModel | None = None,
              slice_thickness_mm: float | None = None, pretrained: str | None = None) -> UpsampleResult:
     """Super-resolve ``lr`` (HU) by ``scale`` (int, "1x1x4" or an IJK tuple) with ``method``.
+    A scale along one axis only is through-plane along it: x or y run as z (the methods' slice
+    axis) on the volume with that axis and z exchanged, and the result is turned back.
 
     roi:         only this box of the input (``"ras:..."`` / ``"ijk:..."``, see :mod:`ctsr.roi`);
     uncertainty: K > 1 runs the zero-shot method K times (seeds ``seed .. seed + K - 1``) and
@@ -76,9 +78,10 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
                  scale only); "none": no prior, ``Y`` = consistent ``P_up``; "shipped" or a
                  diffusion model folder: that model with DDNM (the paper's option);
     lr_model:    how the input was made from the HR scan (:class:`ctsr.lrmodel.LRModel` or its
-                 text, e.g. ``"gauss:1"``, ``"box,noise:15"``, ``"z=slab:5mm"``); what it leaves
-                 out is read from ``slice_thickness_mm`` (DICOM SliceThickness, for the z
-                 profile) or estimated from the input (:func:`ctsr.lrestimate.resolve_lr_model`);
+                 text, e.g. ``"gauss:1"``, ``"box,noise:15"``, ``"z=slab:5mm"``; a slab with no
+                 axis named is the one scaled axis's, else z's); what it leaves out is read
+                 from ``slice_thickness_mm`` (DICOM SliceThickness, for the z profile when z is
+                 scaled) or estimated from the input (:func:`ctsr.lrestimate.resolve_lr_model`);
                  the model used is ``provenance["lr_model"]``;
     pretrained:  where ``balanced``'s internal prior starts (:mod:`ctsr.external_prior`): None or
                  "shipped", the shipped network pretrained on other CT scans (where the pair
@@ -115,10 +118,19 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         provenance["roi"] = str(roi)
     std = None
     _check_output_size(lr, scale)
+    only_axis = slice_axis(scale)
+    given = lr_model if isinstance(lr_model, LRModel) else LRModel.parse(lr_model, only_axis)
+    # Through-plane along x or y runs as through-plane along z (the methods' slice axis), then
+    # turns back; DICOM's SliceThickness describes z, which is then not the scaled axis.
+    turn = only_axis if only_axis in (0, 1) else None
+    if turn is not None:
+        lr, scale, given, slice_thickness_mm = _swap_z(lr, turn), _swap_z(scale, turn), _swap_z(given, turn), None
+        provenance["slice_axis"] = f"{'xyz'[turn]} (run as z)"
     progress.update("lr model", 0.0, "reading or estimating how the input was made")
-    model = resolve_lr_model(lr, scale, lr_model, slice_thickness_mm)
-    provenance["lr_model"] = model.describe()
-    progress.log(f"LR model: {model} ({'; '.join(f'{k}: {v}' for k, v in model.source.items())})")
+    model = resolve_lr_model(lr, scale, given, slice_thickness_mm)
+    reported = model if turn is None else _swap_z(model, turn)
+    provenance["lr_model"] = reported.describe()
+    progress.log(f"LR model: {reported} ({'; '.join(f'{k}: {v}' for k, v in reported.source.items())})")
     # Beside the methods with no training or fit, the model takes about as long as the rest.
     share = 0.4 if method in DETERMINISTIC_METHODS else 0.01
     progress.update("lr model", share, f"{model}")
@@ -141,8 +153,19 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
             std = hr.with_array(np.std(np.stack(volumes), axis=0))
             info["uncertainty_runs"] = runs
         provenance.update(info)
+    if turn is not None:
+        hr, std = _swap_z(hr, turn), None if std is None else _swap_z(std, turn)
     provenance["duration_s"] = round(time.monotonic() - start, 2)
     return UpsampleResult(hr, provenance, std)
+
+
+def _swap_z(thing, axis: int):
+    """A volume, an LR model or a scale (IJK) with index axis ``axis`` and z exchanged."""
+    if isinstance(thing, tuple):
+        swapped = list(thing)
+        swapped[axis], swapped[2] = thing[2], thing[axis]
+        return tuple(swapped)
+    return thing.with_axes_swapped(axis, 2)
 
 
 def check_uncertainty_runs(uncertainty, method: str) -> int:

@@ -70,6 +70,13 @@ class Volume:
             raise ValueError(f"shape {array.shape} differs from {self.array.shape}")
         return Volume(array, self.ijk_to_ras)
 
+    def with_axes_swapped(self, a: int, b: int) -> "Volume":
+        """The same voxels in the same places, with index axes ``a`` and ``b`` (IJK: 0, 1, 2)
+        exchanged: the array's KJI axes ``2 - a`` and ``2 - b`` and the matrix's columns."""
+        matrix = self.ijk_to_ras.copy()
+        matrix[:, [a, b]] = matrix[:, [b, a]]
+        return Volume(np.swapaxes(self.array, 2 - a, 2 - b), matrix)
+
     def same_grid(self, other: "Volume", tol: float = 1e-4) -> bool:
         """True if both volumes have the same shape and IJK-to-RAS matrix (to ``tol`` mm)."""
         return self.array.shape == other.array.shape and bool(
