@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import Cancelled, UserError, check_seed
+from .errors import Cancelled, UserError, seed_argument
 from .progress import Progress, add_progress_options, progress_from_args, to_json
 
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
@@ -24,14 +24,6 @@ EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY, EXIT_PARTIAL = 0, 1, 
 def _window(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"),
                         default=[-1024.0, 3071.0], help="HU window (default -1024 3071)")
-
-
-def _seed(text: str) -> int:
-    """``--seed``'s type: a whole number from 0 (:func:`ctsr.errors.check_seed`)."""
-    try:
-        return check_seed(int(text))
-    except (ValueError, UserError):
-        raise argparse.ArgumentTypeError(f"the seed must be a whole number from 0 up, not {text!r}") from None
 
 
 def _lr_model(parser: argparse.ArgumentParser, text: str) -> None:
@@ -52,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="2", help="one integer factor from 2 to 16 for all axes (2, 4, 8 usual) or per axis x, y, z like 1x1x4 (default 2)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
                    help=f"default {DEFAULT_METHOD}")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--roi", help="only this box: ras:R1,A1,S1,R2,A2,S2 (mm) or ijk:I0,J0,K0,I1,J1,K1 (voxels)")
     p.add_argument("--uncertainty", type=int, default=0, metavar="K",
@@ -83,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "cores; 3000 with --projections)")
     p.add_argument("--models-per-scan", type=int, help="random LR models per scan (default 4; with --projections "
                                                        "per crop, default 2)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default 0)")
     add_progress_options(p)
     p.set_defaults(run=_run_pretrain)
 
@@ -92,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="LR volume to write")
     p.add_argument("--scale", default="2", help="one integer factor from 2 to 16 for all axes (2, 4, 8 usual) or per axis x, y, z like 1x1x4 (default 2)")
     _lr_model(p, "blur and noise (default gauss:1, the paper's); e.g. box, gauss:1.5,noise:20, z=slab:5mm")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the added noise (default 0)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="seed of the added noise (default 0)")
     add_progress_options(p)
     p.set_defaults(run=_run_simulate)
 
@@ -103,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "batch_report.csv / .md go there")
     p.add_argument("--scale", default="2", help="as for upsample; a manifest's scale column overrides it")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"default {DEFAULT_METHOD}")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--roi", help="as for upsample, for every scan (a manifest's roi column overrides it)")
     _lr_model(p, "how the inputs were made (default: per scan, DICOM SliceThickness, then estimated)")

@@ -19,3 +19,13 @@ def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"the seed must be a whole number from 0 up, not {seed!r}.")
     return seed
+
+
+def seed_argument(text: str) -> int:
+    """``--seed``'s argparse type in every command: :func:`check_seed` of the text."""
+    import argparse
+
+    try:
+        return check_seed(int(text))
+    except (ValueError, UserError):
+        raise argparse.ArgumentTypeError(f"the seed must be a whole number from 0 up, not {text!r}") from None

@@ -31,7 +31,7 @@ Three geometries (:func:`plan`):
 * **two levels** (scaled axes at x4, not through-plane): the volume pair at x2 under the LR
   model one level down (:func:`ctsr.lrestimate.lr_model_one_level_down`), the network applied
   to ``fast`` at x2, that made consistent with ``L`` at x2, then Lanczos-3 the rest of the way
-  (one x4 pair lost 0.59 dB to ``fast`` on a head; this gained +0.47 to +0.75 dB on every
+  (one x4 pair lost 0.59 dB to ``fast`` on a head; this gained +0.60 to +0.79 dB on every
   cell of a 160^3 chest crop, ``benchmarks/degradation_x4_large.md``). An input too small to
   estimate the blur at x2 either makes its pair with x4's default carried to x2 at its width
   in mm, the narrowest blur assumed (:data:`ctsr.lrestimate.CARRIED_DEFAULT`), not a plain default.
@@ -97,8 +97,8 @@ class InternalPriorSettings:
     batch: patches per step; channels, layers: the CNN's width and depth; learning_rate: Adam's,
     cosine-decayed to a tenth; flip_budget: the most output voxels times network passes that
     the volume and two-level kinds spend on averaging over flips (:func:`flip_ensemble`; each
-    pass takes about 1.1 us per voxel on 2 CPU cores, so this bounds the averaging to about 45 s
-    there; 0: one pass; training ignores it)."""
+    pass takes about 1.2 us per voxel on 2 CPU cores, :data:`PASS_SECONDS_PER_VOXEL`, so this
+    bounds the averaging to about 48 s there; 0: one pass; training ignores it)."""
 
     steps: int = 300
     plane_steps: int = 1200

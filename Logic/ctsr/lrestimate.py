@@ -113,7 +113,7 @@ LOOKS_TOO_WIDE = "wider than the input looks"
 #: an axis of the same scale (read in HR voxels of either axis, or carried at its width in mm,
 #: whichever is narrower: a narrower blur than the truth costs little, a wider one makes halos).
 #: On a head crop at x4 (26 LR slices, 48 x 48 in-plane) z borrowed the in-plane estimate and
-#: the internal prior ran where it had kept ``fast``: +0.50 to +1.17 dB over ``fast`` on the 8
+#: the internal prior ran where it had kept ``fast``: +0.69 to +1.25 dB over ``fast`` on the 8
 #: cells of benchmarks/degradation_x4_large.md.
 BORROWED = "estimated on"
 #: What the source of an axis says one level down (x4 -> x2, :func:`lr_model_one_level_down`)

@@ -6,6 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..errors import seed_argument
 from ..progress import add_progress_options
 
 
@@ -32,7 +33,7 @@ def add_prior_commands(commands) -> None:
     p.add_argument("--views", type=int, default=defaults.n_views, help="DRR views per CT volume")
     p.add_argument("--holdout", nargs="*", default=defaults.holdout,
                    help="CT file name prefixes left out (default chest_cta_1.5mm)")
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seed", type=seed_argument, default=defaults.seed)
     p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     add_progress_options(p)

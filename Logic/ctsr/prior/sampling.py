@@ -181,7 +181,7 @@ def upsample_projections(model, lr: torch.Tensor, scale, steps: int = 20, eta: f
                   ``A(init)``; needs ``init``); default ``"init"`` when ``init`` is given, else
                   ``"y"``: on held-out DRRs ``A(P_up)`` differs from ``y`` by 0.6 % (x2) to
                   1.5 % (x4) in relative L2 (block averaging is not exactly how the LR scan
-                  relates to the HR one) and forcing ``y`` lowered the PSNR by 0.1 to 0.4 dB
+                  relates to the HR one) and forcing ``y`` lowered the PSNR by 0.1 to 0.5 dB
                   (benchmarks/prior_bench.md);
     n_samples:    K > 1 returns the mean of K samples and their pixelwise std;
     generator:    a CPU ``torch.Generator``: the same seed gives the same output;
