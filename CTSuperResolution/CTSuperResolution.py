@@ -80,7 +80,8 @@ class CTSuperResolution(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Makes a low-resolution CT volume high-resolution (x2, x4, x8, or through-plane only "
             "for thick-slice scans) without paired training data: by default a small network the "
-            "scan trains on itself (balanced); or a network trained on the scan's own 2D X-ray "
+            "scan trains on itself (balanced); without it, in about a second (fast); or a network "
+            "trained on the scan's own 2D X-ray "
             "projections and signed 3D Gaussians (standard, quality); or an interpolation "
             "baseline. The work runs in a background "
             "process; the result is a new volume aligned with the input.")
@@ -108,7 +109,6 @@ def registerSampleData():
         fileNames="CTSuperResolution_" + path.name,
         checksums="SHA256:" + hashlib.sha256(path.read_bytes()).hexdigest(),
         nodeNames="CTChestCrop",
-        loadFileType="VolumeFile",
     )
 
 
@@ -121,6 +121,8 @@ def registerSampleData():
 #: the reconstruction gives back cubic: minutes for no gain; the console still takes it).
 _METHODS = [m for m in CTSuperResolutionLogicBase.methods() if m != "nabgs"]
 _DEFAULT_METHOD = CTSuperResolutionLogicBase.defaultMethod()
+#: Parameter node fields that the panel keeps for itself, bound to no widget.
+_PANEL_STATE_FIELDS = ("throughPlaneSetFor",)
 
 
 @parameterNodeWrapper
@@ -133,7 +135,9 @@ class CTSuperResolutionParameterNode:
     that box is processed (empty: the whole volume). uncertaintyRuns - 0 (off) or K >= 2 runs
     whose voxelwise standard deviation becomes a second volume <output>_uncertainty.
     lrModel - how the input was made (engine grammar, e.g. "box,noise:15"); empty: from
-    DICOM SliceThickness, then estimated.
+    DICOM SliceThickness, then estimated. throughPlaneSetFor - the ID of the input for which
+    throughPlaneOnly was last set from its spacing (a new input gets it set again; a reload or
+    a saved scene keeps the user's choice).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -145,6 +149,7 @@ class CTSuperResolutionParameterNode:
     roi: Optional[vtkMRMLMarkupsROINode] = None
     uncertaintyRuns: Annotated[int, WithinRange(0, 16)] = 0
     lrModel: str = ""
+    throughPlaneSetFor: str = ""
 
 
 #
@@ -163,7 +168,6 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
-        self._lastInput = None  # the input the panel last saw (a new one may be a thick-slice scan)
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_MS)
         self._timer.connect("timeout()", self._pollJob)
@@ -185,6 +189,9 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def cleanup(self) -> None:
         """The module is closed (or Slicer exits): stop the running job's whole process tree now."""
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
         self.removeObservers()
         self._timer.stop()
         if self._job is not None:
@@ -202,7 +209,10 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
+        """The scene's nodes are going: stop every job now (the panel's and the console's), as
+        none could place its result; each ends cancelled when next polled."""
         self._cancelJob()
+        stop_all_workers()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -227,17 +237,21 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
-        """A newly selected thick-slice input (:func:`jobs.is_thick_slice`) turns *Through-plane
-        only* on (its in-plane pixels are already fine: x2 everywhere would quadruple them), and
-        the status line says so; the user can turn it off again."""
+        """A newly selected input sets *Through-plane only* from its spacing: on for a
+        thick-slice scan (:func:`jobs.is_thick_slice`: its in-plane pixels are already fine, x2
+        everywhere would quadruple them), off otherwise, and the status line says when it
+        changed; the user can change it again, and a reload or a saved scene keeps that."""
         p = self._parameterNode
         node = p.inputVolume if p else None
-        if node is not self._lastInput:
-            self._lastInput = node
-            if node is not None and not p.throughPlaneOnly and jobs.is_thick_slice(node.GetSpacing()):
-                p.throughPlaneOnly = True
-                self._showStatus(_("{name} has thick slices ({spacing} mm): Through-plane only is on.").format(
-                    name=node.GetName(), spacing=" x ".join(f"{s:.3g}" for s in node.GetSpacing())))
+        if node is not None and node.GetID() != p.throughPlaneSetFor:
+            p.throughPlaneSetFor = node.GetID()
+            thick = jobs.is_thick_slice(node.GetSpacing())
+            if p.throughPlaneOnly != thick:
+                p.throughPlaneOnly = thick
+                spacing = " x ".join(f"{s:.3g}" for s in node.GetSpacing())
+                self._showStatus((_("{name} has thick slices ({spacing} mm): Through-plane only is on.") if thick
+                                  else _("{name} has no thick slices ({spacing} mm): Through-plane only is off."))
+                                 .format(name=node.GetName(), spacing=spacing))
         self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None) -> None:
@@ -246,7 +260,7 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if running:
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.toolTip = _("Stop the running job; nothing is added to the scene.")
-            self.ui.applyButton.enabled = True
+            self.ui.applyButton.enabled = not self._job.cancelRequested
             return
         self.ui.applyButton.text = _("Apply")
         why = self._whyNotApply()
@@ -258,8 +272,12 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         p = self._parameterNode
         if not p or not p.inputVolume:
             return _("Select an input volume.")
-        try:  # the engine's rule: 0, or 2 runs or more of a method that is not deterministic
+        if p.outputVolume is not None and p.outputVolume is p.inputVolume:
+            return _("Pick an output volume other than the input, or leave it empty for a new one.")
+        try:  # the engine's rules: uncertainty runs for a method that has them; an LR model it reads
             jobs.uncertainty_options(p.uncertaintyRuns, p.method)
+            jobs.lr_model_options(p.lrModel, jobs.resolve_scale(p.scale, p.inputVolume.GetSpacing(),
+                                                                p.throughPlaneOnly))
         except UserError as error:
             return str(error)[:1].upper() + str(error)[1:]
         return ""
@@ -271,12 +289,14 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         p = self._parameterNode
         self.ui.logTextEdit.clear()
-        # Every failure (a declined installation too) is one message in the error display.
-        self._job = run_action(lambda: self.logic.process(
-            p.inputVolume, p.outputVolume, scale=p.scale, method=p.method, device=p.device,
-            throughPlaneOnly=p.throughPlaneOnly, roi=p.roi, uncertainty=p.uncertaintyRuns,
-            lrModel=p.lrModel, wait=False, progressCallback=self._onEvent),
-            slicer.util.errorDisplay, _("Could not start the super-resolution"))
+        # Every failure (a declined installation too) is one message in the error display; the
+        # input is written to the worker's folder meanwhile (seconds for a large scan).
+        with slicer.util.WaitCursor():
+            self._job = run_action(lambda: self.logic.process(
+                p.inputVolume, p.outputVolume, scale=p.scale, method=p.method, device=p.device,
+                throughPlaneOnly=p.throughPlaneOnly, roi=p.roi, uncertainty=p.uncertaintyRuns,
+                lrModel=p.lrModel, wait=False, progressCallback=self._onEvent),
+                slicer.util.errorDisplay, _("Could not start the super-resolution"))
         if self._job is None:
             return
         self.ui.progressBar.value = 0
@@ -296,8 +316,8 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         job = self._job
         if job is None:
             return
-        if not job.poll():
-            self._showStatus(job.statusText)  # elapsed / remaining tick between events
+        if not job.poll():  # elapsed / remaining tick between events
+            self._showStatus(_("Cancelling...") if job.cancelRequested else job.statusText)
             return
         self._timer.stop()
         self._job = None
@@ -344,9 +364,11 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
 
 class CTSuperResolutionLogic(ScriptedLoadableModuleLogic, CTSuperResolutionLogicBase):
-    """``process(inputVolume, outputVolume=None, scale=2, method=..., device="auto", wait=True,
-    progressCallback=None, roi=None, uncertainty=0)``: see :class:`CTSuperResolutionLib.logic.CTSuperResolutionLogicBase`.
-    Usable without the GUI (Python console, scripts, tests)."""
+    """``process(inputVolume, outputVolume=None, scale=2, method="balanced", device="auto",
+    wait=True, progressCallback=None, throughPlaneOnly=False, seed=0, options=None, timeout=None,
+    roi=None, uncertainty=0, lrModel=None)``: see
+    :meth:`CTSuperResolutionLib.logic.CTSuperResolutionLogicBase.process`. Usable without the
+    GUI (Python console, scripts, tests)."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -359,12 +381,16 @@ class CTSuperResolutionLogic(ScriptedLoadableModuleLogic, CTSuperResolutionLogic
         """On first use, install what the engine lacks in Slicer's Python after one confirmation
         that lists everything: torch through the PyTorch extension (the build for this
         computer's GPU driver; an older torch is upgraded), the rest with Slicer's pip
-        (``pip_ensure`` where this Slicer has it). numpy, SimpleITK and VTK are never touched
-        (Slicer ships them). Declining or a failed installation is a :class:`UserError`."""
+        (``pip_ensure`` where this Slicer has it). numpy, scipy, SimpleITK and VTK are never
+        touched (Slicer ships them). Declining or a failed installation is a :class:`UserError`;
+        in testing mode (ctest) nothing is installed and a missing package is one too."""
         requirements = read_requirements(resourcePath("requirements.txt"))
         plan = plan_installation(requirements)
         if plan.empty:
             return
+        if slicer.app.testingEnabled():
+            raise UserError(_("Slicer is in testing mode, where nothing is installed; these Python packages are "
+                              "missing: {packages}.").format(packages=", ".join(plan.requirements)))
         torchUtils = None
         if plan.torch:
             try:
@@ -377,7 +403,7 @@ class CTSuperResolutionLogic(ScriptedLoadableModuleLogic, CTSuperResolutionLogic
                 _("CT Super-Resolution needs these Python packages. Install them now (this can take "
                   "several minutes)?"), detailedText=plan.describe()):
             raise UserError(_("The required Python packages were not installed: {packages}.").format(
-                packages=", ".join(([plan.torch] if plan.torch else []) + plan.pip)))
+                packages=", ".join(plan.requirements)))
         if torchUtils is not None and torchUtils.installTorch(
                 askConfirmation=False, torchVersionRequirement=torch_version_requirement(plan.torch)) is None:
             raise UserError(_("PyTorch ({torch}) could not be installed by the PyTorch extension.").format(

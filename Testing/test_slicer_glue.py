@@ -170,6 +170,7 @@ def test_a_callback_that_raises_cancelled_cancels_the_job(scene, sample):
     (None, {"seed": 1.5}, "whole number from 0 up, not 1.5"),
     (None, {"scale": "1x1x4", "throughPlaneOnly": True}, "one factor"),
     (None, {"wait": False, "timeout": 5}, "timeout applies with wait=True"),
+    (None, {"lrModel": "gauss"}, "is not an LR profile"),
     (lambda s: s.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct"),
      {"outputVolume": "label"}, "the output seg is not a scalar volume"),
 ])
@@ -225,10 +226,10 @@ def test_events_parsing_and_status_text():
 
 
 def test_dependencies_never_touch_what_slicer_ships_and_spot_what_is_missing():
-    assert dependencies.missing_requirements(["numpy>=999", "SimpleITK>=999", "vtk>=999"]) == []
-    assert dependencies.missing_requirements(["scipy>=1.0"]) == []
-    assert dependencies.missing_requirements(["scipy>=999", "surely-not-a-package-ctsr"]) == \
-        ["scipy>=999", "surely-not-a-package-ctsr"]
+    assert dependencies.missing_requirements(["numpy>=999", "scipy>=999", "SimpleITK>=999", "vtk>=999"]) == []
+    assert dependencies.missing_requirements(["tqdm>=1.0"]) == []
+    assert dependencies.missing_requirements(["tqdm>=999", "surely-not-a-package-ctsr"]) == \
+        ["tqdm>=999", "surely-not-a-package-ctsr"]
 
 
 def test_requirements_file_matches_the_engines_dependencies():
@@ -310,8 +311,9 @@ def test_while_cancelling_the_status_says_so(scene, sample):
     job.requestCancel()
     job.poll()
     assert job.statusText.startswith("cancelling")  # the panel's tick shows this, not the last stage
+    assert job.cancelRequested  # the panel keeps Cancel disabled meanwhile
     job.wait(timeout=30)
-    assert job.state == CANCELLED
+    assert job.state == CANCELLED and not job.cancelRequested
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
@@ -327,6 +329,49 @@ def test_a_job_whose_worker_is_stopped_at_exit_ends_cancelled_not_failed(scene, 
     job.wait(timeout=30)
     assert job.state == CANCELLED and volume_nodes(scene) == [node]
     assert list(Path(tempfile.tempdir).iterdir()) == []
+
+
+@pytest.mark.parametrize("removed", ["input", "chosen output"])
+def test_a_node_removed_while_the_job_runs_fails_in_one_sentence_and_adds_nothing(scene, oblique_crop, removed):
+    node = add_node(scene, oblique_crop)
+    given = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "given")
+    job = CTSuperResolutionLogicBase().process(node, given, scale=2, method="cubic", wait=False)
+    scene.RemoveNode(node if removed == "input" else given)
+    job.wait(timeout=60)
+    assert job.state == FAILED and job.outputVolume is None
+    assert job.errorMessage.startswith(f"the {removed} volume") and "removed from the scene" in job.errorMessage
+    assert len(volume_nodes(scene)) == 1
+    assert list(Path(tempfile.tempdir).iterdir()) == []
+
+
+def test_the_interpolation_baselines_need_none_of_the_packages_slicer_lacks(scene, oblique_crop, monkeypatch,
+                                                                              tmp_path):
+    """cubic asks for no installation, and its worker runs with torch, diffusers, numba,
+    safetensors and tqdm unimportable (as in a Slicer where they were never installed)."""
+    import subprocess
+
+    def refuse():
+        raise AssertionError("a baseline asked for the zero-shot packages")
+
+    monkeypatch.setattr(CTSuperResolutionLogicBase, "ensureDependencies", lambda self: refuse())
+    out = CTSuperResolutionLogicBase().process(add_node(scene, oblique_crop), scale=2, method="cubic")
+    assert out is not None
+    code = ("import sys, importlib.abc\n"
+            "class Refuse(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'diffusers', 'numba', 'safetensors', 'tqdm'):\n"
+            "            raise ImportError(name + ' is not installed')\n"
+            "sys.meta_path.insert(0, Refuse())\n"
+            "from ctsr.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    from ctsr.io import write_volume
+
+    write_volume(oblique_crop, tmp_path / "in.nrrd")
+    done = subprocess.run([sys.executable, "-c", code, "upsample", str(tmp_path / "in.nrrd"), str(tmp_path / "out.nrrd"),
+                           "--method", "cubic", "--scale", "2", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out.nrrd").is_file()
 
 
 def _worker_with_a_child(ignore_sigterm: bool):
@@ -430,7 +475,7 @@ def _failing_starts(monkeypatch, scene, sample):
     for name, patch in (("declined", declined), ("pip failed", pip_failed)):
         with monkeypatch.context() as m:
             m.setattr(logic.CTSuperResolutionLogicBase, "ensureDependencies", patch)
-            yield name, lambda: CTSuperResolutionLogicBase().process(node, method="cubic", wait=False)
+            yield name, lambda: CTSuperResolutionLogicBase().process(node, method="fast", wait=False)
     with monkeypatch.context() as m:
         m.setattr(engine, "python_executable", no_python)
         yield "no worker", lambda: CTSuperResolutionLogicBase().process(node, method="cubic", wait=False)

@@ -36,6 +36,13 @@ def parameter_fields(tree: ast.Module) -> dict:
     return {s.target.id: ast.unparse(s.annotation) for s in cls.body if isinstance(s, ast.AnnAssign)}
 
 
+def panel_state_fields(tree: ast.Module) -> tuple:
+    """The module's ``_PANEL_STATE_FIELDS``: parameter node fields bound to no widget."""
+    assign = next(n for n in tree.body if isinstance(n, ast.Assign)
+                  and getattr(n.targets[0], "id", None) == "_PANEL_STATE_FIELDS")
+    return ast.literal_eval(assign.value)
+
+
 def bound_parameters(widgets: dict) -> dict:
     """parameter name -> widget name, from the SlicerParameterName dynamic properties."""
     bound = {}
@@ -56,7 +63,9 @@ def test_every_widget_the_code_uses_exists_in_the_ui(ui_widgets):
 def test_parameter_names_in_the_ui_match_the_parameter_node(ui_widgets, module_tree):
     fields = parameter_fields(module_tree)
     bound = bound_parameters(ui_widgets)
-    assert set(bound) == set(fields)
+    state = panel_state_fields(module_tree)
+    assert set(state) <= set(fields) and set(bound) == set(fields) - set(state)
+    fields = {name: annotation for name, annotation in fields.items() if name not in state}
     kinds = {name: ui_widgets[widget].get("class") for name, widget in bound.items()}
     for name, annotation in fields.items():
         if "vtkMRML" in annotation:

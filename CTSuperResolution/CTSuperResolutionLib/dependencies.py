@@ -1,7 +1,7 @@
 """Which of the engine's requirements (``Resources/requirements.txt``) this Python lacks.
 
-Slicer ships numpy, SimpleITK and VTK built for itself; replacing them breaks Slicer, so they
-are never offered for installation (:data:`SHIPPED_WITH_SLICER`) and are not listed in the
+Slicer ships numpy, scipy, SimpleITK and VTK built for itself; replacing them breaks Slicer, so
+they are never offered for installation (:data:`SHIPPED_WITH_SLICER`) and are not listed in the
 requirements file. torch goes through the PyTorch extension (``PyTorchUtils``, declared in
 ``EXTENSION_DEPENDS``), which picks the build for the user's GPU driver; never plain pip.
 Installing (which needs the Slicer application) is done by the module file, after one
@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 #: Distributions that Slicer builds and ships; never installed or upgraded by this extension.
-SHIPPED_WITH_SLICER = frozenset({"numpy", "simpleitk", "vtk"})
+SHIPPED_WITH_SLICER = frozenset({"numpy", "scipy", "simpleitk", "vtk"})
 
 
 def canonical_name(name: str) -> str:
@@ -74,10 +74,15 @@ class InstallPlan:
     def empty(self) -> bool:
         return self.torch is None and not self.pip
 
+    @property
+    def requirements(self) -> list:
+        """Everything to install, torch first."""
+        return ([self.torch] if self.torch else []) + self.pip
+
     def describe(self) -> str:
         """One line per package for the confirmation dialog."""
         lines = []
-        for requirement in ([self.torch] if self.torch else []) + self.pip:
+        for requirement in self.requirements:
             how = "with the PyTorch extension (the build for this computer's GPU)" \
                 if requirement == self.torch else "with pip"
             now = self.installed.get(requirement)
@@ -107,10 +112,10 @@ def torch_version_requirement(requirement: str) -> str | None:
 
 
 def find_pip_ensure():
-    """Slicer's ``pip_ensure`` where this Slicer has one (``slicer.pydeps`` from 5.11,
-    ``slicer.packaging`` in some 5.12 builds: imported explicitly, not found by luck), else
-    None (older Slicer: the module falls back to ``slicer.util.pip_install``)."""
-    for name in ("slicer.pydeps", "slicer.packaging"):
+    """Slicer's ``pip_ensure`` where this Slicer has one (``slicer.packaging`` from 5.12,
+    ``slicer.pydeps`` in Slicer's development line: imported explicitly, not found by luck),
+    else None (older Slicer: the module falls back to ``slicer.util.pip_install``)."""
+    for name in ("slicer.packaging", "slicer.pydeps"):
         try:
             module = importlib.import_module(name)
         except ImportError:

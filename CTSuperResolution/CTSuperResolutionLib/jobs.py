@@ -91,6 +91,19 @@ def uncertainty_options(uncertainty, method: str) -> dict:
     return {"uncertainty": runs} if runs else {}
 
 
+def lr_model_options(lr_model, scale: Scale) -> dict:
+    """The job ``options`` for an LR model text (empty or None: none, the engine reads or
+    estimates it), parsed by the engine for ``scale`` (IJK) before any work: a typo is one
+    sentence now, not seconds later in the worker."""
+    from ctsr.grids import slice_axis
+    from ctsr.lrmodel import LRModel
+
+    if not lr_model:
+        return {}
+    LRModel.parse(str(lr_model), slice_axis(parse_scale(scale)))
+    return {"lr_model": str(lr_model)}
+
+
 def write_job(job: dict, path) -> Path:
     """Write the job file (UTF-8 JSON); returns its path."""
     path = Path(path)

@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from ctsr.cli import EXIT_BUG
 from ctsr.errors import Cancelled, UserError, check_seed
 from ctsr.io import read_volume
-from ctsr.upsampling import DEFAULT_METHOD, METHODS
+from ctsr.upsampling import DEFAULT_METHOD, INTERPOLATION_METHODS, METHODS
 
 from . import engine, jobs, nodes
 from .events import residual_text, status_text
@@ -32,7 +33,7 @@ RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cance
 
 #: Worker exit statuses (see ctsr.cli) with no ``error`` event of their own, and their meaning.
 _CRASH_HINTS = {-9: "it was killed (often: the system ran out of memory)",
-                1: "it hit an internal error"}
+                EXIT_BUG: "it hit an internal error"}
 
 
 class SuperResolutionJob:
@@ -154,11 +155,15 @@ class SuperResolutionJob:
         self.log.extend(self.stderrTail)
 
     def _loadResult(self, result: dict) -> None:
+        scene = self.inputVolume.GetScene()
+        node = self._givenOutput
+        for what, removed in (("input", self.inputVolume), ("chosen output", node)):
+            if removed is not None and removed.GetScene() is None:
+                raise UserError(f"the {what} volume {removed.GetName()} was removed from the scene while the job "
+                                "ran; nothing was added.")
         volume = read_volume(result["output"])
         # a deterministic method has a constant (zero) spread: not an unusable volume here
         spread = read_volume(result["uncertainty"], check=False) if result.get("uncertainty") else None
-        scene = self.inputVolume.GetScene()
-        node = self._givenOutput
         created = []
         self.provenance = {"model": "none", **result.get("provenance", {}),
                            "input": self.inputVolume.GetName(),
@@ -239,6 +244,11 @@ class SuperResolutionJob:
             self.cancel()  # e.g. KeyboardInterrupt in a script: leave no worker behind
             raise
         return self
+
+    @property
+    def cancelRequested(self) -> bool:
+        """True from :meth:`requestCancel` until the job is over."""
+        return self._cancelRequested and self.state == RUNNING
 
     @property
     def statusText(self) -> str:
@@ -327,16 +337,16 @@ class CTSuperResolutionLogicBase:
         if method not in METHODS:
             raise UserError(f"unknown method {method!r}; this engine offers {', '.join(METHODS)}.")
         fullScale = jobs.resolve_scale(scale, inputVolume.GetSpacing(), throughPlaneOnly)
-        options = {**(options or {}), **jobs.uncertainty_options(uncertainty, method)}
+        options = {**(options or {}), **jobs.uncertainty_options(uncertainty, method),
+                   **jobs.lr_model_options(lrModel, fullScale)}
         engineRoi = as_engine_roi(roi, inputVolume)
         if engineRoi is not None:
             options["roi"] = engineRoi
-        if lrModel:
-            options["lr_model"] = str(lrModel)
         thickness = nodes.dicom_slice_thickness(inputVolume)
         if thickness is not None:
             options["slice_thickness_mm"] = thickness
-        self.ensureDependencies()
+        if method not in INTERPOLATION_METHODS:  # they need only what Slicer ships (numpy, scipy, SimpleITK)
+            self.ensureDependencies()
         job = SuperResolutionJob(inputVolume, outputVolume, fullScale, method, device, seed,
                                  options, progressCallback, self.moduleDir)
         if not wait:
