@@ -51,30 +51,70 @@ def test_ras_geometry_matches_the_nrrd_header_read_by_hand():
     np.testing.assert_array_equal(volume.array.ravel(), raw.astype(np.float32))
 
 
-def test_dicom_series_folder_loads_with_its_geometry(tmp_path, oblique_sample):
-    """Write a real CT crop as a DICOM series (one file per slice) and read the folder."""
-    volume = Volume.from_spacing(oblique_sample.array[:12], (0.8, 1.1, 2.5), (-31.5, 12.25, 80.0),
-                                 oblique_sample.direction)
+def write_dicom_series(folder: Path, volume: Volume, skip=(), sideways_mm: float = 0.0, decimals: int = 6):
+    """``volume`` as a DICOM series (one int16 file per slice) in ``folder``; ``skip``: slices
+    left out; ``sideways_mm``: each slice's position moved that far along J more than the one
+    before (gantry tilt); ``decimals``: how the positions are rounded (as some scanners write
+    them)."""
+    folder.mkdir(parents=True, exist_ok=True)
     image = sitk.Cast(image_from_volume(volume), sitk.sitkInt16)  # the values are integer HU
     direction = image.GetDirection()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     series = "1.2.826.0.1.3680043.2.1125.1.42"
     for k in range(image.GetDepth()):
+        if k in skip:
+            continue
         s = image[:, :, k]
+        position = np.array(image.TransformIndexToPhysicalPoint((0, 0, k))) + k * sideways_mm * np.array(direction[1::3])
         for tag, value in {
             "0008|0060": "CT", "0020|000e": series, "0020|000d": series + ".1",
             "0008|0018": f"{series}.{k + 1}", "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{x:.6f}" for x in image.TransformIndexToPhysicalPoint((0, 0, k))),
+            "0020|0032": "\\".join(f"{x:.{decimals}f}" for x in position),
             "0020|0037": "\\".join(f"{x:.6f}" for x in direction[0::3] + direction[1::3]),
             "0028|0030": f"{image.GetSpacing()[1]:.6f}\\{image.GetSpacing()[0]:.6f}",
         }.items():
             s.SetMetaData(tag, value)
-        writer.SetFileName(str(tmp_path / f"slice{k:03d}.dcm"))
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
         writer.Execute(s)
-    loaded = read_volume(tmp_path)
+    return folder
+
+
+def test_dicom_series_folder_loads_with_its_geometry(tmp_path, oblique_sample):
+    """Write a real CT crop as a DICOM series (one file per slice) and read the folder."""
+    volume = Volume.from_spacing(oblique_sample.array[:12], (0.8, 1.1, 2.5), (-31.5, 12.25, 80.0),
+                                 oblique_sample.direction)
+    loaded = read_volume(write_dicom_series(tmp_path, volume))
     np.testing.assert_array_equal(loaded.array, np.round(volume.array))
     _same_geometry(loaded, volume)
+
+
+@pytest.mark.parametrize("how, words", [
+    ({"skip": (5,)}, "unevenly spaced slices (0.625 to 1.25 mm apart; a slice may be missing)"),
+    ({"sideways_mm": 0.11}, "gantry tilt"),
+    ({"decimals": 1}, None),  # positions rounded to 0.1 mm: still one regular grid
+    ({"sideways_mm": 0.01}, None),  # 0.1 mm at the last slice: under half a pixel
+])
+def test_a_dicom_series_off_a_regular_grid_is_refused_in_one_sentence(tmp_path, sample, how, words):
+    """ITK would read these with one mean step and no shear: every slice after a gap, or of a
+    tilted gantry, in the wrong place."""
+    volume = Volume.from_spacing(sample.array[:12, :16, :16], (0.7, 0.7, 0.625), (3.0, -2.0, 40.0))
+    folder = write_dicom_series(tmp_path, volume, **how)
+    if words is None:
+        np.testing.assert_allclose(read_volume(folder).spacing, volume.spacing, atol=0.01)
+        return
+    with pytest.raises(UserError) as error:
+        read_volume(folder)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_two_slices_at_one_place_are_refused():
+    from ctsr.io import check_slice_grid
+
+    positions = [(0, 0, 0), (0, 0, 1), (0, 0, 1), (0, 0, 2)]
+    with pytest.raises(UserError, match="two slices at the same position"):
+        check_slice_grid(positions, (0, 0, 1), 0.5, "the series")
+    check_slice_grid(positions[::-1][:1] + [(0, 0, 1), (0, 0, 0)], (0, 0, 1), 0.5, "the series")  # descending
 
 
 def _write(tmp_path, name, array, vector=False):
@@ -127,3 +167,22 @@ def test_write_is_atomic_and_refuses_unknown_formats(tmp_path, sample, monkeypat
     with pytest.raises(Boom):
         write_volume(sample, tmp_path / "out.nrrd")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_of_two_equally_large_series_is_refused_and_a_larger_one_is_read(tmp_path, sample):
+    """Phases of one study in one folder leave no safe choice; a localizer beside the series does."""
+    volume = Volume.from_spacing(sample.array[:6, :8, :8], (0.7, 0.7, 1.0))
+    write_dicom_series(tmp_path, volume)
+    for path in sorted(tmp_path.glob("slice*.dcm"))[:3]:  # a second, smaller series
+        image = sitk.ReadImage(str(path))
+        image.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1.43")
+        image.SetMetaData("0008|0018", image.GetMetaData("0008|0018") + ".9")
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(path.with_name("other_" + path.name)))
+        writer.Execute(image)
+    assert read_volume(tmp_path).shape_ijk == (8, 8, 6)
+    for path in sorted(tmp_path.glob("slice*.dcm"))[3:]:  # now 3 slices each
+        path.unlink()
+    with pytest.raises(UserError, match="holds 2 DICOM series, the largest two of 3 slices each"):
+        read_volume(tmp_path)

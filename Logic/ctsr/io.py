@@ -108,14 +108,64 @@ def _dicom_series_files(folder: Path) -> tuple:
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
         raise UserError(f"{folder} is a folder with no DICOM series in it.")
-    # Several series in one folder: take the one with the most slices.
-    return max((reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series), key=len)
+    # Several series in one folder: the one with the most slices (a localizer or a reformat
+    # beside an axial series); two as large (phases of one study) leave no safe choice.
+    files = sorted((reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series), key=len, reverse=True)
+    if len(files) > 1 and len(files[0]) == len(files[1]):
+        raise UserError(f"{folder} holds {len(files)} DICOM series, the largest two of {len(files[0])} slices each; "
+                        "put the one to super-resolve in a folder of its own.")
+    return files[0]
+
+
+#: How far a DICOM slice may sit from the regular grid that the series reader assumes (first
+#: slice, one mean step) before the series is refused: along the slice normal, this fraction of
+#: the step (a missing slice misplaces others by half a step or more; positions rounded to
+#: 0.1 mm, as some scanners write them, stay within it for steps from 0.5 mm); across it (gantry
+#: tilt, which the reader ignores), this fraction of an in-plane pixel at the last slice.
+SLICE_GRID_TOLERANCE = {"along": 0.25, "across": 0.5}
+
+
+def check_slice_grid(positions_lps, normal_lps, pixel_mm: float, what: str) -> None:
+    """:class:`UserError` unless slice positions (mm, LPS, in reading order) lie on a regular
+    grid along the slice normal (``normal_lps``; ``pixel_mm`` the finer in-plane spacing): no two
+    at one place, no gap (a missing slice), no sideways shift (gantry tilt). A series that fails
+    would be read in the wrong place; Slicer's DICOM loader reads it under a correcting
+    transform."""
+    positions = np.asarray(positions_lps, dtype=np.float64)
+    normal = np.asarray(normal_lps, dtype=np.float64)
+    along = (positions - positions[0]) @ normal
+    steps = np.abs(np.diff(along))
+    step = abs(along[-1]) / (len(along) - 1)
+    if step == 0.0 or steps.min() < SLICE_GRID_TOLERANCE["along"] * step:
+        raise UserError(f"{what} has two slices at the same position (several phases or echoes in one series?); "
+                        "export one of them as its own series.")
+    misplaced = np.max(np.abs(np.abs(along) - step * np.arange(len(along))))
+    if misplaced > SLICE_GRID_TOLERANCE["along"] * step:
+        raise UserError(f"{what} has unevenly spaced slices ({steps.min():.3g} to {steps.max():.3g} mm apart; a "
+                        "slice may be missing): load it in Slicer, which corrects the geometry with a transform, "
+                        "or resample it first.")
+    sideways = np.linalg.norm(positions[-1] - positions[0] - along[-1] * normal)
+    if sideways > SLICE_GRID_TOLERANCE["across"] * pixel_mm:
+        raise UserError(f"{what} was acquired with gantry tilt (its last slice {sideways:.3g} mm sideways of the "
+                        "first): load it in Slicer, which corrects the geometry with a transform, or resample it "
+                        "first.")
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
     files = _dicom_series_files(folder)
     if len(files) < 2:
         raise UserError(f"the DICOM series in {folder} has a single slice; a 3D volume is needed.")
+    headers = sitk.ImageFileReader()
+    positions = []
+    for name in files:
+        headers.SetFileName(name)
+        try:
+            headers.ReadImageInformation()
+        except RuntimeError:
+            raise UserError(f"the DICOM series in {folder} could not be read ({Path(name).name}).") from None
+        positions.append(headers.GetOrigin())
+    normal = np.asarray(headers.GetDirection(), dtype=np.float64).reshape(3, 3)[:, 2]
+    check_slice_grid(positions, normal, min(headers.GetSpacing()[:2]), f"the DICOM series in {folder}")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
