@@ -38,6 +38,7 @@ from slicer.util import VTKObservationMixin  # noqa: E402
 ensure_engine_importable(os.path.dirname(os.path.abspath(__file__)))
 
 from ctsr.errors import UserError  # noqa: E402  (importable only after the line above)
+from ctsr.grids import is_thick_slice  # noqa: E402
 from ctsr.resources import resources_dir, sample_volume_path  # noqa: E402
 
 from CTSuperResolutionLib import jobs  # noqa: E402
@@ -238,14 +239,14 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         """A newly selected input sets *Through-plane only* from its spacing: on for a
-        thick-slice scan (:func:`jobs.is_thick_slice`: its in-plane pixels are already fine, x2
+        thick-slice scan (:func:`ctsr.grids.is_thick_slice`: its in-plane pixels are already fine, x2
         everywhere would quadruple them), off otherwise, and the status line says when it
         changed; the user can change it again, and a reload or a saved scene keeps that."""
         p = self._parameterNode
         node = p.inputVolume if p else None
         if node is not None and node.GetID() != p.throughPlaneSetFor:
             p.throughPlaneSetFor = node.GetID()
-            thick = jobs.is_thick_slice(node.GetSpacing())
+            thick = is_thick_slice(node.GetSpacing())
             if p.throughPlaneOnly != thick:
                 p.throughPlaneOnly = thick
                 spacing = " x ".join(f"{s:.3g}" for s in node.GetSpacing())

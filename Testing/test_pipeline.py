@@ -258,3 +258,16 @@ def test_through_plane_along_x_runs_as_along_z_and_turns_back(sample, monkeypatc
     assert along_x.provenance["lr_model"]["source"]["x"] == "given"
     assert along_x.provenance["slice_axis"] == "x (run as z)"
     assert along_x.provenance["scale"] == "4x1x1"
+
+
+def test_a_thick_slice_input_scaled_in_plane_too_gets_a_note_naming_the_scale_across_its_slices(sample):
+    from ctsr.upsampling import upsample
+
+    thick = Volume.from_spacing(sample.array[:, :32, :32], (3.0, 0.6, 0.6))  # slices along x
+    events = []
+    upsample(thick, 2, "cubic", CallbackProgress(events.append))
+    notes = [e["message"] for e in events if e.get("event") == "log" and "thick slices" in e["message"]]
+    assert len(notes) == 1 and "like 4x1x1" in notes[0]
+    events.clear()
+    upsample(thick, "2x1x1", "cubic", CallbackProgress(events.append))
+    assert not [e for e in events if e.get("event") == "log" and "thick slices" in e["message"]]

@@ -20,7 +20,7 @@ vtk = pytest.importorskip("vtk")
 
 from ctsr.baselines import upsample_interpolate  # noqa: E402
 from ctsr.errors import Cancelled, UserError  # noqa: E402
-from ctsr.grids import hr_grid  # noqa: E402
+from ctsr.grids import hr_grid, is_thick_slice, slice_axis_of_spacing  # noqa: E402
 from ctsr.volume import Volume  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,8 +205,8 @@ def test_node_volume_round_trip_is_exact(scene, oblique_sample):
                                                   ((1.0, 1.0, 1.0), 2, False), ((0.5, 2.0, 2.0), 2, True),
                                                   ((0.957, 0.957, 1.5), 2, False)])
 def test_through_plane_axis_is_the_largest_spacing(spacing, axis, thick):
-    assert jobs.through_plane_axis(spacing) == axis
-    assert jobs.is_thick_slice(spacing) is thick  # the panel then turns Through-plane only on
+    assert slice_axis_of_spacing(spacing) == axis
+    assert is_thick_slice(spacing) is thick  # the panel then turns Through-plane only on
     expected = [1, 1, 1]
     expected[axis] = 8
     assert jobs.resolve_scale(8, spacing, through_plane_only=True) == tuple(expected)

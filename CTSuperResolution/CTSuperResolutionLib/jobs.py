@@ -8,35 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from ctsr.errors import UserError, check_seed
-from ctsr.grids import Scale, format_scale, parse_scale
+from ctsr.grids import Scale, format_scale, parse_scale, slice_axis_of_spacing
 
 #: The factors the panel offers.
 PANEL_SCALES = (2, 4, 8)
 
 #: Panel / API device names -> the engine's ``--device``.
 DEVICES = {"auto": "auto", "gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}
-
-
-def through_plane_axis(spacing_ijk) -> int:
-    """The index axis (0 = I, 1 = J, 2 = K) across the slices: the one with the largest
-    spacing; on a tie the later axis (K for an isotropic or in-plane-square scan)."""
-    spacing = np.asarray(spacing_ijk, dtype=np.float64)
-    largest = spacing.max()
-    return int(max(axis for axis in range(3) if spacing[axis] >= largest * (1 - 1e-6)))
-
-
-#: A scan whose slices are more than this many times farther apart than its finest pixel
-#: spacing is a thick-slice scan (the panel then offers through-plane only by default).
-THICK_SLICE_RATIO = 2.0
-
-
-def is_thick_slice(spacing_ijk) -> bool:
-    """The largest spacing (mm) is more than :data:`THICK_SLICE_RATIO` times the smallest."""
-    spacing = np.asarray(spacing_ijk, dtype=np.float64)
-    return bool(spacing.max() > THICK_SLICE_RATIO * spacing.min())
 
 
 def resolve_scale(scale, spacing_ijk, through_plane_only: bool = False) -> Scale:
@@ -50,7 +29,7 @@ def resolve_scale(scale, spacing_ijk, through_plane_only: bool = False) -> Scale
         raise UserError(f"with throughPlaneOnly the scale is one factor (e.g. 4), not {format_scale(parsed)}.")
     factor = parsed[0]
     result = [1, 1, 1]
-    result[through_plane_axis(spacing_ijk)] = factor
+    result[slice_axis_of_spacing(spacing_ijk)] = factor
     return tuple(result)
 
 

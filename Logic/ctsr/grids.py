@@ -80,6 +80,26 @@ def slice_axis(scale: Scale) -> int | None:
     return scaled[0] if len(scaled) == 1 else None
 
 
+#: A scan whose slices are more than this many times farther apart than its finest pixel
+#: spacing is a thick-slice scan (its in-plane pixels are already fine: a scale across the
+#: slices only is what it needs; the Slicer panel then offers Through-plane only by default).
+THICK_SLICE_RATIO = 2.0
+
+
+def is_thick_slice(spacing_ijk) -> bool:
+    """The largest spacing (mm) is more than :data:`THICK_SLICE_RATIO` times the smallest."""
+    spacing = np.asarray(spacing_ijk, dtype=np.float64)
+    return bool(spacing.max() > THICK_SLICE_RATIO * spacing.min())
+
+
+def slice_axis_of_spacing(spacing_ijk) -> int:
+    """The index axis (0 = I, 1 = J, 2 = K) across the slices: the one with the largest
+    spacing (mm); on a tie the later axis (K for an isotropic or in-plane-square scan)."""
+    spacing = np.asarray(spacing_ijk, dtype=np.float64)
+    largest = spacing.max()
+    return int(max(axis for axis in range(3) if spacing[axis] >= largest * (1 - 1e-6)))
+
+
 def halved(scale: Scale) -> Scale:
     """``scale`` one level down: each scaled axis halved (IJK; an unscaled axis stays 1)."""
     return tuple(max(1, int(s) // 2) for s in scale)
