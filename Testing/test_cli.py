@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from ctsr.io import read_volume, write_volume
+from ctsr.metrics import evaluate
 from ctsr.resources import sample_volume_path
 from ctsr.volume import Volume
 
@@ -35,7 +36,8 @@ def test_simulate_upsample_evaluate_chain(tmp_path, oblique_sample):
     assert read_volume(tmp_path / "up.nrrd").same_grid(oblique_sample)
     run = ctsr("evaluate", tmp_path / "up.nrrd", hr_path, "--json")
     scores = json.loads(run.stdout)
-    assert 25 < scores["psnr"] < 60 and 0.5 < scores["ssim"] < 1.0
+    expected = evaluate(read_volume(tmp_path / "up.nrrd"), read_volume(hr_path))
+    assert scores["psnr"] == pytest.approx(expected["psnr"]) and scores["ssim"] == pytest.approx(expected["ssim"])
 
 
 def test_evaluate_of_identical_volumes_is_strict_json(tmp_path, sample):
@@ -242,3 +244,48 @@ def test_itk_warnings_do_not_reach_the_user(tmp_path):
     run = ctsr("upsample", folder, tmp_path / "out.nrrd")
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [f"ctsr: error: {folder} is a folder with no DICOM series in it."]
+
+
+def test_a_dicom_series_gives_its_slice_thickness_as_the_z_profile(tmp_path, sample):
+    """The CLI reads SliceThickness (0018,0050) of the series it reads: a 3 mm slab across 2 mm
+    slices, named as its source in the JSON result."""
+    from dicom_series import write_dicom_series
+
+    folder = write_dicom_series(tmp_path / "series", Volume.from_spacing(sample.array[:16, :24, :24], (0.8, 0.8, 2.0)),
+                                slice_thickness_mm=3.0)
+    run = ctsr("upsample", folder, tmp_path / "up.nrrd", "--scale", "1x1x2", "--method", "cubic", "--json-progress")
+    assert run.returncode == 0, run.stderr
+    model = json.loads(run.stdout.splitlines()[-1])["provenance"]["lr_model"]
+    assert model["model"].startswith("z=slab:3mm") and "SliceThickness" in model["source"]["z"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusal is for a machine without a GPU")
+def test_a_gpu_asked_for_on_a_machine_without_one_is_one_sentence_and_exit_2(tmp_path, sample):
+    path = write_volume(Volume(sample.array[:16, :16, :16], sample.ijk_to_ras), tmp_path / "lr.nrrd")
+    run = ctsr("upsample", path, tmp_path / "up.nrrd", "--method", "fast", "--device", "cuda")
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == ["ctsr: error: device 'cuda' was asked for, but no CUDA GPU is "
+                                               "available; use 'auto' or 'cpu'."]
+    assert not (tmp_path / "up.nrrd").exists()
+
+
+@pytest.mark.parametrize("raised, code, words", [
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), 4, "not enough memory"),
+    (ModuleNotFoundError("No module named 'diffusers'", name="diffusers"), 2, "'diffusers' that this needs is not"),
+])
+def test_gpu_memory_and_a_missing_package_are_one_sentence_with_their_exit_code(capsys, raised, code, words):
+    """What torch raises for exhausted GPU memory (a RuntimeError) and a package missing from
+    this Python reach the user as one sentence, by the path the CLI, the worker and batch share."""
+    import argparse
+
+    from ctsr.cli import run_guarded
+    from ctsr.errors import known_errors
+    from ctsr.progress import SilentProgress
+
+    def run(args, progress):
+        raise raised
+
+    assert run_guarded(run, argparse.Namespace(json_progress=False), SilentProgress()) == code
+    assert words in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="a bug"), known_errors():
+        raise RuntimeError("a bug")  # anything else keeps its traceback

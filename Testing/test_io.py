@@ -10,8 +10,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import SHARED_CT, require_shared_data
+from dicom_series import write_dicom_series
 from ctsr.errors import UserError
-from ctsr.io import image_from_volume, read_volume, write_volume
+from ctsr.io import read_volume, write_volume
 from ctsr.volume import Volume
 
 
@@ -49,35 +50,6 @@ def test_ras_geometry_matches_the_nrrd_header_read_by_hand():
     # KJI order: the fastest-varying file axis (I) is the last array axis.
     raw = np.frombuffer(gzip.decompress(path.read_bytes().split(b"\n\n", 1)[1]), dtype="<i2")
     np.testing.assert_array_equal(volume.array.ravel(), raw.astype(np.float32))
-
-
-def write_dicom_series(folder: Path, volume: Volume, skip=(), sideways_mm: float = 0.0, decimals: int = 6):
-    """``volume`` as a DICOM series (one int16 file per slice) in ``folder``; ``skip``: slices
-    left out; ``sideways_mm``: each slice's position moved that far along J more than the one
-    before (gantry tilt); ``decimals``: how the positions are rounded (as some scanners write
-    them)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    image = sitk.Cast(image_from_volume(volume), sitk.sitkInt16)  # the values are integer HU
-    direction = image.GetDirection()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    series = "1.2.826.0.1.3680043.2.1125.1.42"
-    for k in range(image.GetDepth()):
-        if k in skip:
-            continue
-        s = image[:, :, k]
-        position = np.array(image.TransformIndexToPhysicalPoint((0, 0, k))) + k * sideways_mm * np.array(direction[1::3])
-        for tag, value in {
-            "0008|0060": "CT", "0020|000e": series, "0020|000d": series + ".1",
-            "0008|0018": f"{series}.{k + 1}", "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{x:.{decimals}f}" for x in position),
-            "0020|0037": "\\".join(f"{x:.6f}" for x in direction[0::3] + direction[1::3]),
-            "0028|0030": f"{image.GetSpacing()[1]:.6f}\\{image.GetSpacing()[0]:.6f}",
-        }.items():
-            s.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(s)
-    return folder
 
 
 def test_dicom_series_folder_loads_with_its_geometry(tmp_path, oblique_sample):
@@ -186,3 +158,17 @@ def test_a_folder_of_two_equally_large_series_is_refused_and_a_larger_one_is_rea
         path.unlink()
     with pytest.raises(UserError, match="holds 2 DICOM series, the largest two of 3 slices each"):
         read_volume(tmp_path)
+
+
+def test_itk_warnings_are_off_only_while_we_read(tmp_path):
+    """Our reads keep ITK's warnings from the user (they become our one sentence), but the
+    process's setting is left as it was: in Slicer it is Slicer's."""
+    assert sitk.ProcessObject.GetGlobalWarningDisplay()  # importing ctsr.io changed nothing
+    seen = []
+    original = sitk.ProcessObject.SetGlobalWarningDisplay
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sitk.ProcessObject, "SetGlobalWarningDisplay",
+                      lambda on: seen.append(on) or original(on))
+        with pytest.raises(UserError, match="no DICOM series"):
+            read_volume((tmp_path / "empty").mkdir() or tmp_path / "empty")
+    assert seen == [False, True] and sitk.ProcessObject.GetGlobalWarningDisplay()

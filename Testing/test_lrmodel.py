@@ -36,8 +36,9 @@ def test_a_slab_with_no_axis_is_the_slice_axis_and_swapping_axes_moves_profiles_
 
 @pytest.mark.parametrize("text", ["gauss", "gauss:-1", "blur:2", "noise:-3", "noise:x", "w=box", "slab:0mm"])
 def test_bad_models_are_one_sentence(text):
-    with pytest.raises(UserError):
+    with pytest.raises(UserError) as error:
         LRModel.parse(text)
+    assert text in str(error.value) and "\n" not in str(error.value) and str(error.value).endswith(".")
 
 
 def test_paper_model_is_the_gaussian_then_lanczos_protocol(sample):

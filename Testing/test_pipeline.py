@@ -187,6 +187,29 @@ def test_upsample_with_roi_and_uncertainty(oblique_sample):
     assert np.all(result.uncertainty.array == 0)
 
 
+def test_uncertainty_is_the_spread_of_the_seeds_runs_and_the_result_is_the_first(sample, monkeypatch):
+    """K runs of balanced (a prior that trains: seeds differ) give the voxelwise standard
+    deviation of the K volumes that runs with seeds seed .. seed + K - 1 give one by one; the
+    volume and its provenance (the LR residual) are the first run's (40 steps here, not 300)."""
+    from ctsr.fidelity import lr_residual
+    from ctsr.upsampling import upsample
+
+    balanced = PRESETS["balanced"]
+    monkeypatch.setitem(PRESETS, "balanced", replace(balanced, internal_prior=replace(balanced.internal_prior,
+                                                                                      steps=40, flip_budget=0)))
+    lr = simulate_lr(Volume(sample.array[:48, :48, :48], sample.ijk_to_ras), (2, 2, 2),
+                     LRModel.parse("gauss:1,noise:5"))
+    result = upsample(lr, 2, "balanced", seed=4, uncertainty=3, lr_model="gauss:1,noise:5", pretrained="none")
+    assert result.provenance["internal_prior"].startswith("volume")
+    one_by_one = [upsample(lr, 2, "balanced", seed=s, lr_model="gauss:1,noise:5", pretrained="none").volume.array
+                  for s in (4, 5, 6)]
+    np.testing.assert_array_equal(result.volume.array, one_by_one[0])
+    np.testing.assert_allclose(result.uncertainty.array, np.std(np.stack(one_by_one), axis=0), atol=1e-3)
+    assert result.uncertainty.array.max() > 0.1
+    model = LRModel.parse(result.provenance["lr_model"]["model"])
+    assert result.provenance["lr_residual"] == lr_residual(result.volume, lr, (2, 2, 2), model)
+
+
 @pytest.mark.parametrize("option, projection_prior, diffusion", [
     (None, True, False), ("none", False, False), ("shipped", True, True)])
 def test_the_prior_option_picks_the_projection_prior(lr, monkeypatch, option, projection_prior, diffusion):

@@ -99,6 +99,8 @@ def test_the_log_is_collapsible_and_read_only(ui_widgets):
     log = ui_widgets["logCollapsibleButton"]
     assert log.get("class") == "ctkCollapsibleButton"
     assert "logTextEdit" in {w.get("name") for w in log.iter("widget")}
+    read_only = [p for p in ui_widgets["logTextEdit"].findall("property") if p.get("name") == "readOnly"]
+    assert [p.findtext("bool") for p in read_only] == ["true"]
 
 
 def test_module_has_the_template_classes(module_tree):

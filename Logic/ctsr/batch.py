@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import Cancelled, UserError
+from .errors import Cancelled, UserError, known_errors
 from .io import VOLUME_SUFFIXES, split_suffix
 from .progress import Progress, SilentProgress
 from .upsampling import DEFAULT_METHOD
@@ -209,17 +209,18 @@ def run_scan(scan: Scan, options: BatchOptions, threads: int | None = None) -> S
     chosen = _scan_options(scan, options)
     record = ScanRecord(scan.name, scan.input, scan.output, "failed")
     try:
-        Path(scan.output).parent.mkdir(parents=True, exist_ok=True)
-        check_writable(scan.output, inputs=[scan.input])
-        lr = read_volume(scan.input)
-        result = upsample(lr, chosen["scale"], chosen["method"], seed=chosen["seed"], device=chosen["device"],
-                          roi=chosen["roi"], lr_model=chosen["lr_model"],
-                          slice_thickness_mm=read_slice_thickness(scan.input))
-        details = {"provenance": result.provenance}
-        write_volume(result.volume, scan.output)
-        record.status = "done"
-        if scan.reference:
-            details.update(_scores_against(result.volume, scan.reference))
+        with known_errors():
+            Path(scan.output).parent.mkdir(parents=True, exist_ok=True)
+            check_writable(scan.output, inputs=[scan.input])
+            lr = read_volume(scan.input)
+            result = upsample(lr, chosen["scale"], chosen["method"], seed=chosen["seed"], device=chosen["device"],
+                              roi=chosen["roi"], lr_model=chosen["lr_model"],
+                              slice_thickness_mm=read_slice_thickness(scan.input))
+            details = {"provenance": result.provenance}
+            write_volume(result.volume, scan.output)
+            record.status = "done"
+            if scan.reference:
+                details.update(_scores_against(result.volume, scan.reference))
     except UserError as error:
         record.reason = str(error)
         return _finish(record, start)
@@ -313,10 +314,13 @@ def local_workers(scans: list[Scan], options: BatchOptions, requested: int | Non
 def _header_voxels(path: str) -> int:
     import SimpleITK as sitk
 
+    from .io import quiet_itk
+
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(path)
-        reader.ReadImageInformation()
+        with quiet_itk():
+            reader.ReadImageInformation()
         return int(math.prod(reader.GetSize()))
     except RuntimeError:
         return 0  # a folder (DICOM) or a bad file: the run says so

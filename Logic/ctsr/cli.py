@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import Cancelled, UserError, seed_argument
+from .errors import Cancelled, UserError, known_errors, seed_argument
 from .progress import Progress, add_progress_options, progress_from_args, to_json
 
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
@@ -286,7 +286,8 @@ def run_guarded(run, args, progress: Progress) -> int:
     signal.signal(signal.SIGTERM, _raise_cancelled)
     signal.signal(signal.SIGINT, _raise_cancelled)
     try:
-        result = run(args, progress)
+        with known_errors():
+            result = run(args, progress)
     except UserError as error:
         return _fail(progress, args, EXIT_USER, "user", str(error))
     except Cancelled:

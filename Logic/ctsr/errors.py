@@ -4,6 +4,8 @@ Its message is one sentence shown as is, with no traceback, by the CLI, the work
 Slicer module. Anything else that escapes is a bug and keeps its traceback.
 """
 
+from contextlib import contextmanager
+
 
 class UserError(Exception):
     """A problem with the user's input or settings; ``str(error)`` is one clear sentence."""
@@ -11,6 +13,23 @@ class UserError(Exception):
 
 class Cancelled(Exception):
     """The job was cancelled (Ctrl-C, SIGTERM from the Slicer module, a cancel callback)."""
+
+
+@contextmanager
+def known_errors():
+    """Inside it, what a user can act on leaves as such: a package missing from this Python as a
+    :class:`UserError`, exhausted GPU memory (torch's ``OutOfMemoryError``, a ``RuntimeError``)
+    as a ``MemoryError``; anything else as it was. The CLI, the worker and a batch's scans all
+    run their job inside it."""
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        raise UserError(f"the Python package {error.name!r} that this needs is not installed in this "
+                        "Python.") from None
+    except RuntimeError as error:
+        if "out of memory" not in str(error).lower():
+            raise
+        raise MemoryError(str(error)) from None
 
 
 def check_seed(seed) -> int:

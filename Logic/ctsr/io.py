@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,19 @@ import SimpleITK as sitk
 from .errors import UserError
 from .volume import Volume
 
-# ITK's own warnings (e.g. "No Series were found" for a folder without DICOM) are not for our
-# users: every failure they hint at becomes one sentence of ours.
-sitk.ProcessObject.SetGlobalWarningDisplay(False)
+
+
+@contextmanager
+def quiet_itk():
+    """ITK's own warnings off inside it (e.g. "No Series were found" for a folder without
+    DICOM: every failure they hint at becomes one sentence of ours), as they were after it:
+    in Slicer's process, ITK's setting stays Slicer's."""
+    before = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(before)
 
 #: Flips the first two axes: LPS <-> RAS (its own inverse).
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -95,9 +106,12 @@ def read_volume(path, check: bool = True) -> Volume:
     if not path.exists():
         raise UserError(f"{path} does not exist.")
     if path.is_dir():
-        return volume_from_image(_read_dicom_series(path), f"the DICOM series in {path}", check)
+        with quiet_itk():
+            image = _read_dicom_series(path)
+        return volume_from_image(image, f"the DICOM series in {path}", check)
     try:
-        image = sitk.ReadImage(str(path))
+        with quiet_itk():
+            image = sitk.ReadImage(str(path))
     except RuntimeError:
         raise UserError(f"{path} is not a readable image file (NRRD, NIfTI, MHA or DICOM) or holds no voxels.") from None
     return volume_from_image(image, str(path), check)
@@ -181,9 +195,10 @@ def read_slice_thickness(path) -> float | None:
     if not path.is_dir():
         return None
     reader = sitk.ImageFileReader()
-    reader.SetFileName(_dicom_series_files(path)[0])
     try:
-        reader.ReadImageInformation()
+        with quiet_itk():
+            reader.SetFileName(_dicom_series_files(path)[0])
+            reader.ReadImageInformation()
         return float(reader.GetMetaData("0018|0050"))
     except (RuntimeError, ValueError):
         return None

@@ -104,6 +104,10 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         raise UserError(f"a projection prior (--prior) is for {' and '.join(PROJECTION_PRIOR_METHODS)}; "
                         f"{method} has none.")
     lr.check_usable()
+    if method not in INTERPOLATION_METHODS:  # a device that is not here is refused before any work
+        from .pipeline import resolve_device
+
+        resolve_device(device)
     external = _load_pretrained(pretrained, device) if method == "balanced" and pretrained != NONE else None
     external_projection = (_load_external_projection(prior, scale, device) if method in PROJECTION_PRIOR_METHODS
                            else None)
@@ -148,14 +152,12 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         progress.update("upsample", 1.0, "done")
     else:
         runs = max(1, uncertainty)
-        volumes = []
-        for k in range(runs):
-            hr, info = _zero_shot(lr, scale, method, model, seed + k, device, prior, external, external_projection,
-                                  progress.span(k / runs, (k + 1) / runs))
-            volumes.append(hr.array)
-        hr = hr.with_array(volumes[0])
+        hr, info = _zero_shot(lr, scale, method, model, seed, device, prior, external, external_projection,
+                              progress.span(0.0, 1.0 / runs))  # the result, and what the provenance describes
         if runs > 1:
-            std = hr.with_array(np.std(np.stack(volumes), axis=0))
+            others = [_zero_shot(lr, scale, method, model, seed + k, device, prior, external, external_projection,
+                                 progress.span(k / runs, (k + 1) / runs))[0].array for k in range(1, runs)]
+            std = hr.with_array(np.std(np.stack([hr.array, *others]), axis=0))
             info["uncertainty_runs"] = runs
         provenance.update(info)
     if turn is not None:
