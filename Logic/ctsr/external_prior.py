@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .grids import Scale
+from .grids import Scale, is_thick_slice
 from .internal_prior import (HU_SCALE, InternalPriorSettings, ResidualCNN, consistent_upsample,
                              fit_residual_network)
 from .lrestimate import resolve_lr_model
@@ -206,7 +206,7 @@ def read_hr_scans(paths: list[Path], progress: Progress) -> list[Volume]:
     volumes = [read_volume(path) for path in paths]
     for path, volume in zip(paths, volumes):
         volume.check_usable()
-        if max(volume.spacing) > 2 * min(volume.spacing):
+        if is_thick_slice(volume.spacing):
             progress.log(f"{Path(path).name} has voxels of {' x '.join(f'{s:.3g}' for s in volume.spacing)} mm: "
                          "pretraining takes every scan as HR along all three axes")
     return volumes
