@@ -22,8 +22,10 @@ EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY, EXIT_PARTIAL = 0, 1, 
 
 
 def _window(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                        default=[-1024.0, 3071.0], help="HU window (default -1024 3071)")
+    from .metrics import DEFAULT_WINDOW
+
+    parser.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"), default=list(DEFAULT_WINDOW),
+                        help=f"HU window (default {DEFAULT_WINDOW[0]:g} {DEFAULT_WINDOW[1]:g})")
 
 
 def _lr_model(parser: argparse.ArgumentParser, text: str) -> None:
@@ -184,13 +186,13 @@ def _run_pretrain(args, progress: Progress) -> dict:
 
 
 def _run_simulate(args, progress: Progress) -> dict:
-    from .grids import parse_scale, slice_axis
+    from .grids import AXES, parse_scale, slice_axis
     from .io import check_writable, read_volume, write_volume
     from .lrmodel import PAPER, LRModel, simulate_lr
 
     scale = parse_scale(args.scale)
     model = LRModel.parse(args.lr_model, slice_axis(scale)) if args.lr_model else PAPER
-    missing = [a for a, p, s in zip("xyz", model.profiles, scale) if s > 1 and p is None]
+    missing = [a for a, p, s in zip(AXES, model.profiles, scale) if s > 1 and p is None]
     if missing:
         raise UserError(f"--lr-model {args.lr_model!r} gives no blur for the {', '.join(missing)} axis; "
                         "add one (like gauss:1, box or z=slab:5mm).")

@@ -38,7 +38,7 @@ from .baselines import upsample_interpolate
 from .errors import UserError
 from .external_prior import PretrainSettings, pretraining_record, random_lr_model, read_hr_scans
 from .geometry import detector_binning, scan_geometries
-from .grids import Scale
+from .grids import AXES, Scale
 from .internal_prior import InternalPriorSettings, ResidualCNN, apply_in_tiles, fit_residual_network
 from .internal_projection_prior import KERNEL, STAGE, one_level_down
 from .lrmodel import LRModel, simulate_lr
@@ -178,7 +178,7 @@ def self_check(prior: PretrainedNetwork, lr: Volume, scale: Scale, model: LRMode
     short = [(axis, n) for axis, (n, s) in enumerate(zip(lr.shape_ijk, scale)) if s > 1 and n // s < 2]
     if short:
         axis, n = short[0]
-        raise TooSmallToCheck(f"the input is too small to check it on ({'xyz'[axis]}: {n} voxels, "
+        raise TooSmallToCheck(f"the input is too small to check it on ({AXES[axis]}: {n} voxels, "
                               f"{2 * scale[axis]} needed)")
     u2, low = one_level_down(lr, scale, model.with_noise(0.0, "none"), seed)
     p_up2 = project_hu(u2, lr_geometry, window, device)

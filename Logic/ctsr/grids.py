@@ -14,6 +14,8 @@ import numpy as np
 from .errors import UserError
 
 Scale = tuple[int, int, int]
+#: The image axes' names, in IJK order (x = I, y = J, z = K, the slice axis).
+AXES = "xyz"
 
 #: Largest scale factor accepted along one axis.
 MAX_SCALE = 16

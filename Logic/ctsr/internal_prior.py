@@ -56,7 +56,7 @@ from torch import nn
 
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency
-from .grids import Scale, halved, hr_grid, is_through_plane, lr_grid
+from .grids import AXES, Scale, halved, hr_grid, is_through_plane, lr_grid
 from .lrestimate import LOOKS_TOO_WIDE, lr_model_one_level_down
 from .lrmodel import LRModel, LROperator, Profile, add_noise
 from .progress import Progress, SilentProgress
@@ -131,15 +131,15 @@ def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     through_plane = is_through_plane(scale)
     if not through_plane and max(scale) == 2 * MAX_VOLUME_SCALE and set(scale) <= {1, 2 * MAX_VOLUME_SCALE}:
         return _two_level_plan(lr, scale, model)
-    sources = {axis: model.source.get("xyz"[axis], "") for axis, s in enumerate(scale) if s > 1}
+    sources = {axis: model.source.get(AXES[axis], "") for axis, s in enumerate(scale) if s > 1}
     assumed = [axis for axis, text in sources.items() if text.startswith("default")]
     if assumed:
-        return Plan(None, reason=f"the blur along {'xyz'[assumed[0]]} is assumed, not known or estimated (a pair made "
+        return Plan(None, reason=f"the blur along {AXES[assumed[0]]} is assumed, not known or estimated (a pair made "
                                  "by an assumed operator can teach the wrong correction; give --lr-model or the "
                                  "DICOM series)")
     too_wide = [axis for axis, text in sources.items() if LOOKS_TOO_WIDE in text]
     if too_wide:
-        return Plan(None, reason=f"the given blur along {'xyz'[too_wide[0]]} is {LOOKS_TOO_WIDE} (a pair made with "
+        return Plan(None, reason=f"the given blur along {AXES[too_wide[0]]} is {LOOKS_TOO_WIDE} (a pair made with "
                                  "it would teach halos)")
     if through_plane:
         # x takes z's profile and scale; slab widths in mm are rescaled to x's spacing.
@@ -157,7 +157,7 @@ def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     short = [(axis, n // s) for axis, (n, s) in enumerate(zip(lr.shape_ijk, pair_scale)) if s > 1 and n // s < MIN_PAIR_VOXELS]
     if short:
         axis, n = short[0]
-        return Plan(None, reason=f"the input is too small to teach itself at this scale ({'xyz'[axis]}: "
+        return Plan(None, reason=f"the input is too small to teach itself at this scale ({AXES[axis]}: "
                                  f"{n} voxels after a second degradation, {MIN_PAIR_VOXELS} needed)")
     return Plan(kind, pair_scale, pair_model)
 

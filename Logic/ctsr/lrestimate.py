@@ -51,8 +51,8 @@ import math
 import numpy as np
 from scipy.stats import chi2
 
-from .grids import Scale, halved, is_through_plane
-from .lrmodel import AXES, DEFAULT_PROFILE, LRModel, LROperator, Profile, slab_from_dicom
+from .grids import AXES, Scale, halved, is_through_plane
+from .lrmodel import DEFAULT_PROFILE, LRModel, LROperator, Profile, slab_from_dicom
 from .volume import Volume
 
 #: Gaussian widths (HR voxels) the blur estimates choose from.
@@ -260,7 +260,7 @@ def estimate_profile(lr: Volume, scale: Scale, axis: int, noise_hu: float):
     if s > MAX_ESTIMATED_SCALE:
         return None, f"default (the blur is estimated up to x{MAX_ESTIMATED_SCALE} only, where it was measured)"
     if n // s < MIN_SAMPLES:
-        return None, f"default (too few voxels along {'xyz'[axis]} to estimate the blur)"
+        return None, f"default (too few voxels along {AXES[axis]} to estimate the blur)"
     target = _sharpness(lr.array, array_axis, noise_hu**2)
     if target is None or target <= 0:
         return None, "default (no detail left to estimate the blur from)"

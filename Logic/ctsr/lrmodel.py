@@ -32,11 +32,9 @@ import numpy as np
 from scipy import ndimage, sparse
 
 from .errors import UserError
-from .grids import Scale, lr_grid
+from .grids import AXES, Scale, lr_grid
 from .lanczos import block_centre_positions, lanczos_matrix
 from .volume import Volume
-
-AXES = "xyz"
 
 
 @dataclass(frozen=True)

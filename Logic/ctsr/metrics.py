@@ -27,6 +27,12 @@ def normalize(array: np.ndarray, window=DEFAULT_WINDOW) -> np.ndarray:
     return (np.clip(np.asarray(array, dtype=np.float64), low, high) - low) / (high - low)
 
 
+def denormalize(array, window=DEFAULT_WINDOW):
+    """The inverse of :func:`normalize` inside the window: [0, 1] back to HU (same type)."""
+    low, high = window
+    return array * (high - low) + low
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR (dB) of two arrays in [0, 1] with peak 1."""
     mse = float(np.mean((a - b) ** 2))

@@ -47,7 +47,7 @@ from .geometry import ConeGeometry, detector_binning, scan_geometries
 from .grids import Scale
 from .internal_prior import InternalPriorSettings, upsample_with_internal_prior
 from .lrmodel import LRModel
-from .metrics import DEFAULT_WINDOW, normalize
+from .metrics import DEFAULT_WINDOW, denormalize, normalize
 from .progress import Progress, SilentProgress
 from .projector import forward_project
 from .volume import Volume
@@ -214,7 +214,6 @@ def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, lr_mode
                  seed: int, window, oracle: Volume | None, progress: Progress, info: dict,
                  external_projection=None) -> Volume:
     """Stages 2 to 4: projections, the target ``Y``, the NAB-GS fit; ``relu(V_up + dV)`` in HU."""
-    low, high = window
     as_tensor = lambda v: torch.from_numpy(normalize(v.array, window).astype(np.float32)).to(device)
     v_up_n, lr_n = as_tensor(v_up), as_tensor(lr)
 
@@ -278,4 +277,4 @@ def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, lr_mode
                        progress.span(0.40, 0.93), seed)
     info["gaussians"] = len(fit.gaussians)
     hr_n = torch.clamp(v_up_n + fit.residual, min=0).cpu().numpy()
-    return v_up.with_array(hr_n * (high - low) + low)
+    return v_up.with_array(denormalize(hr_n, window))

@@ -27,7 +27,7 @@ from . import __version__
 from .baselines import METHODS as INTERPOLATION_METHODS
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency, lr_residual
-from .grids import Scale, format_scale, is_thick_slice, parse_scale, slice_axis, slice_axis_of_spacing
+from .grids import AXES, Scale, format_scale, is_thick_slice, parse_scale, slice_axis, slice_axis_of_spacing
 from .lrestimate import resolve_lr_model
 from .lrmodel import LRModel
 from .progress import Progress, SilentProgress
@@ -129,7 +129,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     turn = only_axis if only_axis in (0, 1) else None
     if turn is not None:
         lr, scale, given, slice_thickness_mm = _swap_z(lr, turn), _swap_z(scale, turn), _swap_z(given, turn), None
-        provenance["slice_axis"] = f"{'xyz'[turn]} (run as z)"
+        provenance["slice_axis"] = f"{AXES[turn]} (run as z)"
     if is_thick_slice(lr.spacing) and sum(s > 1 for s in scale) > 1:
         axis = slice_axis_of_spacing(lr.spacing)
         across = "x".join("4" if a == axis else "1" for a in range(3))
