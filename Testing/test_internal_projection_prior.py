@@ -11,7 +11,7 @@ from ctsr import internal_projection_prior as ipp
 from ctsr.baselines import upsample_interpolate
 from ctsr.errors import Cancelled
 from ctsr.internal_prior import InternalPriorSettings, degrade_again
-from ctsr.lrmodel import LRModel, simulate_lr
+from ctsr.lrmodel import ASSUMED, LRModel, simulate_lr
 from ctsr.metrics import psnr
 from ctsr.geometry import scan_geometries
 from ctsr.pipeline import consistent_p_up, projection_operator
@@ -48,7 +48,7 @@ def test_it_plans_where_the_volume_pair_does(sample):
     assert "not measured through-plane" in ipp.projection_plan(sample, (1, 1, 4), model).reason
     assert "no measured option" in ipp.projection_plan(sample, (4, 4, 4), model).reason
     assert "x8: not measured" in ipp.projection_plan(sample, (8, 8, 8), model).reason
-    assumed = LRModel.parse("noise:5").with_profile(0, LRModel.parse("gauss:1").profiles[0], "default (assumed)")
+    assumed = LRModel.parse("noise:5").with_profile(0, LRModel.parse("gauss:1").profiles[0], "default (assumed)", ASSUMED)
     assert "assumed" in ipp.projection_plan(sample, (2, 1, 1), assumed).reason
 
 

@@ -12,7 +12,7 @@ from ctsr.io import read_volume
 from ctsr.lanczos import block_centre_positions, resample_axis
 from ctsr.lrestimate import (estimate_noise_hu, estimate_profile, fine_band_noise_hu, resolve_lr_model,
                              slice_difference_noise_hu)
-from ctsr.lrmodel import (DEFAULT_PROFILE, LRModel, LROperator, Profile,
+from ctsr.lrmodel import (DEFAULT_PROFILE, ESTIMATED, GIVEN, LRModel, LROperator, Profile,
                           simulate_lr, slab_from_dicom)
 from ctsr.volume import Volume
 
@@ -31,7 +31,9 @@ def test_a_slab_with_no_axis_is_the_slice_axis_and_swapping_axes_moves_profiles_
     model = LRModel.parse("x=slab:5mm,y=gauss:1,z=box").with_axes_swapped(0, 2)
     assert str(model) == "x=box,y=gauss:1,z=slab:5mm"
     assert model.source == {"x": "given", "y": "given", "z": "given"}
-    assert model.with_profile(1, Profile("box"), "estimated").with_axes_swapped(1, 2).source["z"] == "estimated"
+    swapped = model.with_profile(1, Profile("box"), "estimated (...)", ESTIMATED).with_axes_swapped(1, 2)
+    assert swapped.source["z"] == "estimated (...)" and swapped.origin["z"] == ESTIMATED
+    assert swapped.origin["y"] == GIVEN
 
 
 @pytest.mark.parametrize("text", ["gauss", "gauss:-1", "blur:2", "noise:-3", "noise:x", "w=box", "slab:0mm"])

@@ -38,7 +38,7 @@ from ctsr.external_prior import random_lr_model, read_hr_scans  # noqa: E402
 from ctsr.external_projection_prior import (KERNEL, ProjectionPretrainSettings, conditioning,  # noqa: E402
                                             pretraining_pairs, scan_pairs)
 from ctsr.internal_prior import fit_residual_network  # noqa: E402
-from ctsr.lrmodel import LRModel, add_noise, simulate_lr  # noqa: E402
+from ctsr.lrmodel import GIVEN, LRModel, add_noise, simulate_lr  # noqa: E402
 from ctsr.network_folder import PretrainedNetwork  # noqa: E402
 from ctsr.prior.data import block_reduce, read_radiograph  # noqa: E402
 from ctsr.progress import SilentProgress  # noqa: E402
@@ -72,7 +72,7 @@ def radiograph_pairs(images, rows, cols, per_hu, rng):
         slab = Volume(np.repeat(image[:k, None, :i], 2, axis=1).astype(np.float32), np.eye(4))
         for _ in range(MODELS_PER_IMAGE):
             model = random_lr_model(rng)
-            lr = simulate_lr(slab, SURROGATE, model.with_noise(0.0, "none"), seed=0)
+            lr = simulate_lr(slab, SURROGATE, model.with_noise(0.0, "none", GIVEN), seed=0)
             # noise relative to the scale of this radiograph's projections, as in the DRR pairs
             lr = Volume(add_noise(lr.array, (model.noise_hu or 0.0) * per_hu * float(lr.array.max()),
                                   int(rng.integers(1 << 30))), lr.ijk_to_ras)

@@ -51,6 +51,7 @@ def cell(hr, lr_cell: str) -> dict:
     from ctsr.internal_prior import InternalPriorSettings, apply_in_tiles, fit_residual_network, plan
     from ctsr.internal_projection_prior import KERNEL, projection_training_pair
     from ctsr.pipeline import consistent_p_up
+    from ctsr.lrmodel import GIVEN
     from ctsr.prior.operators import bicubic
     from ctsr.progress import SilentProgress
     from ctsr.projector import project_hu
@@ -76,7 +77,7 @@ def cell(hr, lr_cell: str) -> dict:
 
     f = trained(the_plan.pair_model)
     row["one level"] = _score(f(p_up), truth)
-    f0 = trained(the_plan.pair_model.with_noise(0.0, "none"))
+    f0 = trained(the_plan.pair_model.with_noise(0.0, "none", GIVEN))
     row["one level, pair without noise"] = _score(f0(p_up), truth)
     row["two levels, pair without noise"] = _score(p_up + bicubic((f0(p_mid) - p_mid)[:, None], (2, 2))[:, 0], truth)
     return row

@@ -41,7 +41,7 @@ from .geometry import detector_binning, scan_geometries
 from .grids import AXES, Scale
 from .internal_prior import InternalPriorSettings, ResidualCNN, apply_in_tiles, fit_residual_network
 from .internal_projection_prior import KERNEL, STAGE, one_level_down
-from .lrmodel import LRModel, simulate_lr
+from .lrmodel import GIVEN, LRModel, simulate_lr
 from .metrics import DEFAULT_WINDOW
 from .network_folder import PretrainedNetwork, load_network_weights, read_network_config, write_network_folder
 from .progress import Progress, SilentProgress
@@ -180,7 +180,7 @@ def self_check(prior: PretrainedNetwork, lr: Volume, scale: Scale, model: LRMode
         axis, n = short[0]
         raise TooSmallToCheck(f"the input is too small to check it on ({AXES[axis]}: {n} voxels, "
                               f"{2 * scale[axis]} needed)")
-    u2, low = one_level_down(lr, scale, model.with_noise(0.0, "none"), seed)
+    u2, low = one_level_down(lr, scale, model.with_noise(0.0, "none", GIVEN), seed)
     p_up2 = project_hu(u2, lr_geometry, window, device)
     y2 = project_hu(low.array, lr_geometry.of_coarser_grid(low, scale), window, device)
     y = y.to(p_up2.device)

@@ -13,8 +13,9 @@ the first of two levels at x4), training starts from its weights instead of from
 (fine-tuning, the same number of steps).
 
 The pair is only as right as the LR model: when the blur along a scaled axis is the assumed
-default (not given, not read from DICOM, not estimated), or was given but looks wider than
-the input (:data:`ctsr.lrestimate.LOOKS_TOO_WIDE`), nothing is learned and the result is
+default (origin :data:`ctsr.lrmodel.ASSUMED`: not given, not read from DICOM, not estimated),
+or was given but looks wider than the input (:data:`ctsr.lrmodel.GIVEN_TOO_WIDE`), nothing is
+learned and the result is
 ``fast``'s (through-plane on the degradation benchmark, a pair made with the default profile
 for a wider true blur lost up to 0.0064 SSIM to cubic; with the true profile it gained 1.2 dB).
 
@@ -58,7 +59,7 @@ from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency
 from .grids import AXES, Scale, halved, hr_grid, is_through_plane, lr_grid
 from .lrestimate import LOOKS_TOO_WIDE, lr_model_one_level_down
-from .lrmodel import LRModel, LROperator, Profile, add_noise
+from .lrmodel import ASSUMED, GIVEN_TOO_WIDE, LRModel, LROperator, Profile, add_noise
 from .progress import Progress, SilentProgress
 from .volume import Volume
 
@@ -131,13 +132,13 @@ def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     through_plane = is_through_plane(scale)
     if not through_plane and max(scale) == 2 * MAX_VOLUME_SCALE and set(scale) <= {1, 2 * MAX_VOLUME_SCALE}:
         return _two_level_plan(lr, scale, model)
-    sources = {axis: model.source.get(AXES[axis], "") for axis, s in enumerate(scale) if s > 1}
-    assumed = [axis for axis, text in sources.items() if text.startswith("default")]
+    origins = {axis: model.origin.get(AXES[axis]) for axis, s in enumerate(scale) if s > 1}
+    assumed = [axis for axis, origin in origins.items() if origin == ASSUMED]
     if assumed:
         return Plan(None, reason=f"the blur along {AXES[assumed[0]]} is assumed, not known or estimated (a pair made "
                                  "by an assumed operator can teach the wrong correction; give --lr-model or the "
                                  "DICOM series)")
-    too_wide = [axis for axis, text in sources.items() if LOOKS_TOO_WIDE in text]
+    too_wide = [axis for axis, origin in origins.items() if origin == GIVEN_TOO_WIDE]
     if too_wide:
         return Plan(None, reason=f"the given blur along {AXES[too_wide[0]]} is {LOOKS_TOO_WIDE} (a pair made with "
                                  "it would teach halos)")

@@ -52,7 +52,8 @@ import numpy as np
 from scipy.stats import chi2
 
 from .grids import AXES, Scale, halved, is_through_plane
-from .lrmodel import DEFAULT_PROFILE, LRModel, LROperator, Profile, slab_from_dicom
+from .lrmodel import (ASSUMED, CARRIED, DEFAULT_PROFILE, DICOM, ESTIMATED, GIVEN, GIVEN_TOO_WIDE, LRModel, LROperator,
+                      Profile, slab_from_dicom)
 from .volume import Volume
 
 #: Gaussian widths (HR voxels) the blur estimates choose from.
@@ -289,16 +290,16 @@ def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = Non
     if scale[2] > 1 and model.profiles[2] is None:
         profile, reason = slab_from_dicom(slice_thickness_mm, float(lr.spacing[2]))
         if profile is not None:
-            model = model.with_profile(2, profile, reason)
+            model = model.with_profile(2, profile, reason, DICOM)
     # The blur estimate takes the noise out of the top octave: the fine band's reading, whatever
     # the whole SD (noise correlated within slices has less there).
     fine_noise_hu = fine_band_noise_hu(lr.array)
     if model.noise_hu is None:
-        model = model.with_noise(*estimate_noise_hu(lr, fine_noise_hu))
+        model = model.with_noise(*estimate_noise_hu(lr, fine_noise_hu), ESTIMATED)
     if is_through_plane(scale) and model.profiles[2] is None:
         profile, how = estimate_through_plane_profile(lr, scale[2], fine_noise_hu)
         if profile is not None:
-            model = model.with_profile(2, profile, how)
+            model = model.with_profile(2, profile, how, ESTIMATED)
     estimates = {axis: estimate_profile(lr, scale, axis, fine_noise_hu)
                  for axis, s in enumerate(scale) if s > 1 and model.profiles[axis] is None}
     for axis, (profile, how) in estimates.items():
@@ -315,7 +316,7 @@ def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = Non
                           for q in (p, _at_physical_width(p, s, float(lr.spacing[a]) / s, spacing))]
             profile, lender = min(candidates, key=lambda c: c[0].std_hr_voxels(s, spacing))
             how = f"{BORROWED} {AXES[lender]} ({how.removeprefix('default (').removesuffix(')')})"
-        model = model.with_profile(axis, profile or DEFAULT_PROFILE, how)
+        model = model.with_profile(axis, profile or DEFAULT_PROFILE, how, ESTIMATED if profile else ASSUMED)
     return _flag_given_profiles_wider_than_estimated(lr, scale, model, fine_noise_hu)
 
 
@@ -335,7 +336,7 @@ def _flag_given_profiles_wider_than_estimated(lr: Volume, scale: Scale, model: L
     times wider than the cross-scale estimate (axes where it runs; ``fine_noise_hu`` taken out of
     the top octave, :func:`fine_band_noise_hu`) saying so."""
     for axis, s in enumerate(scale):
-        if s == 1 or model.source.get(AXES[axis]) != "given":
+        if s == 1 or model.origin.get(AXES[axis]) != GIVEN:
             continue
         estimate, _ = estimate_profile(lr, scale, axis, fine_noise_hu)
         spacing = float(lr.spacing[axis]) / s
@@ -343,7 +344,7 @@ def _flag_given_profiles_wider_than_estimated(lr: Volume, scale: Scale, model: L
                                      > WIDER_FACTOR * estimate.std_hr_voxels(s, spacing)):
             model = model.with_profile(axis, model.profiles[axis],
                                        f"given ({LOOKS_TOO_WIDE}: estimated {estimate}; a blur wider than "
-                                       "the truth makes halos)")
+                                       "the truth makes halos)", GIVEN_TOO_WIDE)
     return model
 
 
@@ -356,20 +357,23 @@ def lr_model_one_level_down(lr: Volume, scale: Scale, model: LRModel) -> LRModel
     that cannot be estimated there either keeps its physical width too (:data:`CARRIED_DEFAULT`);
     the noise SD stays."""
     half = halved(scale)
-    carried = LRModel(noise_hu=model.noise_hu, source={"noise": model.source.get("noise", "")})
+    carried = LRModel(noise_hu=model.noise_hu, source={"noise": model.source.get("noise", "")},
+                      origin={"noise": model.origin.get("noise", "")})
     for axis, (profile, s) in enumerate(zip(model.profiles, scale)):
-        source = model.source.get(AXES[axis], "")
-        if s == 1 or profile is None or source.startswith(("estimated", "default")):
+        origin = model.origin.get(AXES[axis])
+        if s == 1 or profile is None or origin in (ESTIMATED, ASSUMED):
             continue
-        carried = carried.with_profile(axis, _one_level_down(profile, s, half[axis]),
-                                       "given" if source.startswith("given") else source)
+        if origin in (GIVEN, GIVEN_TOO_WIDE):  # checked again at the half scale
+            carried = carried.with_profile(axis, _one_level_down(profile, s, half[axis]), "given", GIVEN)
+        else:
+            carried = carried.with_profile(axis, _one_level_down(profile, s, half[axis]),
+                                           model.source.get(AXES[axis], ""), origin)
     down = resolve_lr_model(lr, half, carried)
     for axis, (profile, s) in enumerate(zip(model.profiles, scale)):
-        if (s > 1 and model.source.get(AXES[axis], "").startswith("default")
-                and down.source.get(AXES[axis], "").startswith("default")):
+        if s > 1 and model.origin.get(AXES[axis]) == ASSUMED and down.origin.get(AXES[axis]) == ASSUMED:
             down = down.with_profile(axis, _one_level_down(profile, s, half[axis]),
                                      f"{CARRIED_DEFAULT} (x{s}'s {profile} at its width in mm; the blur could be "
-                                     f"estimated neither at x{s} nor at x{half[axis]})")
+                                     f"estimated neither at x{s} nor at x{half[axis]})", CARRIED)
     return down
 
 

@@ -114,14 +114,26 @@ def _box_matrix(n_hr: int, scale: int, width: float) -> sparse.csr_matrix:
     return matrix.astype(np.float32)
 
 
+#: Where a part of an LR model came from (:attr:`LRModel.origin`, what the code decides by;
+#: :attr:`LRModel.source` says it in words for the user): given by the user, given but looking
+#: wider than the input (:func:`ctsr.lrestimate.resolve_lr_model` flags it), read from DICOM,
+#: the paper's simulation, estimated from the input, assumed (:data:`DEFAULT_PROFILE`: nothing
+#: given, read or estimated), or an assumption carried from another scale at its width in mm.
+GIVEN, GIVEN_TOO_WIDE, DICOM, PAPER_ORIGIN, ESTIMATED, ASSUMED, CARRIED = (
+    "given", "given, too wide", "dicom", "paper", "estimated", "assumed", "carried")
+
+
 @dataclass(frozen=True)
 class LRModel:
     """Per-axis profiles (IJK order, ``None`` = not known) and the LR noise SD (HU, ``None`` =
-    not known); ``source`` says where each part came from (reported with every result)."""
+    not known); for each part (``"x"``, ``"y"``, ``"z"``, ``"noise"``) ``source`` says where it
+    came from in words (reported with every result) and ``origin`` as one of :data:`GIVEN` ...
+    :data:`CARRIED`."""
 
     profiles: tuple = (None, None, None)
     noise_hu: float | None = None
     source: dict = field(default_factory=dict, compare=False)
+    origin: dict = field(default_factory=dict, compare=False)
 
     @classmethod
     def parse(cls, text: str | None, slice_axis: int | None = None) -> "LRModel":
@@ -129,7 +141,7 @@ class LRModel:
         when None; :func:`ctsr.grids.slice_axis` of the job's scale), ``"noise:15"``, joined by commas; ``"xy=box,z=slab:3mm"`` names the axes;
         ``"auto"``, ``""`` or None: nothing given (everything is read from DICOM, estimated, or
         defaulted)."""
-        profiles, noise, source = [None, None, None], None, {}
+        profiles, noise, source = [None, None, None], None, {}  # source: every part given
         for term in (text or "").split(","):
             term = term.strip().lower()
             if term in ("", "auto"):
@@ -151,7 +163,7 @@ class LRModel:
             for axis in axes:
                 profiles[AXES.index(axis)] = profile
                 source[axis] = "given"
-        return cls(tuple(profiles), noise, source)
+        return cls(tuple(profiles), noise, source, dict.fromkeys(source, GIVEN))
 
     def __str__(self) -> str:
         parts = []
@@ -165,13 +177,17 @@ class LRModel:
             parts.append(f"noise:{self.noise_hu:.3g}")
         return ",".join(parts) or "auto"
 
-    def with_profile(self, axis: int, profile: Profile, source: str) -> "LRModel":
+    def with_profile(self, axis: int, profile: Profile, source: str, origin: str) -> "LRModel":
+        """This model with ``profile`` along ``axis`` (IJK), from ``origin`` (said as ``source``)."""
         profiles = list(self.profiles)
         profiles[axis] = profile
-        return replace(self, profiles=tuple(profiles), source={**self.source, AXES[axis]: source})
+        return replace(self, profiles=tuple(profiles), source={**self.source, AXES[axis]: source},
+                       origin={**self.origin, AXES[axis]: origin})
 
-    def with_noise(self, noise_hu: float, source: str) -> "LRModel":
-        return replace(self, noise_hu=float(noise_hu), source={**self.source, "noise": source})
+    def with_noise(self, noise_hu: float, source: str, origin: str) -> "LRModel":
+        """This model with a noise SD of ``noise_hu`` (HU), from ``origin`` (said as ``source``)."""
+        return replace(self, noise_hu=float(noise_hu), source={**self.source, "noise": source},
+                       origin={**self.origin, "noise": origin})
 
     def with_axes_swapped(self, a: int, b: int) -> "LRModel":
         """This model for a volume whose index axes ``a`` and ``b`` (IJK) were exchanged
@@ -179,7 +195,8 @@ class LRModel:
         profiles = list(self.profiles)
         profiles[a], profiles[b] = profiles[b], profiles[a]
         names = {AXES[a]: AXES[b], AXES[b]: AXES[a]}
-        return replace(self, profiles=tuple(profiles), source={names.get(k, k): v for k, v in self.source.items()})
+        return replace(self, profiles=tuple(profiles), source={names.get(k, k): v for k, v in self.source.items()},
+                       origin={names.get(k, k): v for k, v in self.origin.items()})
 
     def describe(self) -> dict:
         """For provenance: the model as text and where each part came from."""
@@ -187,7 +204,8 @@ class LRModel:
 
 
 #: The paper's LR simulation (DESIGN.md section 5): Gaussian sigma 1 HR voxel, no noise.
-PAPER = LRModel((Profile("gauss", 1.0),) * 3, 0.0, {"x": "paper", "y": "paper", "z": "paper", "noise": "paper"})
+PAPER = LRModel((Profile("gauss", 1.0),) * 3, 0.0, dict.fromkeys(("x", "y", "z", "noise"), "paper"),
+                dict.fromkeys(("x", "y", "z", "noise"), PAPER_ORIGIN))
 
 #: What an axis gets when nothing is given, read or estimated: the narrowest profile of the
 #: family (assuming a narrower blur than the truth deconvolves less and cannot overshoot;
