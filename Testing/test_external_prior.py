@@ -87,6 +87,10 @@ def _corrupt(folder, how):
         config = json.loads((folder / CONFIG_FILE).read_text())
         del config["pretraining"]
         (folder / CONFIG_FILE).write_text(json.dumps(config))
+    elif how == "other units":  # same shapes, so the weights alone would load
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        config["hu_scale"] = 100.0
+        (folder / CONFIG_FILE).write_text(json.dumps(config))
     elif how == "diffusion weights":
         # the shipped diffusion prior's weights (by path: importing diffusers here would import
         # Triton outside its interpreter before the kernel tests)
@@ -100,7 +104,7 @@ def _corrupt(folder, how):
 
 
 @pytest.mark.parametrize("how", ["missing folder", "no weights", "config not JSON", "another format",
-                                 "config without its scale",
+                                 "config without its scale", "other units",
                                  "diffusion weights", "truncated weights", "pickle"])
 def test_a_folder_that_is_not_a_pretrained_prior_is_one_sentence(tiny_folder, tmp_path, how):
     folder = tmp_path / "copy"

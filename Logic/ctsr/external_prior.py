@@ -192,6 +192,10 @@ def load_external_prior(folder: str | Path | None = None, network: InternalPrior
         raise UserError(f"the pretrained volume prior in {folder} has {config.get('channels')} channels and "
                         f"{config.get('layers')} layers; the internal prior uses {network.channels} and "
                         f"{network.layers}.")
+    if (config.get("hu_scale"), config.get("kernel")) != (HU_SCALE, [3, 3, 3]):
+        raise UserError(f"the pretrained volume prior in {folder} works in HU / {config.get('hu_scale')} with "
+                        f"{config.get('kernel')} kernels; the internal prior works in HU / {HU_SCALE:g} with "
+                        "[3, 3, 3] kernels.")
     model = ResidualCNN(network.channels, network.layers, (3, 3, 3))
     load_network_weights(model, folder, WHAT)
     name = SHIPPED_NAME if shipped else str(folder)

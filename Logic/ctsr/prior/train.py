@@ -60,10 +60,14 @@ def _save_checkpoint(folder: Path, unet, ema, optimizer, step: int, elapsed: flo
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, folder / "unet.safetensors")
     save_file({f"{i}": p.detach().contiguous() for i, p in enumerate(ema.shadow_params)}, folder / "ema.safetensors")
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    # The optimizer's tensors as safetensors, the rest (hyperparameters) as JSON: nothing pickled.
+    optimizer_state = optimizer.state_dict()
+    save_file({f"{index}.{name}": value.contiguous() for index, slots in optimizer_state["state"].items()
+               for name, value in slots.items()}, folder / "optimizer.safetensors")
     (folder / CHECKPOINT_STATE).write_text(json.dumps({"step": step, "ema_step": ema.optimization_step,
                                                        "train_seconds": elapsed, "data": data,
-                                                       "recent_loss": loss}))
+                                                       "recent_loss": loss,
+                                                       "optimizer_groups": optimizer_state["param_groups"]}))
 
 
 def _load_checkpoint(folder: Path, unet, ema, optimizer) -> tuple[int, float, dict, float | None]:
@@ -73,7 +77,11 @@ def _load_checkpoint(folder: Path, unet, ema, optimizer) -> tuple[int, float, di
     for i, p in enumerate(ema.shadow_params):
         p.data.copy_(shadow[f"{i}"])
     ema.optimization_step = state["ema_step"]
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    slots: dict = {}
+    for key, value in load_file(folder / "optimizer.safetensors").items():
+        index, name = key.split(".", 1)
+        slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": state["optimizer_groups"]})
     return (int(state["step"]), float(state.get("train_seconds", 0.0)), state.get("data", {}),
             state.get("recent_loss"))
 
