@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,49 @@ def test_sigterm_stops_the_worker_with_no_output(tmp_path, sample):
     last = json.loads(rest.splitlines()[-1])
     assert last["event"] == "error" and last["kind"] == "cancelled"
     assert list(output.parent.iterdir()) == []  # no output, no temporary .part file
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(),
+                    reason="an orphan is noticed by its parent id changing; /proc tells when it is gone (Linux)")
+def test_a_worker_whose_parent_dies_stops_with_no_output(tmp_path, sample):
+    """Slicer killed mid-job: the worker (in its own session, so no signal reaches it) notices
+    it was orphaned and cancels itself, leaving no output."""
+    lr = write_volume(sample, tmp_path / "lr.nrrd")
+    output = tmp_path / "out" / "hr.nrrd"
+    output.parent.mkdir()
+    (tmp_path / "job.json").write_text(json.dumps({"input": str(lr), "output": str(output), "method": "balanced",
+                                                   "options": {"pretrained": "none"}}))
+    events = tmp_path / "events.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LOGIC), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        f"worker = subprocess.Popen([sys.executable, '-m', 'ctsr.worker', {str(tmp_path / 'job.json')!r}], "
+        f"stdout=open({str(events)!r}, 'w'), start_new_session=True)\n"
+        "print(worker.pid, flush=True)\n"
+        "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True, env=env)
+    worker = int(parent.stdout.readline())
+    deadline = time.monotonic() + 120
+    while '"progress"' not in (events.read_text() if events.exists() else ""):
+        assert time.monotonic() < deadline, "the worker never started"
+        time.sleep(0.1)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 60
+    while not _gone(worker):
+        assert time.monotonic() < deadline, "the orphaned worker is still running"
+        time.sleep(0.2)
+    last = json.loads(events.read_text().splitlines()[-1])
+    assert last["event"] == "error" and last["kind"] == "cancelled"
+    assert list(output.parent.iterdir()) == []
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its new parent to reap it counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except (OSError, IndexError):
+        return True
+
 
 
 @pytest.mark.parametrize("change, phrase", [

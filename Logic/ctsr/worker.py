@@ -23,7 +23,8 @@ passed to :func:`ctsr.upsampling.upsample` as keyword arguments; one that this e
 stdout carries only the JSON-lines events of :mod:`ctsr.progress` (the same stream as
 ``ctsr upsample --json-progress``); the last line is a ``result`` or an ``error`` event.
 Exit codes are those of :mod:`ctsr.cli`: 0 done, 1 bug (traceback on stderr), 2 user error,
-3 cancelled (SIGTERM / Ctrl-C), 4 out of memory. SIGTERM raises
+3 cancelled (SIGTERM / Ctrl-C, or the process that started it gone: :func:`stop_when_orphaned`),
+4 out of memory. SIGTERM raises
 :class:`ctsr.errors.Cancelled` in the main thread as soon as the current numerical call
 returns; the output is written atomically, so a failed or cancelled job leaves no output file.
 """
@@ -110,6 +111,32 @@ def _run(args, progress: Progress) -> dict:
     return run_job(load_job(args.job), progress)
 
 
+#: Seconds between two looks at whether the process that started the worker is still there.
+PARENT_CHECK_S = 2.0
+
+
+def stop_when_orphaned(interval_s: float = PARENT_CHECK_S) -> None:
+    """Cancel this process (SIGTERM to itself: :class:`ctsr.errors.Cancelled`, no output) once
+    the process that started it is gone, e.g. Slicer crashed or was killed: the worker runs in
+    its own session, so nothing else would stop it, and it may hold the GPU. POSIX only (an
+    orphan is adopted by another process, so its parent id changes); a daemon thread."""
+    import os
+    import signal
+    import threading
+    import time
+
+    if os.name == "nt":
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="ctsr-parent-watch", daemon=True).start()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ctsr.worker",
                                      description="Run one super-resolution job file, "
@@ -117,6 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("job", type=Path, help="job file (JSON)")
     args = parser.parse_args(argv)
     args.json_progress = True
+    stop_when_orphaned()
     return run_guarded(_run, args, JsonLinesProgress())
 
 
