@@ -136,7 +136,7 @@ def test_flip_ensemble_is_the_mean_over_its_flips_and_commutes_with_them(budget,
     torch.nn.init.normal_(network.body[-1].weight, std=0.1)
     array = np.random.default_rng(2).normal(0, 300, (9, 10, 12)).astype(np.float32)
     volume = Volume(array, np.diag([0.7, 0.7, 1.5, 1.0]))
-    the_plan = ip.Plan("volume")
+    the_plan = ip.PairPlan("volume")
     ensemble = lambda v: ip.apply(network, the_plan, v, flip_budget=budget).array
     x = torch.from_numpy(array / ip.HU_SCALE)[None, None]
     with torch.no_grad():

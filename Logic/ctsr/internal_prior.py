@@ -116,7 +116,7 @@ class InternalPriorSettings:
 
 
 @dataclass(frozen=True)
-class Plan:
+class PairPlan:
     """How the scan teaches itself: ``kind`` ``"volume"``, ``"through-plane"`` or ``"two levels"``, the scale
     and the LR model of the training pair (IJK), or ``kind`` None and ``reason``."""
 
@@ -126,7 +126,7 @@ class Plan:
     reason: str = ""
 
 
-def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
+def plan(lr: Volume, scale: Scale, model: LRModel) -> PairPlan:
     """The geometry of the training pair for ``lr`` at ``scale`` (IJK) under ``model``."""
     scale = tuple(int(s) for s in scale)
     through_plane = is_through_plane(scale)
@@ -135,13 +135,13 @@ def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     origins = {axis: model.origin.get(AXES[axis]) for axis, s in enumerate(scale) if s > 1}
     assumed = [axis for axis, origin in origins.items() if origin == ASSUMED]
     if assumed:
-        return Plan(None, reason=f"the blur along {AXES[assumed[0]]} is assumed, not known or estimated (a pair made "
-                                 "by an assumed operator can teach the wrong correction; give --lr-model or the "
-                                 "DICOM series)")
+        return PairPlan(None, reason=f"the blur along {AXES[assumed[0]]} is assumed, not known or estimated (a "
+                                     "pair made by an assumed operator can teach the wrong correction; give "
+                                     "--lr-model or the DICOM series)")
     too_wide = [axis for axis, origin in origins.items() if origin == GIVEN_TOO_WIDE]
     if too_wide:
-        return Plan(None, reason=f"the given blur along {AXES[too_wide[0]]} is {LOOKS_TOO_WIDE} (a pair made with "
-                                 "it would teach halos)")
+        return PairPlan(None, reason=f"the given blur along {AXES[too_wide[0]]} is {LOOKS_TOO_WIDE} (a pair made with "
+                                     "it would teach halos)")
     if through_plane:
         # x takes z's profile and scale; slab widths in mm are rescaled to x's spacing.
         profile = model.profiles[2]
@@ -151,27 +151,29 @@ def plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
         pair_scale = (scale[2], 1, 1)
         kind = "through-plane"
     elif max(scale) > MAX_VOLUME_SCALE:
-        return Plan(None, reason=f"x{max(scale)} in the volume is not measured (the internal prior runs up to "
-                                 f"x{MAX_VOLUME_SCALE}, at x{2 * MAX_VOLUME_SCALE} in two levels, and through-plane)")
+        return PairPlan(None, reason=f"x{max(scale)} in the volume is not measured (the internal prior runs up "
+                                     f"to x{MAX_VOLUME_SCALE}, at x{2 * MAX_VOLUME_SCALE} in two levels, and "
+                                     "through-plane)")
     else:
         pair_model, pair_scale, kind = model, scale, "volume"
-    short = [(axis, n // s) for axis, (n, s) in enumerate(zip(lr.shape_ijk, pair_scale)) if s > 1 and n // s < MIN_PAIR_VOXELS]
+    short = [(axis, n // s) for axis, (n, s) in enumerate(zip(lr.shape_ijk, pair_scale))
+             if s > 1 and n // s < MIN_PAIR_VOXELS]
     if short:
         axis, n = short[0]
-        return Plan(None, reason=f"the input is too small to teach itself at this scale ({AXES[axis]}: "
-                                 f"{n} voxels after a second degradation, {MIN_PAIR_VOXELS} needed)")
-    return Plan(kind, pair_scale, pair_model)
+        return PairPlan(None, reason=f"the input is too small to teach itself at this scale ({AXES[axis]}: "
+                                     f"{n} voxels after a second degradation, {MIN_PAIR_VOXELS} needed)")
+    return PairPlan(kind, pair_scale, pair_model)
 
 
-def _two_level_plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
+def _two_level_plan(lr: Volume, scale: Scale, model: LRModel) -> PairPlan:
     """Scaled axes at twice :data:`MAX_VOLUME_SCALE`: the volume pair at half the scale, under
     the LR model one level down (:func:`ctsr.lrestimate.lr_model_one_level_down`)."""
     half = halved(scale)
     half_model = lr_model_one_level_down(lr, scale, model)
     inner = plan(lr, half, half_model)
     if inner.kind is None:
-        return Plan(None, reason=f"at x{max(scale)} it learns at x{max(half)} first, and there {inner.reason}")
-    return Plan("two levels", half, half_model)
+        return PairPlan(None, reason=f"at x{max(scale)} it learns at x{max(half)} first, and there {inner.reason}")
+    return PairPlan("two levels", half, half_model)
 
 
 def consistent_upsample(lr: Volume, scale: Scale, model: LRModel) -> Volume:
@@ -190,7 +192,7 @@ def degrade_again(lr: Volume, scale: Scale, model: LRModel, seed: int = 0) -> Vo
     return Volume(add_noise(operator(lr.array), extra, seed), matrix)
 
 
-def training_pair(lr: Volume, the_plan: Plan, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def training_pair(lr: Volume, the_plan: PairPlan, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(fast(L2), L)`` cropped to a common KJI shape, in HU (float32)."""
     low = degrade_again(lr, the_plan.pair_scale, the_plan.pair_model, seed)
     source = consistent_upsample(low, the_plan.pair_scale, the_plan.pair_model).array
@@ -236,9 +238,9 @@ def exact_convolutions():
 
 def train(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSettings = InternalPriorSettings(),
           seed: int = 0, device: str | torch.device = "cpu", progress: Progress | None = None
-          ) -> tuple[ResidualCNN, Plan]:
+          ) -> tuple[ResidualCNN, PairPlan]:
     """Train the internal prior of ``lr`` (HU) for ``scale`` (IJK) under ``model``; returns the
-    network (eval mode, on ``device``) and its :class:`Plan`. Raises ``ValueError`` when the
+    network (eval mode, on ``device``) and its :class:`PairPlan`. Raises ``ValueError`` when the
     plan has no pair (check :func:`plan` first). Deterministic for a seed on the CPU (on CUDA to
     0.01 HU, :func:`exact_convolutions`)."""
     the_plan = plan(lr, scale, model)
@@ -247,7 +249,7 @@ def train(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSetti
     return _train_for(lr, the_plan, settings, seed, device, progress or SilentProgress()), the_plan
 
 
-def _train_for(lr: Volume, the_plan: Plan, settings: InternalPriorSettings, seed: int, device: str | torch.device,
+def _train_for(lr: Volume, the_plan: PairPlan, settings: InternalPriorSettings, seed: int, device: str | torch.device,
                progress: Progress, initial: ResidualCNN | None = None) -> ResidualCNN:
     """:func:`train` for a plan already made (it may have estimated an LR model), from
     ``initial``'s weights when given."""
@@ -374,7 +376,7 @@ def flip_ensemble(shape: tuple[int, ...], budget: int) -> tuple[tuple[int, ...],
     return next(flips for flips in FLIP_ENSEMBLES if len(flips) * voxels <= budget or len(flips) == 1)
 
 
-def apply(network: ResidualCNN, the_plan: Plan, volume: Volume, device: str | torch.device = "cpu",
+def apply(network: ResidualCNN, the_plan: PairPlan, volume: Volume, device: str | torch.device = "cpu",
           progress: Progress | None = None, flip_budget: int = InternalPriorSettings.flip_budget) -> Volume:
     """``volume`` (HU, the ``fast`` result on the job's HR grid) plus what ``network`` adds. The
     volume and two-level kinds average the network's results over the flips of
@@ -409,7 +411,7 @@ STEP_SECONDS = {"volume": 0.07, "two levels": 0.07, "through-plane": 0.045}
 FAST_SECONDS_PER_VOXEL, PASS_SECONDS_PER_VOXEL = 3e-7, 1.2e-6
 
 
-def _progress_marks(the_plan: Plan, settings: InternalPriorSettings, hr_shape_ijk) -> tuple[float, float]:
+def _progress_marks(the_plan: PairPlan, settings: InternalPriorSettings, hr_shape_ijk) -> tuple[float, float]:
     """The fractions of :func:`upsample_with_internal_prior` at which training and the ``fast``
     upsampling end (the network's passes then run to 0.95, the consistency step after), in
     proportion to their expected seconds on an HR grid of ``hr_shape_ijk``."""

@@ -34,7 +34,7 @@ import torch
 from .baselines import upsample_interpolate
 from .geometry import ConeGeometry
 from .grids import Scale, is_through_plane
-from .internal_prior import (MAX_VOLUME_SCALE, InternalPriorSettings, Plan, apply_in_tiles, degrade_again,
+from .internal_prior import (MAX_VOLUME_SCALE, InternalPriorSettings, PairPlan, apply_in_tiles, degrade_again,
                              fit_residual_network, plan)
 from .lrmodel import LRModel
 from .metrics import DEFAULT_WINDOW
@@ -48,7 +48,7 @@ STAGE = "projection prior"
 KERNEL = (1, 3, 3)
 
 
-def projection_plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
+def projection_plan(lr: Volume, scale: Scale, model: LRModel) -> PairPlan:
     """:func:`ctsr.internal_prior.plan`'s volume kind (every scaled axis at most x2), renamed
     ``"projections"``. At x4 it has no plan: the options built on the volume prior's two levels
     (the x2 pair's network applied to ``P_up``, with or without the pair's noise; applied on the
@@ -57,15 +57,15 @@ def projection_plan(lr: Volume, scale: Scale, model: LRModel) -> Plan:
     (``benchmarks/projection_prior_x4.md``). Through-plane it is not measured (a pair would
     need z degraded again)."""
     if is_through_plane(scale):  # before plan() estimates anything
-        return Plan(None, reason="the projection-domain internal prior is not measured through-plane")
+        return PairPlan(None, reason="the projection-domain internal prior is not measured through-plane")
     if max(scale) > MAX_VOLUME_SCALE:
         why = ("no measured option beat the consistent P_up on every cell" if max(scale) == 2 * MAX_VOLUME_SCALE
                else "not measured")
-        return Plan(None, reason=f"the projection-domain internal prior runs up to x{MAX_VOLUME_SCALE} (at "
-                                 f"x{max(scale)}: {why})")
+        return PairPlan(None, reason=f"the projection-domain internal prior runs up to x{MAX_VOLUME_SCALE} (at "
+                                     f"x{max(scale)}: {why})")
     the_plan = plan(lr, scale, model)
     if the_plan.kind == "volume":
-        return Plan("projections", the_plan.pair_scale, the_plan.pair_model)
+        return PairPlan("projections", the_plan.pair_scale, the_plan.pair_model)
     return the_plan
 
 

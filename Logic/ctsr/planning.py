@@ -35,7 +35,7 @@ MIN_BLOCK = 32
 
 
 @dataclass(frozen=True)
-class Plan:
+class MemoryPlan:
     """``estimate`` and ``available`` in bytes; ``block_shape_kji`` None = one piece."""
 
     estimate: int
@@ -59,14 +59,14 @@ def estimate_bytes(lr_shape_kji, scale, n_views: int, max_gaussians: int) -> int
 
 
 def plan_job(lr_shape_kji, scale, n_views: int, max_gaussians: int, device="cpu",
-             available: int | None = None) -> Plan:
+             available: int | None = None) -> MemoryPlan:
     """Decide how to run: one piece, blocks, or refuse (:class:`UserError`)."""
     if available is None:
         available = available_vram_bytes(device) if str(device).startswith("cuda") else available_ram_bytes()
     budget = SAFETY * available
     whole = estimate_bytes(lr_shape_kji, scale, n_views, max_gaussians)
     if whole <= budget:
-        return Plan(whole, available, None)
+        return MemoryPlan(whole, available, None)
     # Blocks: the assembled output (float32, and its copy while it is written) must fit beside
     # one block.
     output = 8 * float(np.prod(np.asarray(lr_shape_kji) * np.asarray(scale[::-1])))
@@ -75,7 +75,7 @@ def plan_job(lr_shape_kji, scale, n_views: int, max_gaussians: int, device="cpu"
         shape = tuple(min(n, side) for n in lr_shape_kji)
         block = estimate_bytes(shape, scale, n_views, max_gaussians)
         if block + output <= budget:
-            return Plan(int(block + output), available, shape)
+            return MemoryPlan(int(block + output), available, shape)
         side = int(side * 0.8)
     smallest = estimate_bytes(tuple(min(n, MIN_BLOCK) for n in lr_shape_kji), scale, n_views, max_gaussians)
     raise UserError(
