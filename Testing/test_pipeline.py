@@ -290,7 +290,7 @@ def test_a_thick_slice_input_scaled_in_plane_too_gets_a_note_naming_the_scale_ac
     events = []
     upsample(thick, 2, "cubic", CallbackProgress(events.append))
     notes = [e["message"] for e in events if e.get("event") == "log" and "thick slices" in e["message"]]
-    assert len(notes) == 1 and "like 4x1x1" in notes[0]
+    assert len(notes) == 1 and "like 2x1x1" in notes[0]
     events.clear()
     upsample(thick, "2x1x1", "cubic", CallbackProgress(events.append))
     assert not [e for e in events if e.get("event") == "log" and "thick slices" in e["message"]]

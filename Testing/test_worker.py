@@ -120,7 +120,6 @@ def _gone(pid: int) -> bool:
         return True
 
 
-
 @pytest.mark.parametrize("change, phrase", [
     ({"sacle": 2}, "unknown fields ['sacle']"),
     ({"method": "magic"}, "unknown method 'magic'"),

@@ -21,7 +21,6 @@ from .errors import UserError
 from .volume import Volume
 
 
-
 @contextmanager
 def quiet_itk():
     """ITK's own warnings off inside it (e.g. "No Series were found" for a folder without
@@ -33,6 +32,7 @@ def quiet_itk():
         yield
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(before)
+
 
 #: Flips the first two axes: LPS <-> RAS (its own inverse).
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -138,10 +138,10 @@ class LRModel:
     @classmethod
     def parse(cls, text: str | None, slice_axis: int | None = None) -> "LRModel":
         """``"gauss:1"``, ``"box"``, ``"slab:5mm"`` (the slice axis: ``slice_axis``, IJK, or z
-        when None; :func:`ctsr.grids.slice_axis` of the job's scale), ``"noise:15"``, joined by commas; ``"xy=box,z=slab:3mm"`` names the axes;
-        ``"auto"``, ``""`` or None: nothing given (everything is read from DICOM, estimated, or
-        defaulted)."""
-        profiles, noise, source = [None, None, None], None, {}  # source: every part given
+        when None; :func:`ctsr.grids.slice_axis` of the job's scale), ``"noise:15"``, joined by
+        commas; ``"xy=box,z=slab:3mm"`` names the axes; ``"auto"``, ``""`` or None: nothing
+        given (everything is read from DICOM, estimated, or defaulted)."""
+        profiles, noise, source = [None, None, None], None, {}
         for term in (text or "").split(","):
             term = term.strip().lower()
             if term in ("", "auto"):

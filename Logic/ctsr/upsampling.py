@@ -132,7 +132,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         provenance["slice_axis"] = f"{AXES[turn]} (run as z)"
     if is_thick_slice(lr.spacing) and sum(s > 1 for s in scale) > 1:
         axis = slice_axis_of_spacing(lr.spacing)
-        across = "x".join("4" if a == axis else "1" for a in range(3))
+        across = "x".join(str(max(scale)) if a == axis else "1" for a in range(3))
         progress.log(f"note: the input has thick slices ({' x '.join(f'{s:.3g}' for s in lr.spacing)} mm) and its "
                      f"pixels are already fine; a scale across the slices only (like {across}) is what it needs")
     progress.update("lr model", 0.0, "reading or estimating how the input was made")
@@ -142,7 +142,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     progress.log(f"LR model: {reported} ({'; '.join(f'{k}: {v}' for k, v in reported.source.items())})")
     # Beside the methods with no training or fit, the model takes about as long as the rest.
     share = 0.4 if method in DETERMINISTIC_METHODS else 0.01
-    progress.update("lr model", share, f"{model}")
+    progress.update("lr model", share, f"{reported}")
     progress = progress.span(share, 1.0)
     if method in INTERPOLATION_METHODS:
         progress.update("upsample", 0.0, f"{method} x{format_scale(scale)}")
