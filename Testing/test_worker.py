@@ -80,33 +80,45 @@ def test_sigterm_stops_the_worker_with_no_output(tmp_path, sample):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(),
                     reason="an orphan is noticed by its parent id changing; /proc tells when it is gone (Linux)")
-def test_a_worker_whose_parent_dies_stops_with_no_output(tmp_path, sample):
-    """Slicer killed mid-job: the worker (in its own session, so no signal reaches it) notices
-    it was orphaned and cancels itself, leaving no output."""
+@pytest.mark.parametrize("killed", ["parent", "watched"])
+def test_a_worker_whose_starter_dies_stops_with_no_output(tmp_path, sample, killed):
+    """Slicer killed mid-job: the worker (in its own session, so no signal reaches it) cancels
+    itself, leaving no output, once its parent is gone ("parent"), or, where the Slicer module
+    names Slicer's pid in CTSR_WATCH_PID, once that process is gone while the worker's parent
+    (PythonSlicer's launcher) lives on ("watched")."""
+    from ctsr.worker import WATCH_PID_VARIABLE
+
     lr = write_volume(sample, tmp_path / "lr.nrrd")
     output = tmp_path / "out" / "hr.nrrd"
     output.parent.mkdir()
     (tmp_path / "job.json").write_text(json.dumps({"input": str(lr), "output": str(output), "method": "balanced",
                                                    "options": {"pretrained": "none"}}))
     events = tmp_path / "events.jsonl"
+    slicer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LOGIC), os.environ.get("PYTHONPATH", "")])}
-    parent = subprocess.Popen([sys.executable, "-c", (
+    if killed == "watched":
+        env[WATCH_PID_VARIABLE] = str(slicer.pid)
+    launcher = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time\n"
         f"worker = subprocess.Popen([sys.executable, '-m', 'ctsr.worker', {str(tmp_path / 'job.json')!r}], "
         f"stdout=open({str(events)!r}, 'w'), start_new_session=True)\n"
         "print(worker.pid, flush=True)\n"
         "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True, env=env)
-    worker = int(parent.stdout.readline())
-    deadline = time.monotonic() + 120
-    while '"progress"' not in (events.read_text() if events.exists() else ""):
-        assert time.monotonic() < deadline, "the worker never started"
-        time.sleep(0.1)
-    parent.kill()
-    parent.wait()
-    deadline = time.monotonic() + 60
-    while not _gone(worker):
-        assert time.monotonic() < deadline, "the orphaned worker is still running"
-        time.sleep(0.2)
+    try:
+        worker = int(launcher.stdout.readline())
+        deadline = time.monotonic() + 120
+        while '"progress"' not in (events.read_text() if events.exists() else ""):
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.1)
+        (launcher if killed == "parent" else slicer).kill()
+        deadline = time.monotonic() + 60
+        while not _gone(worker):
+            assert time.monotonic() < deadline, "the worker is still running"
+            time.sleep(0.2)
+    finally:
+        for process in (launcher, slicer):
+            process.kill()
+            process.wait()
     last = json.loads(events.read_text().splitlines()[-1])
     assert last["event"] == "error" and last["kind"] == "cancelled"
     assert list(output.parent.iterdir()) == []

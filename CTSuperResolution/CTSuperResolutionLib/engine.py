@@ -63,8 +63,12 @@ def python_executable() -> str:
 
 def worker_environment(module_dir, base=None) -> dict:
     """The worker's environment: ``base`` (default ``os.environ``) with the engine's folder first
-    on ``PYTHONPATH`` and unbuffered output, so progress lines arrive as they are written."""
+    on ``PYTHONPATH``, unbuffered output (progress lines arrive as they are written), and this
+    process's pid as the one the worker stops without (:func:`ctsr.worker.stop_when_orphaned`)."""
+    from ctsr.worker import WATCH_PID_VARIABLE
+
     env = dict(os.environ if base is None else base)
+    env[WATCH_PID_VARIABLE] = str(os.getpid())
     paths = [str(engine_dir(module_dir))] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"

@@ -113,13 +113,18 @@ def _run(args, progress: Progress) -> dict:
 
 #: Seconds between two looks at whether the process that started the worker is still there.
 PARENT_CHECK_S = 2.0
+#: The environment variable naming the process to outlive no longer than (the Slicer module
+#: sets it to Slicer's own pid: its ``PythonSlicer`` launcher, the worker's parent, would
+#: outlive a crashed Slicer).
+WATCH_PID_VARIABLE = "CTSR_WATCH_PID"
 
 
 def stop_when_orphaned(interval_s: float = PARENT_CHECK_S) -> None:
     """Cancel this process (SIGTERM to itself: :class:`ctsr.errors.Cancelled`, no output) once
     the process that started it is gone, e.g. Slicer crashed or was killed: the worker runs in
-    its own session, so nothing else would stop it, and it may hold the GPU. POSIX only (an
-    orphan is adopted by another process, so its parent id changes); a daemon thread."""
+    its own session, so nothing else would stop it, and it may hold the GPU. Watched: the pid
+    in :data:`WATCH_PID_VARIABLE` where set, else the parent (an orphan is adopted by another
+    process, so its parent id changes). POSIX only; a daemon thread."""
     import os
     import signal
     import threading
@@ -128,9 +133,24 @@ def stop_when_orphaned(interval_s: float = PARENT_CHECK_S) -> None:
     if os.name == "nt":
         return
     parent = os.getppid()
+    watched = os.environ.get(WATCH_PID_VARIABLE, "")
+
+    def alive() -> bool:
+        if not watched.isdigit():
+            return os.getppid() == parent
+        try:
+            os.kill(int(watched), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # there, under another user
+            return True
+        try:  # a dead process not yet reaped by its parent (Linux) is gone too
+            return Path(f"/proc/{watched}/stat").read_text().split()[2] != "Z"
+        except (OSError, IndexError):
+            return True
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while alive():
             time.sleep(interval_s)
         os.kill(os.getpid(), signal.SIGTERM)
 
