@@ -290,14 +290,12 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         p = self._parameterNode
         self.ui.logTextEdit.clear()
-        # Every failure (a declined installation too) is one message in the error display; the
-        # input is written to the worker's folder meanwhile (seconds for a large scan).
-        with slicer.util.WaitCursor():
-            self._job = run_action(lambda: self.logic.process(
-                p.inputVolume, p.outputVolume, scale=p.scale, method=p.method, device=p.device,
-                throughPlaneOnly=p.throughPlaneOnly, roi=p.roi, uncertainty=p.uncertaintyRuns,
-                lrModel=p.lrModel, wait=False, progressCallback=self._onEvent),
-                slicer.util.errorDisplay, _("Could not start the super-resolution"))
+        # Every failure (a declined installation too) is one message in the error display.
+        self._job = run_action(lambda: self.logic.process(
+            p.inputVolume, p.outputVolume, scale=p.scale, method=p.method, device=p.device,
+            throughPlaneOnly=p.throughPlaneOnly, roi=p.roi, uncertainty=p.uncertaintyRuns,
+            lrModel=p.lrModel, wait=False, progressCallback=self._onEvent),
+            slicer.util.errorDisplay, _("Could not start the super-resolution"))
         if self._job is None:
             return
         self.ui.progressBar.value = 0

@@ -33,7 +33,12 @@ def test_simulate_upsample_evaluate_chain(tmp_path, oblique_sample):
     assert events[-1]["provenance"]["lr_residual"]["rms_hu"] > 0  # reported for every method
     fractions = [e["fraction"] for e in events if e["event"] == "progress"]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert read_volume(tmp_path / "up.nrrd").same_grid(oblique_sample)
+    from ctsr.upsampling import upsample
+
+    expected_hr = upsample(read_volume(tmp_path / "lr.nii.gz"), "1x1x4", "cubic").volume
+    written = read_volume(tmp_path / "up.nrrd")
+    assert written.same_grid(oblique_sample) and written.same_grid(expected_hr)
+    np.testing.assert_allclose(written.array, expected_hr.array, atol=1e-3)  # what the engine computes
     run = ctsr("evaluate", tmp_path / "up.nrrd", hr_path, "--json")
     scores = json.loads(run.stdout)
     expected = evaluate(read_volume(tmp_path / "up.nrrd"), read_volume(hr_path))
@@ -275,7 +280,9 @@ def test_a_gpu_asked_for_on_a_machine_without_one_is_one_sentence_and_exit_2(tmp
 ])
 def test_gpu_memory_and_a_missing_package_are_one_sentence_with_their_exit_code(capsys, raised, code, words):
     """What torch raises for exhausted GPU memory (a RuntimeError) and a package missing from
-    this Python reach the user as one sentence, by the path the CLI, the worker and batch share."""
+    this Python reach the user as one sentence with their exit code (``run_guarded``, which the
+    CLI and the worker share; batch's scans run in the same ``known_errors``), but a missing
+    module of ctsr itself stays a bug with its traceback."""
     import argparse
 
     from ctsr.cli import run_guarded
@@ -289,3 +296,5 @@ def test_gpu_memory_and_a_missing_package_are_one_sentence_with_their_exit_code(
     assert words in capsys.readouterr().err
     with pytest.raises(RuntimeError, match="a bug"), known_errors():
         raise RuntimeError("a bug")  # anything else keeps its traceback
+    with pytest.raises(ModuleNotFoundError), known_errors():
+        raise ModuleNotFoundError("No module named 'ctsr.nothing'", name="ctsr.nothing")

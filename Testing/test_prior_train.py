@@ -60,3 +60,18 @@ def test_cli_train_rejects_a_missing_folder(tmp_path, capsys):
 
 def test_cli_card_needs_metadata(tmp_path, capsys):
     assert main(["prior", "card", str(tmp_path)]) == 2
+
+
+def test_a_checkpoint_of_the_pickling_version_is_refused_in_one_sentence(tmp_path):
+    """Checkpoints once kept the optimizer state with torch.save (a pickle); resuming one is a
+    clear refusal, never an unpickling."""
+    import json
+
+    from ctsr.errors import UserError
+    from ctsr.prior.train import CHECKPOINT_STATE, _load_checkpoint
+
+    (tmp_path / CHECKPOINT_STATE).write_text(json.dumps({"step": 2, "ema_step": 2}))
+    (tmp_path / "optimizer.pt").write_bytes(b"\x80\x04")  # never read
+    with pytest.raises(UserError, match="older version") as error:
+        _load_checkpoint(tmp_path, None, None, None)
+    assert "\n" not in str(error.value)

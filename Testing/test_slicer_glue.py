@@ -344,8 +344,9 @@ def test_a_node_removed_while_the_job_runs_fails_in_one_sentence_and_adds_nothin
 
 def test_the_interpolation_baselines_need_none_of_the_packages_slicer_lacks(scene, oblique_crop, monkeypatch,
                                                                               tmp_path):
-    """cubic asks for no installation, and its worker runs with torch, diffusers, numba,
-    safetensors and tqdm unimportable (as in a Slicer where they were never installed)."""
+    """cubic asks for no installation, and the engine runs it (``ctsr upsample``, the worker's
+    imports) with torch, diffusers, numba, safetensors and tqdm unimportable (as in a Slicer
+    where they were never installed)."""
     import subprocess
 
     def refuse():
@@ -353,7 +354,8 @@ def test_the_interpolation_baselines_need_none_of_the_packages_slicer_lacks(scen
 
     monkeypatch.setattr(CTSuperResolutionLogicBase, "ensureDependencies", lambda self: refuse())
     out = CTSuperResolutionLogicBase().process(add_node(scene, oblique_crop), scale=2, method="cubic")
-    assert out is not None
+    np.testing.assert_allclose(volume_from_node(out).array,
+                               upsample_interpolate(oblique_crop, (2, 2, 2), "cubic").array, atol=1e-3)
     code = ("import sys, importlib.abc\n"
             "class Refuse(importlib.abc.MetaPathFinder):\n"
             "    def find_spec(self, name, path, target=None):\n"

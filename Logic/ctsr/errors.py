@@ -17,13 +17,15 @@ class Cancelled(Exception):
 
 @contextmanager
 def known_errors():
-    """Inside it, what a user can act on leaves as such: a package missing from this Python as a
-    :class:`UserError`, exhausted GPU memory (torch's ``OutOfMemoryError``, a ``RuntimeError``)
+    """Inside it, what a user can act on leaves as such: a package missing from this Python (not
+    a module of ``ctsr`` itself) as a :class:`UserError`, exhausted GPU memory (torch's ``OutOfMemoryError``, a ``RuntimeError``)
     as a ``MemoryError``; anything else as it was. The CLI, the worker and a batch's scans all
     run their job inside it."""
     try:
         yield
     except ModuleNotFoundError as error:
+        if not error.name or error.name.split(".")[0] == "ctsr":  # a broken install of this package: a bug
+            raise
         raise UserError(f"the Python package {error.name!r} that this needs is not installed in this "
                         "Python.") from None
     except RuntimeError as error:

@@ -133,10 +133,14 @@ def _dicom_series_files(folder: Path) -> tuple:
 
 #: How far a DICOM slice may sit from the regular grid that the series reader assumes (first
 #: slice, one mean step) before the series is refused: along the slice normal, this fraction of
-#: the step (a missing slice misplaces others by half a step or more; positions rounded to
-#: 0.1 mm, as some scanners write them, stay within it for steps from 0.5 mm); across it (gantry
-#: tilt, which the reader ignores), this fraction of an in-plane pixel at the last slice.
+#: the step; across it (gantry tilt, which the reader ignores), this fraction of an in-plane
+#: pixel at the last slice; and never less than :data:`SLICE_POSITION_ROUNDING_MM`. A missing
+#: slice misplaces others by half a step or more.
 SLICE_GRID_TOLERANCE = {"along": 0.25, "across": 0.5}
+#: The least misplacement refused (mm): positions rounded to 0.1 mm, as some scanners write
+#: them, put an oblique slice up to 0.09 mm off, and the grid through the first and the last
+#: as much again.
+SLICE_POSITION_ROUNDING_MM = 0.2
 
 
 def check_slice_grid(positions_lps, normal_lps, pixel_mm: float, what: str) -> None:
@@ -154,12 +158,12 @@ def check_slice_grid(positions_lps, normal_lps, pixel_mm: float, what: str) -> N
         raise UserError(f"{what} has two slices at the same position (several phases or echoes in one series?); "
                         "export one of them as its own series.")
     misplaced = np.max(np.abs(np.abs(along) - step * np.arange(len(along))))
-    if misplaced > SLICE_GRID_TOLERANCE["along"] * step:
+    if misplaced > max(SLICE_GRID_TOLERANCE["along"] * step, SLICE_POSITION_ROUNDING_MM):
         raise UserError(f"{what} has unevenly spaced slices ({steps.min():.3g} to {steps.max():.3g} mm apart; a "
                         "slice may be missing): load it in Slicer, which corrects the geometry with a transform, "
                         "or resample it first.")
     sideways = np.linalg.norm(positions[-1] - positions[0] - along[-1] * normal)
-    if sideways > SLICE_GRID_TOLERANCE["across"] * pixel_mm:
+    if sideways > max(SLICE_GRID_TOLERANCE["across"] * pixel_mm, SLICE_POSITION_ROUNDING_MM):
         raise UserError(f"{what} was acquired with gantry tilt (its last slice {sideways:.3g} mm sideways of the "
                         "first): load it in Slicer, which corrects the geometry with a transform, or resample it "
                         "first.")

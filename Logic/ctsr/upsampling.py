@@ -108,9 +108,13 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         from .pipeline import resolve_device
 
         resolve_device(device)
+    only_axis = slice_axis(scale)
+    # Through-plane along x or y runs as through-plane along z (the methods' slice axis), then
+    # turns back (below); a network is chosen for the scale it runs at.
+    turn = only_axis if only_axis in (0, 1) else None
     external = _load_pretrained(pretrained, device) if method == "balanced" and pretrained != NONE else None
-    external_projection = (_load_external_projection(prior, scale, device) if method in PROJECTION_PRIOR_METHODS
-                           else None)
+    external_projection = (_load_external_projection(prior, scale if turn is None else _swap_z(scale, turn), device)
+                           if method in PROJECTION_PRIOR_METHODS else None)
     if external_projection is not None and prior is not None:
         prior = None  # a folder of the external projection prior: beside it, the internal one where it runs
     if roi is not None:
@@ -122,12 +126,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         provenance["roi"] = str(roi)
     std = None
     _check_output_size(lr, scale)
-    only_axis = slice_axis(scale)
     given = lr_model if isinstance(lr_model, LRModel) else LRModel.parse(lr_model, only_axis)
-    # Through-plane along x or y runs as through-plane along z (the methods' slice axis), then
-    # turns back; DICOM's SliceThickness describes z, which is then not the scaled axis.
-    turn = only_axis if only_axis in (0, 1) else None
-    if turn is not None:
+    if turn is not None:  # DICOM's SliceThickness describes z, which is then not the scaled axis
         lr, scale, given, slice_thickness_mm = _swap_z(lr, turn), _swap_z(scale, turn), _swap_z(given, turn), None
         provenance["slice_axis"] = f"{AXES[turn]} (run as z)"
     if is_thick_slice(lr.spacing) and sum(s > 1 for s in scale) > 1:

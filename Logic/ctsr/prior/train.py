@@ -72,6 +72,9 @@ def _save_checkpoint(folder: Path, unet, ema, optimizer, step: int, elapsed: flo
 
 def _load_checkpoint(folder: Path, unet, ema, optimizer) -> tuple[int, float, dict, float | None]:
     state = json.loads((folder / CHECKPOINT_STATE).read_text())
+    if not (folder / "optimizer.safetensors").is_file() or "optimizer_groups" not in state:
+        raise UserError(f"the checkpoint in {folder} was written by an older version (its optimizer state is "
+                        "pickled); start a new run with another checkpoint folder.")
     unet.load_state_dict(load_file(folder / "unet.safetensors"))
     shadow = load_file(folder / "ema.safetensors")
     for i, p in enumerate(ema.shadow_params):
