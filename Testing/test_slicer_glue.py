@@ -541,3 +541,21 @@ def test_pip_ensure_is_called_as_its_signature_wants():
     dependencies.call_pip_ensure(older, ["scipy>=1.10"], "CT Super-Resolution")
     assert calls[0] == ([Requirement("scipy>=1.10")], False, "CT Super-Resolution")
     assert calls[1] == (["scipy>=1.10"], False, None)
+
+
+def test_a_job_removes_the_folders_a_dead_slicer_left_days_ago_and_no_other(scene, oblique_crop):
+    """Slicer killed mid-job leaves its job folder; a later job removes it once it is two days
+    old, never a recent one (another Slicer's running job) nor anything else there."""
+    from CTSuperResolutionLib.logic import STALE_WORK_FOLDER_S, WORK_FOLDER_PREFIX
+
+    temp = Path(tempfile.tempdir)
+    old, recent, other = temp / (WORK_FOLDER_PREFIX + "old"), temp / (WORK_FOLDER_PREFIX + "recent"), temp / "other"
+    for path in (old, recent, other):
+        path.mkdir()
+        (path / "input.nrrd").write_bytes(b"x")
+    days_ago = time.time() - STALE_WORK_FOLDER_S - 60
+    for path in (old, other):
+        os.utime(path, (days_ago, days_ago))
+    CTSuperResolutionLogicBase().process(add_node(scene, oblique_crop), scale=2, method="trilinear")
+    assert sorted(p.name for p in temp.iterdir()) == sorted([recent.name, other.name])
+

@@ -4,8 +4,9 @@ Data flows one way: input node -> ``input.nrrd`` in a private temporary folder -
 ctsr.worker job.json`` (a subprocess) -> ``output.nrrd`` -> a new (or the given) volume node
 with exactly the geometry the engine computed (and, with uncertainty runs,
 ``output_uncertainty.nrrd`` -> a second node ``<output>_uncertainty``). The temporary folder is removed whatever
-happens, and nodes are only added to the scene once the results have been read, so a failed or
-cancelled job leaves nothing behind.
+happens (a folder left by a Slicer that died mid-job is removed by a job days later:
+:func:`remove_stale_work_folders`), and nodes are only added to the scene once the results
+have been read, so a failed or cancelled job leaves nothing behind.
 
 All MRML work happens in the thread that calls :meth:`SuperResolutionJob.poll` (Slicer's GUI
 thread through a timer, or :meth:`SuperResolutionJob.wait`); the subprocess output is read by
@@ -30,6 +31,24 @@ from .roi import as_engine_roi
 from .runner import CANCEL_GRACE_S, WorkerProcess
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+
+#: The name of a job's private temporary folder begins with this.
+WORK_FOLDER_PREFIX = "CTSuperResolution-"
+#: A job folder untouched this long (seconds) was left by a Slicer that died mid-job (every
+#: other outcome removes it): the next job removes it.
+STALE_WORK_FOLDER_S = 2 * 24 * 3600
+
+
+def remove_stale_work_folders(folder=None, max_age_s: float = STALE_WORK_FOLDER_S) -> list[Path]:
+    """Remove the job folders in ``folder`` (default: the temporary folder jobs use) not
+    modified for ``max_age_s`` seconds; returns those removed."""
+    folder = Path(folder or nodes.temporary_folder() or tempfile.gettempdir())
+    cutoff = time.time() - max_age_s
+    stale = [p for p in folder.glob(WORK_FOLDER_PREFIX + "*") if p.is_dir() and p.stat().st_mtime < cutoff]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
 
 #: Worker exit statuses (see ctsr.cli) with no ``error`` event of their own, and their meaning.
 _CRASH_HINTS = {-9: "it was killed (often: the system ran out of memory)",
@@ -70,7 +89,8 @@ class SuperResolutionJob:
         self._error: dict | None = None
         self._started = time.monotonic()
         self._cancelRequested = False
-        self.workDir = Path(tempfile.mkdtemp(prefix="CTSuperResolution-", dir=nodes.temporary_folder()))
+        remove_stale_work_folders()
+        self.workDir = Path(tempfile.mkdtemp(prefix=WORK_FOLDER_PREFIX, dir=nodes.temporary_folder()))
         try:
             # In the node's own voxel type, uncompressed: gzip would cost the GUI thread seconds.
             inputPath = self.workDir / "input.nrrd"
