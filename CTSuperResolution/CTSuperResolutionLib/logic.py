@@ -44,7 +44,13 @@ def remove_stale_work_folders(folder=None, max_age_s: float = STALE_WORK_FOLDER_
     modified for ``max_age_s`` seconds; returns those removed."""
     folder = Path(folder or nodes.temporary_folder() or tempfile.gettempdir())
     cutoff = time.time() - max_age_s
-    stale = [p for p in folder.glob(WORK_FOLDER_PREFIX + "*") if p.is_dir() and p.stat().st_mtime < cutoff]
+    stale = []
+    for path in folder.glob(WORK_FOLDER_PREFIX + "*"):
+        try:
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                stale.append(path)
+        except OSError:  # gone meanwhile (another Slicer's job ended)
+            continue
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale
