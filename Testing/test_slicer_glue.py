@@ -33,6 +33,7 @@ from CTSuperResolutionLib.logic import (  # noqa: E402
     CTSuperResolutionLogicBase,
 )
 from mrml_scene import add_node, provenance, volume_from_node, volume_nodes  # noqa: E402
+from processes import has_exited, wait_for_exit  # noqa: E402
 
 
 def wait_for_progress(job, timeout=60):
@@ -41,14 +42,6 @@ def wait_for_progress(job, timeout=60):
         assert not job.poll(), job.errorMessage
         assert time.monotonic() < deadline
         time.sleep(0.02)
-
-
-def process_is_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +107,7 @@ def test_cancel_mid_run_leaves_no_node_no_process_no_files(scene, sample):
     job.cancel()
     assert job.state == CANCELLED and job.outputVolume is None
     assert volume_nodes(scene) == [node]
-    assert process_is_gone(job.process.pid)
+    assert has_exited(job.process.pid)
     assert list(Path(tempfile.tempdir).iterdir()) == []
     assert job.poll() is True and job.state == CANCELLED  # polling afterwards changes nothing
 
@@ -297,7 +290,7 @@ def test_request_cancel_returns_at_once_and_polling_finishes_the_job(scene, samp
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert job.state == CANCELLED and job.outputVolume is None and volume_nodes(scene) == [node]
-    assert process_is_gone(job.process.pid)
+    assert has_exited(job.process.pid)
     assert list(Path(tempfile.tempdir).iterdir()) == []
 
 
@@ -393,26 +386,6 @@ def _worker_with_a_child(ignore_sigterm: bool):
     return worker, int(events[0]["message"])
 
 
-def _gone(pid, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        if process_is_gone(pid) or _is_zombie(pid):
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def _is_zombie(pid):
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
 @pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
 def test_a_worker_that_ignores_sigterm_is_killed_with_its_children_after_the_grace_period():
     worker, child = _worker_with_a_child(ignore_sigterm=True)
@@ -422,7 +395,7 @@ def test_a_worker_that_ignores_sigterm_is_killed_with_its_children_after_the_gra
     while not worker.enforce_stop():
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert _gone(worker.pid) and _gone(child)
+    assert wait_for_exit(worker.pid, 5.0) and wait_for_exit(child, 5.0)
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
@@ -432,7 +405,7 @@ def test_workers_still_running_are_stopped_when_python_exits():
 
     worker, child = _worker_with_a_child(ignore_sigterm=False)
     stop_all_workers()
-    assert _gone(worker.pid) and _gone(child)
+    assert wait_for_exit(worker.pid, 5.0) and wait_for_exit(child, 5.0)
 
 
 def test_the_input_is_written_in_its_own_voxel_type(scene, sample, tmp_path):

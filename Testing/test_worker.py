@@ -18,6 +18,7 @@ import pytest
 from ctsr.io import read_volume, write_volume
 from ctsr.upsampling import upsample
 from ctsr.volume import Volume
+from processes import wait_for_exit
 
 LOGIC = Path(__file__).resolve().parents[1] / "Logic"
 
@@ -111,10 +112,7 @@ def test_a_worker_whose_starter_dies_stops_with_no_output(tmp_path, sample, kill
             assert time.monotonic() < deadline, "the worker never started"
             time.sleep(0.1)
         (launcher if killed == "parent" else slicer).kill()
-        deadline = time.monotonic() + 60
-        while not _gone(worker):
-            assert time.monotonic() < deadline, "the worker is still running"
-            time.sleep(0.2)
+        assert wait_for_exit(worker, 60.0), "the worker is still running"
     finally:
         for process in (launcher, slicer):
             process.kill()
@@ -122,14 +120,6 @@ def test_a_worker_whose_starter_dies_stops_with_no_output(tmp_path, sample, kill
     last = json.loads(events.read_text().splitlines()[-1])
     assert last["event"] == "error" and last["kind"] == "cancelled"
     assert list(output.parent.iterdir()) == []
-
-
-def _gone(pid: int) -> bool:
-    """The process has exited (a zombie waiting for its new parent to reap it counts)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @pytest.mark.parametrize("change, phrase", [
