@@ -198,8 +198,8 @@ def is_complete(scan: Scan, options: BatchOptions) -> bool:
 
 def run_scan(scan: Scan, options: BatchOptions, threads: int | None = None) -> ScanRecord:
     """Super-resolve one scan in this process (module docstring); never raises for a bad scan."""
-    from .io import check_writable, read_slice_thickness, read_volume, write_atomically, write_volume
-    from .upsampling import upsample
+    from .io import write_atomically
+    from .upsampling import upsample_file
 
     if threads:
         import torch
@@ -211,13 +211,9 @@ def run_scan(scan: Scan, options: BatchOptions, threads: int | None = None) -> S
     try:
         with known_errors():
             Path(scan.output).parent.mkdir(parents=True, exist_ok=True)
-            check_writable(scan.output, inputs=[scan.input])
-            lr = read_volume(scan.input)
-            result = upsample(lr, chosen["scale"], chosen["method"], seed=chosen["seed"], device=chosen["device"],
-                              roi=chosen["roi"], lr_model=chosen["lr_model"],
-                              slice_thickness_mm=read_slice_thickness(scan.input))
+            result, _ = upsample_file(scan.input, scan.output, chosen["scale"], chosen["method"], seed=chosen["seed"],
+                                      device=chosen["device"], roi=chosen["roi"], lr_model=chosen["lr_model"])
             details = {"provenance": result.provenance}
-            write_volume(result.volume, scan.output)
             record.status = "done"
             if scan.reference:
                 details.update(_scores_against(result.volume, scan.reference))

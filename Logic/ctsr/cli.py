@@ -138,19 +138,11 @@ def _say(args, text: str) -> None:
 
 
 def _run_upsample(args, progress: Progress) -> dict:
-    from .io import check_writable, read_slice_thickness, read_volume, uncertainty_path, write_result
-    from .lrmodel import LRModel
-    from .upsampling import check_uncertainty_runs, upsample
+    from .upsampling import upsample_file
 
-    check_writable(args.output, inputs=[args.input])
-    if check_uncertainty_runs(args.uncertainty, args.method):
-        check_writable(uncertainty_path(args.output), inputs=[args.input, args.output])
-    LRModel.parse(args.lr_model)  # a bad model is refused before reading
-    lr = read_volume(args.input)
-    result = upsample(lr, args.scale, args.method, progress, seed=args.seed, device=args.device,
-                      roi=args.roi, uncertainty=args.uncertainty, prior=args.prior, lr_model=args.lr_model,
-                      slice_thickness_mm=read_slice_thickness(args.input), pretrained=args.pretrained)
-    outputs = write_result(result.volume, args.output, result.uncertainty)
+    result, outputs = upsample_file(args.input, args.output, args.scale, args.method, progress, seed=args.seed,
+                                    device=args.device, roi=args.roi, uncertainty=args.uncertainty, prior=args.prior,
+                                    lr_model=args.lr_model, pretrained=args.pretrained)
     residual = result.provenance.get("lr_residual")
     _say(args, f"wrote {args.output} ({'x'.join(map(str, result.volume.shape_ijk))} voxels, "
                f"{args.method}, {result.provenance['duration_s']} s, LR model {result.provenance['lr_model']['model']}"

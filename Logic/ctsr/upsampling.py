@@ -108,6 +108,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         from .pipeline import resolve_device
 
         resolve_device(device)
+    progress.log(f"input {'x'.join(map(str, lr.shape_ijk))} voxels, spacing "
+                 f"{'x'.join(f'{s:.3g}' for s in lr.spacing)} mm")
     only_axis = slice_axis(scale)
     # Through-plane along x or y runs as through-plane along z (the methods' slice axis), then
     # turns back (below); a network is chosen for the scale it runs at.
@@ -173,6 +175,28 @@ def _swap_z(thing, axis: int):
         swapped[axis], swapped[2] = thing[2], thing[axis]
         return tuple(swapped)
     return thing.with_axes_swapped(axis, 2)
+
+
+def upsample_file(input_path, output_path, scale, method: str = DEFAULT_METHOD, progress: Progress | None = None,
+                  *, uncertainty_output=None, compress: bool = True, **options) -> tuple[UpsampleResult, dict]:
+    """What ``ctsr upsample``, the worker and each scan of a batch do: check the outputs can be
+    written (none of them the input) and the LR model text, read ``input_path`` (a volume file
+    or a DICOM series folder, whose SliceThickness is read unless ``slice_thickness_mm`` is
+    given), :func:`upsample` it with ``options``, and write the HR volume to ``output_path``
+    and the uncertainty map to ``uncertainty_output`` (default :func:`ctsr.io.uncertainty_path`),
+    both or neither. Returns the result and the paths written (:func:`ctsr.io.write_result`)."""
+    from .io import check_writable, read_slice_thickness, read_volume, uncertainty_path, write_result
+
+    check_writable(output_path, inputs=[input_path])
+    if check_uncertainty_runs(options.get("uncertainty"), method):
+        check_writable(uncertainty_output or uncertainty_path(Path(output_path)), inputs=[input_path, output_path])
+    if not isinstance(options.get("lr_model"), LRModel):
+        LRModel.parse(options.get("lr_model"))  # a bad model is refused before reading
+    lr = read_volume(input_path)
+    if options.get("slice_thickness_mm") is None:
+        options["slice_thickness_mm"] = read_slice_thickness(input_path)
+    result = upsample(lr, scale, method, progress, **options)
+    return result, write_result(result.volume, output_path, result.uncertainty, uncertainty_output, compress)
 
 
 def check_uncertainty_runs(uncertainty, method: str) -> int:

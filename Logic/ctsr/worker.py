@@ -85,25 +85,16 @@ def check_options(options: dict) -> None:
 
 def run_job(job: dict, progress: Progress) -> dict:
     """Run one validated job: read, upsample, write atomically. Returns the ``result`` fields."""
-    from .io import check_writable, read_volume, uncertainty_path, write_result
-    from .upsampling import METHODS, check_uncertainty_runs, upsample
+    from .upsampling import METHODS, upsample_file
 
     if job["method"] not in METHODS:
         raise UserError(f"unknown method {job['method']!r}; this engine offers {list(METHODS)}.")
     if job["device"] not in ("auto", "cpu", "cuda"):
         raise UserError(f"unknown device {job['device']!r}; use auto, cpu or cuda.")
     check_options(job["options"])
-    seed = check_seed(job["seed"])
-    output = Path(job["output"])
-    check_writable(output, inputs=[job["input"]])
-    if check_uncertainty_runs(job["options"].get("uncertainty"), job["method"]):
-        check_writable(job.get("uncertainty_output") or uncertainty_path(output), inputs=[job["input"], output])
-    lr = read_volume(job["input"])
-    progress.log(f"input {'x'.join(map(str, lr.shape_ijk))} voxels, spacing "
-                 f"{'x'.join(f'{s:.3g}' for s in lr.spacing)} mm")
-    result = upsample(lr, job["scale"], job["method"], progress, seed=seed, device=job["device"], **job["options"])
-    written = write_result(result.volume, output, result.uncertainty, job.get("uncertainty_output"),
-                           compress=bool(job["compress"]))
+    result, written = upsample_file(job["input"], job["output"], job["scale"], job["method"], progress,
+                                    uncertainty_output=job.get("uncertainty_output"), compress=bool(job["compress"]),
+                                    seed=check_seed(job["seed"]), device=job["device"], **job["options"])
     return {**written, "shape_ijk": list(result.volume.shape_ijk), "provenance": result.provenance}
 
 
