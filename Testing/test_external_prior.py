@@ -14,6 +14,7 @@ import torch
 
 from ctsr import external_prior as ep
 from ctsr import internal_prior as ip
+from ctsr import residual_cnn as rc
 from ctsr.errors import UserError
 from ctsr.fidelity import enforce_lr_consistency
 from ctsr.io import write_volume
@@ -50,8 +51,8 @@ def test_pairs_are_fast_of_the_simulated_lr_against_the_hr_stacked_along_k(sampl
     rng = np.random.default_rng(3)
     lr = simulate_lr(sample, (2, 2, 2), ep.random_lr_model(rng, settings), seed=int(rng.integers(1 << 30)))
     fast = ip.consistent_upsample(lr, (2, 2, 2), resolve_lr_model(lr, (2, 2, 2))).array
-    np.testing.assert_allclose(source[:64], fast[:, :56, :48] / ip.HU_SCALE, atol=1e-6)
-    np.testing.assert_allclose(target[:64], sample.array[:, :56, :48] / ip.HU_SCALE, atol=1e-6)
+    np.testing.assert_allclose(source[:64], fast[:, :56, :48] / rc.HU_SCALE, atol=1e-6)
+    np.testing.assert_allclose(target[:64], sample.array[:, :56, :48] / rc.HU_SCALE, atol=1e-6)
     assert not np.allclose(source[:64], source[64:128])  # another LR model
 
 
@@ -130,12 +131,12 @@ def test_saving_replaces_a_pretrained_folder_but_never_a_foreign_one(tiny_folder
     assert (foreign / "notes.txt").read_text() == "keep me" and not (tmp_path / "mine.partial").exists()
     again = tmp_path / "again"
     shutil.copytree(folder, again)
-    ep.save_external_prior(ip.ResidualCNN(4, 3), again, FEW, {"name": "zero"})
+    ep.save_external_prior(rc.ResidualCNN(4, 3), again, FEW, {"name": "zero"})
     assert json.loads((again / CONFIG_FILE).read_text())["name"] == "zero"
     # A write that fails half-way (a config that cannot be JSON, after the weights) leaves the
     # folder as it was and no partial folder behind.
     with pytest.raises(TypeError):
-        ep.save_external_prior(ip.ResidualCNN(4, 3), again, FEW, {"name": object()})
+        ep.save_external_prior(rc.ResidualCNN(4, 3), again, FEW, {"name": object()})
     assert json.loads((again / CONFIG_FILE).read_text())["name"] == "zero"
     assert not (tmp_path / "again.partial").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "mine"]

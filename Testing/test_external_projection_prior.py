@@ -14,7 +14,7 @@ from ctsr import external_projection_prior as xp
 from ctsr.baselines import upsample_interpolate
 from ctsr.errors import UserError
 from ctsr.geometry import ConeGeometry
-from ctsr.internal_prior import InternalPriorSettings, ResidualCNN
+from ctsr.residual_cnn import ResidualCNN, TrainingSettings
 from ctsr.lrmodel import LRModel, simulate_lr
 from ctsr.network_folder import CONFIG_FILE, WEIGHTS_FILE, PretrainedNetwork
 from ctsr.projector import project_hu
@@ -22,7 +22,7 @@ from ctsr.volume import Volume
 
 SCALE = (4, 4, 4)
 TINY = xp.ProjectionPretrainSettings(crops_per_scan=1, crop=32, models_per_crop=2, views=3,
-                                     network=InternalPriorSettings(steps=3, patch=8, batch=1, channels=4, layers=2))
+                                     network=TrainingSettings(steps=3, patch=8, batch=1, channels=4, layers=2))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import SimpleITK as sitk
 from conftest import require_shared_data
 from ctsr.baselines import upsample_interpolate
 from ctsr.errors import UserError
-from ctsr.grids import format_scale, hr_grid, is_through_plane, lr_grid, parse_scale
+from ctsr.grids import format_scale, hr_grid, in_plane_then_through_plane, is_through_plane, lr_grid, parse_scale
 from ctsr.io import image_from_volume, read_volume
 from ctsr.lrmodel import simulate_lr
 from ctsr.metrics import normalize, psnr
@@ -31,6 +31,13 @@ def test_bad_scales_are_refused_with_a_sentence(text):
                                                   ("1x2x4", False), ("2x1x1", False)])
 def test_through_plane_means_only_z_is_scaled(text, through_plane):
     assert is_through_plane(parse_scale(text)) is through_plane
+
+
+@pytest.mark.parametrize("text, parts", [("2x2x4", ((2, 2, 1), (1, 1, 4))), ("2x2x3", ((2, 2, 1), (1, 1, 3))),
+                                         ("4x4x8", ((4, 4, 1), (1, 1, 8))), ("1x1x4", None), ("2", None),
+                                         ("4x4x2", None), ("2x1x4", None), ("2x2x1", None)])
+def test_a_scale_with_z_coarsest_and_in_plane_scaled_splits_in_two(text, parts):
+    assert in_plane_then_through_plane(parse_scale(text)) == parts
 
 
 @pytest.mark.parametrize("scale", [(2, 2, 2), (4, 4, 4), (1, 1, 4), (2, 3, 1)])

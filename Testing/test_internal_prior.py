@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ctsr import internal_prior as ip
+from ctsr import residual_cnn as rc
 from ctsr.baselines import upsample_interpolate
 from ctsr.errors import Cancelled
 from ctsr.fidelity import enforce_lr_consistency
@@ -69,10 +70,11 @@ def test_no_pair_is_made_with_an_assumed_blur(sample):
     than the input looks, teaches nothing."""
     from ctsr.lrestimate import resolve_lr_model
 
-    lr = simulate_lr(sample, (2, 2, 4), LRModel.parse("gauss:1,noise:0"))
-    estimated = resolve_lr_model(lr, (2, 2, 4))
-    assert estimated.source["z"].startswith("default")  # x4 of a mixed scale is not estimated
-    assert "blur along z is assumed" in ip.plan(lr, (2, 2, 4), estimated).reason
+    # 56 slices at 1x1x4: 14 LR slices, too few to estimate the slice profile
+    lr = simulate_lr(Volume(sample.array[:56], sample.ijk_to_ras), (1, 1, 4), LRModel.parse("gauss:1,noise:0"))
+    estimated = resolve_lr_model(lr, (1, 1, 4))
+    assert estimated.source["z"].startswith("default")
+    assert "blur along z is assumed" in ip.plan(lr, (1, 1, 4), estimated).reason
     lr = simulate_lr(sample, (2, 2, 2), LRModel.parse("box,noise:10"), seed=1)
     assert "looks" in ip.plan(lr, (2, 2, 2), resolve_lr_model(lr, (2, 2, 2), "gauss:2")).reason
     through = simulate_lr(sample, (1, 1, 4), LRModel.parse("gauss:1,noise:0"))
@@ -85,33 +87,33 @@ def test_inference_in_tiles_equals_one_pass(monkeypatch, kernel, budget):
     """The halo makes tile-wise inference seamless: same numbers as the whole volume at once,
     with tiles cut along every axis."""
     torch.manual_seed(0)
-    network = ip.ResidualCNN(channels=4, layers=3, kernel=kernel)
+    network = rc.ResidualCNN(channels=4, layers=3, kernel=kernel)
     torch.nn.init.normal_(network.body[-1].weight, std=0.1)
     array = np.random.default_rng(0).normal(0, 300, (21, 18, 20)).astype(np.float32)
     with torch.no_grad():
-        whole = array + network(torch.from_numpy(array / ip.HU_SCALE)[None, None])[0, 0].numpy() * ip.HU_SCALE
-    monkeypatch.setattr(ip, "TILE_VOXELS", budget)
-    tile = ip.tile_shape(array.shape, network.halo)
+        whole = array + network(torch.from_numpy(array / rc.HU_SCALE)[None, None])[0, 0].numpy() * rc.HU_SCALE
+    monkeypatch.setattr(rc, "TILE_VOXELS", budget)
+    tile = rc.tile_shape(array.shape, network.halo)
     assert tile != array.shape
     if budget < 18 * 20:  # not even one plane fits: cut in-plane too
         assert any(e < n for e, n in zip(tile[1:], array.shape[1:]))
     seen = []
     network.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0][0, 0].numel()))
-    tiled = ip.apply_in_tiles(network, array, torch.device("cpu"), SilentProgress())
+    tiled = rc.apply_in_tiles(network, array, torch.device("cpu"), SilentProgress())
     np.testing.assert_allclose(tiled, whole, atol=1e-3)
     # what tile_shape weighs is what the network computes
-    assert sum(seen) == math.prod(ip.computed_extent(n, e, h) for n, e, h in zip(array.shape, tile, network.halo))
+    assert sum(seen) == math.prod(rc.computed_extent(n, e, h) for n, e, h in zip(array.shape, tile, network.halo))
 
 
 def test_tiles_fit_the_budget_and_cut_axes_without_a_halo_first():
     for shape, halo in [((96, 1024, 1024), (6, 6, 6)), ((512, 512, 192), (0, 6, 6)), ((7, 300, 5), (2, 2, 2))]:
         for budget in (10_000, 2_000_000):
-            tile = ip.tile_shape(shape, halo, budget)
+            tile = rc.tile_shape(shape, halo, budget)
             padded = math.prod(min(n, e + 2 * h) for n, e, h in zip(shape, tile, halo))
             assert padded <= budget or tile == (1, 1, 1)
             assert all(1 <= e <= n for e, n in zip(tile, shape))
-    assert ip.tile_shape((512, 512, 192), (0, 6, 6))[1:] == (512, 192)  # whole planes: no halo to pay
-    assert ip.tile_shape((10, 10, 10), (6, 6, 6)) == (10, 10, 10)  # fits: one tile
+    assert rc.tile_shape((512, 512, 192), (0, 6, 6))[1:] == (512, 192)  # whole planes: no halo to pay
+    assert rc.tile_shape((10, 10, 10), (6, 6, 6)) == (10, 10, 10)  # fits: one tile
 
 
 def test_flip_ensemble_is_the_largest_group_within_the_budget():
@@ -132,20 +134,20 @@ def test_flip_ensemble_is_the_mean_over_its_flips_and_commutes_with_them(budget,
     ensemble, each flipped back (computed here in torch, independently); it then commutes with
     every flip of the ensemble, which one pass of a trained network does not."""
     torch.manual_seed(1)
-    network = ip.ResidualCNN(channels=4, layers=3)
+    network = rc.ResidualCNN(channels=4, layers=3)
     torch.nn.init.normal_(network.body[-1].weight, std=0.1)
     array = np.random.default_rng(2).normal(0, 300, (9, 10, 12)).astype(np.float32)
     volume = Volume(array, np.diag([0.7, 0.7, 1.5, 1.0]))
     the_plan = ip.PairPlan("volume")
     ensemble = lambda v: ip.apply(network, the_plan, v, flip_budget=budget).array
-    x = torch.from_numpy(array / ip.HU_SCALE)[None, None]
+    x = torch.from_numpy(array / rc.HU_SCALE)[None, None]
     with torch.no_grad():
         passes = [network(x.flip([2 + a for a in axes])).flip([2 + a for a in axes]) if axes else network(x)
                   for axes in ip.flip_ensemble(array.shape, budget)]
-    expected = array + torch.stack(passes).mean(0)[0, 0].numpy() * ip.HU_SCALE
+    expected = array + torch.stack(passes).mean(0)[0, 0].numpy() * rc.HU_SCALE
     np.testing.assert_allclose(ensemble(volume), expected, atol=1e-3)
     single = lambda v: ip.apply(network, the_plan, v, flip_budget=0).array
-    np.testing.assert_array_equal(single(volume), ip.apply_in_tiles(network, array, torch.device("cpu"),
+    np.testing.assert_array_equal(single(volume), rc.apply_in_tiles(network, array, torch.device("cpu"),
                                                                     SilentProgress()))
     for axes in equivariant:
         flipped = volume.with_array(np.ascontiguousarray(np.flip(array, axes)))
@@ -154,7 +156,7 @@ def test_flip_ensemble_is_the_mean_over_its_flips_and_commutes_with_them(budget,
 
 
 def test_untrained_network_changes_nothing(sample):
-    network = ip.ResidualCNN(channels=4, layers=3)
+    network = rc.ResidualCNN(channels=4, layers=3)
     the_plan = ip.plan(sample, (2, 2, 2), LRModel.parse("box,noise:0"))
     out = ip.apply(network, the_plan, sample)
     np.testing.assert_array_equal(out.array, sample.array)
@@ -178,8 +180,8 @@ def test_fine_tuning_starts_from_the_initial_network_and_leaves_it_alone(sample)
     them), and the initial network itself is not changed."""
     model = LRModel.parse("gauss:1,noise:10")
     source, target = ip.training_pair(sample, ip.plan(sample, (2, 2, 2), model))
-    fit = lambda settings, initial=None: ip.fit_residual_network(
-        source / ip.HU_SCALE, target / ip.HU_SCALE, (3, 3, 3), settings, 0, "cpu", SilentProgress(), "t",
+    fit = lambda settings, initial=None: rc.fit_residual_network(
+        source / rc.HU_SCALE, target / rc.HU_SCALE, (3, 3, 3), settings, 0, "cpu", SilentProgress(), "t",
         initial=initial)
     initial = fit(TINY)
     before = _parameters(initial).clone()
@@ -204,9 +206,9 @@ def test_axis_permutations_teach_a_relation_along_every_axis():
     swap = lambda a: np.ascontiguousarray(a.transpose(2, 1, 0))
 
     def commutator(permute_axes):
-        network = ip.fit_residual_network(source, target, (3, 3, 3), settings, 0, "cpu", SilentProgress(), "t",
+        network = rc.fit_residual_network(source, target, (3, 3, 3), settings, 0, "cpu", SilentProgress(), "t",
                                           permute_axes=permute_axes)
-        residual = lambda a: ip.apply_in_tiles(network, a, torch.device("cpu"), SilentProgress(), unit=1.0) - a
+        residual = lambda a: rc.apply_in_tiles(network, a, torch.device("cpu"), SilentProgress(), unit=1.0) - a
         return np.linalg.norm(residual(swap(probe)) - swap(residual(probe))) / np.linalg.norm(residual(probe))
 
     assert commutator(False) > 0.5
@@ -289,3 +291,41 @@ def test_at_x4_it_learns_at_x2_and_lanczos_does_the_rest(sample):
     again, _ = ip.upsample_with_internal_prior(lr, scale, model, TINY, seed=1)
     np.testing.assert_array_equal(out.array, again.array)
     assert np.abs(out.array - ip.consistent_upsample(lr, scale, model).array).max() > 1.0
+
+
+def test_in_plane_then_through_plane_runs_both_parts_and_matches_the_input(sample):
+    """2x2x4: the in-plane pair (volume kind at 2x2x1), then the through-plane one on its result;
+    the output is on the 2x2x4 grid, seeded, consistent with the LR input under the whole model,
+    not ``fast``'s, and its progress rises from start to end."""
+    from ctsr.lrestimate import resolve_lr_model
+
+    scale = (2, 2, 4)
+    lr = simulate_lr(sample, scale, LRModel.parse("gauss:1,noise:0"), seed=1)
+    model = resolve_lr_model(lr, scale)
+    events = []
+    out, info = ip.upsample_with_internal_prior(lr, scale, model, TINY, seed=1,
+                                                progress=CallbackProgress(events.append))
+    assert info["internal_prior"].startswith("in-plane x2: volume")
+    assert "then through-plane x4: through-plane" in info["internal_prior"]
+    matrix, shape = hr_grid(lr.ijk_to_ras, lr.shape_ijk, scale)
+    assert out.shape_ijk == shape and np.allclose(out.ijk_to_ras, matrix)
+    again, _ = ip.upsample_with_internal_prior(lr, scale, model, TINY, seed=1)
+    np.testing.assert_array_equal(out.array, again.array)
+    fast = ip.consistent_upsample(lr, scale, model)
+    assert np.abs(out.array - fast.array).max() > 1.0
+    residual = LROperator.for_volume(model, scale, out)(out.array) - lr.array
+    assert np.sqrt(np.mean(residual**2)) <= model.noise_hu * 1.02 + 0.5
+    fractions = [e["fraction"] for e in events if "fraction" in e]
+    assert fractions == sorted(fractions) and fractions[-1] >= 0.95
+
+
+def test_in_plane_then_through_plane_is_fast_where_neither_part_learns(sample):
+    """Every profile assumed: neither part has a pair, and the result is ``fast``'s at 2x2x4."""
+    from ctsr.lrmodel import ASSUMED, DEFAULT_PROFILE
+
+    scale = (2, 2, 4)
+    lr = simulate_lr(sample, scale, LRModel.parse("gauss:0.5,noise:0"), seed=1)
+    model = LRModel((DEFAULT_PROFILE,) * 3, 0.0, origin=dict.fromkeys("xyz", ASSUMED))
+    out, info = ip.upsample_with_internal_prior(lr, scale, model, TINY)
+    assert info["internal_prior"].startswith("skipped: in-plane skipped: the blur along x is assumed")
+    np.testing.assert_array_equal(out.array, ip.consistent_upsample(lr, scale, model).array)

@@ -10,15 +10,16 @@ import torch
 from ctsr import internal_projection_prior as ipp
 from ctsr.baselines import upsample_interpolate
 from ctsr.errors import Cancelled
-from ctsr.internal_prior import InternalPriorSettings, degrade_again
+from ctsr.internal_prior import degrade_again
 from ctsr.lrmodel import ASSUMED, LRModel, simulate_lr
 from ctsr.metrics import psnr
 from ctsr.geometry import scan_geometries
 from ctsr.pipeline import consistent_p_up, projection_operator
 from ctsr.progress import CallbackProgress
 from ctsr.projector import project_hu
+from ctsr.residual_cnn import TrainingSettings
 
-TINY = InternalPriorSettings(steps=6, patch=8, batch=2, channels=4, layers=3)
+TINY = TrainingSettings(steps=6, patch=8, batch=2, channels=4, layers=3)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_it_beats_p_up_and_the_consistent_p_up_on_a_real_ct(scan):
     truth = scan["truth"].numpy()
     low, span = truth.min(), truth.max() - truth.min()
     score = lambda t: psnr((t.numpy() - low) / span, (truth - low) / span)
-    ours = _run(scan, InternalPriorSettings(steps=300))
+    ours = _run(scan, TrainingSettings(steps=300))
     operator = projection_operator(scan["model"], scan["v_up"], scan["scale"])
     consistent = consistent_p_up(scan["p_up"], scan["y"], operator)
     assert score(ours) > score(scan["p_up"]) + 0.3

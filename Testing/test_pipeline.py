@@ -110,7 +110,7 @@ def test_at_x4_an_external_projection_prior_of_that_scale_makes_the_target_if_it
     from ctsr import external_projection_prior
     from ctsr.external_projection_prior import INPUTS, KERNEL
     from ctsr.network_folder import PretrainedNetwork
-    from ctsr.internal_prior import ResidualCNN
+    from ctsr.residual_cnn import ResidualCNN
 
     network = ResidualCNN(4, 2, KERNEL, INPUTS).eval()
     torch.nn.init.normal_(network.body[-1].weight, std=1e-3)  # a network that adds something

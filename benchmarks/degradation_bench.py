@@ -59,9 +59,10 @@ import foreign_lr  # noqa: E402
 from leave_one_out import pretrained_without  # noqa: E402
 from quality_bench import CASES, DATA, SCALES, _crop, _hr, _label  # noqa: E402
 
-#: In-plane x4 (``--scales 4x4x1``, not in the default matrix): with ``--large``, the head's
-#: 48 x 48 in-plane LR is where thick-slice scans keep their detail.
-EXTRA_SCALES = {"4x4x1": (4, 4, 1)}
+#: Not in the default matrix: in-plane x4 (``--scales 4x4x1``; with ``--large``, the head's
+#: 48 x 48 in-plane LR is where thick-slice scans keep their detail), and x2 in-plane with x4
+#: through-plane (``2x2x4``: a scan with both large pixels and thick slices).
+EXTRA_SCALES = {"4x4x1": (4, 4, 1), "2x2x4": (2, 2, 4)}
 
 BLURS = ("gauss:0.5", "gauss:1", "gauss:1.5", "box")
 NOISES = (0, 10, 30)

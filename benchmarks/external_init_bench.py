@@ -1,7 +1,7 @@
 """Internal + external: does a network pretrained on *other* scans help the internal prior?
 
 Leave one scan out over the three 96^3 crops of quality_bench.py (chest CTA, abdomen, head), x2.
-For each held-out scan, the internal prior's :class:`ctsr.internal_prior.ResidualCNN` is first
+For each held-out scan, the internal prior's :class:`ctsr.residual_cnn.ResidualCNN` is first
 trained on the two other scans (whole volumes, never the held-out one) by
 :func:`ctsr.external_prior.pretrain` (``ctsr pretrain``: :data:`MODELS_PER_SCAN` random LR
 models per scan, ``fast`` under the model estimated from each, ``fast(L) -> HR``) for
@@ -61,6 +61,7 @@ def pretrain(names: list[str], steps: int, seed: int = 0):
 
 def cell(hr, blur: str, noise: int, external) -> dict:
     from ctsr import internal_prior as ip
+    from ctsr import residual_cnn as rc
     from ctsr.baselines import upsample_interpolate
     from ctsr.fidelity import enforce_lr_consistency
     from ctsr.lrestimate import resolve_lr_model
@@ -80,7 +81,7 @@ def cell(hr, blur: str, noise: int, external) -> dict:
         start = time.monotonic()
         network = external
         if steps:
-            network = ip.fit_residual_network(source / ip.HU_SCALE, target / ip.HU_SCALE, (3, 3, 3),
+            network = rc.fit_residual_network(source / rc.HU_SCALE, target / rc.HU_SCALE, (3, 3, 3),
                                               ip.InternalPriorSettings(steps=steps), 0, "cpu", SilentProgress(),
                                               "internal prior", initial=external if warm else None)
         out = enforce_lr_consistency(ip.apply(network, the_plan, fast), lr, SCALE, model)[0]

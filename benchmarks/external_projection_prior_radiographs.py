@@ -37,11 +37,11 @@ from ctsr.baselines import upsample_interpolate  # noqa: E402
 from ctsr.external_prior import random_lr_model, read_hr_scans  # noqa: E402
 from ctsr.external_projection_prior import (KERNEL, ProjectionPretrainSettings, conditioning,  # noqa: E402
                                             pretraining_pairs, scan_pairs)
-from ctsr.internal_prior import fit_residual_network  # noqa: E402
 from ctsr.lrmodel import GIVEN, LRModel, add_noise, simulate_lr  # noqa: E402
 from ctsr.network_folder import PretrainedNetwork  # noqa: E402
 from ctsr.prior.data import block_reduce, read_radiograph  # noqa: E402
 from ctsr.progress import SilentProgress  # noqa: E402
+from ctsr.residual_cnn import fit_residual_network  # noqa: E402
 from ctsr.volume import Volume  # noqa: E402
 
 XRAY = DATA.parent / "xray"

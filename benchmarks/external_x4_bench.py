@@ -3,7 +3,7 @@
 At x4 the internal prior needs an LR of 32 voxels per axis (its two levels estimate the blur at
 x2 on the input); the 96^3 crops of quality_bench.py give 24^3, so ``balanced`` is ``fast``
 there (benchmarks/degradation.md). This measures the one thing that could still run: a
-:class:`ctsr.internal_prior.ResidualCNN` pretrained by :func:`ctsr.external_prior.pretrain`
+:class:`ctsr.residual_cnn.ResidualCNN` pretrained by :func:`ctsr.external_prior.pretrain`
 at scale 4x4x4 (``ctsr pretrain``'s recipe otherwise: 2000 steps, 4 random LR models per scan,
 ``fast(L) -> HR``) on the two *other* scans, leave one scan out, applied alone to ``fast``'s
 result and made consistent with the input (``fast + f``), against ``fast`` and cubic, LR model
@@ -40,7 +40,8 @@ NOISES = (0, 30)
 def cell(hr, blur: str, noise: int, external) -> dict:
     from ctsr.baselines import upsample_interpolate
     from ctsr.fidelity import enforce_lr_consistency
-    from ctsr.internal_prior import apply_in_tiles, consistent_upsample
+    from ctsr.internal_prior import consistent_upsample
+    from ctsr.residual_cnn import apply_in_tiles
     from ctsr.lrestimate import resolve_lr_model
     from ctsr.lrmodel import LRModel, simulate_lr
     from ctsr.metrics import evaluate

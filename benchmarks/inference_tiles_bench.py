@@ -1,4 +1,4 @@
-"""The internal prior's inference in tiles (``ctsr.internal_prior.apply_in_tiles``) against the
+"""The internal prior's inference in tiles (``ctsr.residual_cnn.apply_in_tiles``) against the
 slabs of whole slices it replaced, on this machine's CPU (2 threads).
 
     python benchmarks/inference_tiles_bench.py       # ~2 min on 2 cores
@@ -50,13 +50,14 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from ctsr import internal_prior as ip
+    from ctsr import residual_cnn as rc
+    from ctsr.internal_prior import InternalPriorSettings
     from ctsr.progress import SilentProgress
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    settings = ip.InternalPriorSettings()
-    network = ip.ResidualCNN(settings.channels, settings.layers, (3, 3, 3)).eval()
+    settings = InternalPriorSettings()
+    network = rc.ResidualCNN(settings.channels, settings.layers, (3, 3, 3)).eval()
     torch.nn.init.normal_(network.body[-1].weight, std=0.01)
     rows = []
     for shape in SHAPES:
@@ -64,15 +65,15 @@ def main() -> None:
         seconds = {"slabs": [], "tiles": []}
         for _ in range(2):
             start = time.monotonic()
-            old = slabs(network, array, ip.HU_SCALE)
+            old = slabs(network, array, rc.HU_SCALE)
             seconds["slabs"].append(time.monotonic() - start)
             start = time.monotonic()
-            new = ip.apply_in_tiles(network, array, torch.device("cpu"), SilentProgress())
+            new = rc.apply_in_tiles(network, array, torch.device("cpu"), SilentProgress())
             seconds["tiles"].append(time.monotonic() - start)
-        tile = ip.tile_shape(shape, network.halo)
-        computed = math.prod(ip.computed_extent(n, e, h) for n, e, h in zip(shape, tile, network.halo))
+        tile = rc.tile_shape(shape, network.halo)
+        computed = math.prod(rc.computed_extent(n, e, h) for n, e, h in zip(shape, tile, network.halo))
         depth = max(1, SLAB_VOXELS // (shape[1] * shape[2]))
-        slab_computed = ip.computed_extent(shape[0], depth, network.halo[0]) * shape[1] * shape[2]
+        slab_computed = rc.computed_extent(shape[0], depth, network.halo[0]) * shape[1] * shape[2]
         rows.append({"shape_kji": list(shape), "tile_kji": list(tile),
                      "slabs_s": round(min(seconds["slabs"]), 2), "tiles_s": round(min(seconds["tiles"]), 2),
                      "slabs_computed_per_voxel": round(slab_computed / math.prod(shape), 2),

@@ -86,10 +86,10 @@ def scanned(hr, cell: str, scale=SCALE, views: int = VIEWS):
 
 def projection_cell(hr, cell: str) -> dict:
     """Every projection-domain target of one LR input, scored against the truth's projections."""
-    from ctsr.internal_prior import InternalPriorSettings
     from ctsr.internal_projection_prior import upsample_projections_internally
     from ctsr.pipeline import consistent_p_up
     from ctsr.prior.operators import bicubic
+    from ctsr.residual_cnn import TrainingSettings
 
     scan = scanned(hr, cell)
     lr, model, geometry, lr_geometry, operator = scan.lr, scan.model, scan.geometry, scan.lr_geometry, scan.operator
@@ -100,7 +100,7 @@ def projection_cell(hr, cell: str) -> dict:
     for steps in STEPS:
         start = time.monotonic()
         ours = upsample_projections_internally(lr, SCALE, model, p_up, y, lr_geometry,
-                                               InternalPriorSettings(steps=steps), seed=0)
+                                               TrainingSettings(steps=steps), seed=0)
         row[f"internal, {steps} steps"] = _score(ours, truth)
         row[f"internal, {steps} steps, seconds"] = round(time.monotonic() - start, 1)
         row[f"internal, {steps} steps, consistent"] = _score(consistent_p_up(ours, y, operator), truth)

@@ -48,13 +48,14 @@ TARGETS = ("P_up", "one level", "one level, pair without noise", "two levels, pa
 def cell(hr, lr_cell: str) -> dict:
     """Every x4 target of one LR input, scored against the truth's projections."""
     from ctsr.baselines import upsample_interpolate
-    from ctsr.internal_prior import InternalPriorSettings, apply_in_tiles, fit_residual_network, plan
+    from ctsr.internal_prior import plan
     from ctsr.internal_projection_prior import KERNEL, projection_training_pair
     from ctsr.pipeline import consistent_p_up
     from ctsr.lrmodel import GIVEN
     from ctsr.prior.operators import bicubic
     from ctsr.progress import SilentProgress
     from ctsr.projector import project_hu
+    from ctsr.residual_cnn import TrainingSettings, apply_in_tiles, fit_residual_network
 
     scan = scanned(hr, lr_cell, SCALE)
     lr, model, geometry, lr_geometry, operator = scan.lr, scan.model, scan.geometry, scan.lr_geometry, scan.operator
@@ -69,7 +70,7 @@ def cell(hr, lr_cell: str) -> dict:
     def trained(pair_model):
         start = time.monotonic()
         source = projection_training_pair(lr, the_plan.pair_scale, pair_model, lr_geometry, seed=0)
-        network = fit_residual_network(source.numpy(), y.numpy(), KERNEL, InternalPriorSettings(steps=STEPS), 0,
+        network = fit_residual_network(source.numpy(), y.numpy(), KERNEL, TrainingSettings(steps=STEPS), 0,
                                        "cpu", SilentProgress(), "projection prior")
         row.setdefault("training_seconds", []).append(round(time.monotonic() - start, 1))
         return lambda p: torch.from_numpy(apply_in_tiles(network, p.numpy(), torch.device("cpu"), SilentProgress(),

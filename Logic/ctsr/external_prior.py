@@ -1,4 +1,4 @@
-"""The external start of the internal prior: a :class:`ctsr.internal_prior.ResidualCNN`
+"""The external start of the internal prior: a :class:`ctsr.residual_cnn.ResidualCNN`
 pretrained on *other* CT scans, which ``balanced`` fine-tunes on the scan at run time.
 
 Pretraining (:func:`pretrain`): each HR scan is degraded by :attr:`PretrainSettings.models_per_scan`
@@ -18,13 +18,13 @@ pretrained for, the scans and steps) beside ``model.safetensors`` and a model ca
 ``README.md``. Loading (:func:`load_external_prior`) is offline and reads safetensors only;
 a folder that does not hold such a network is one :class:`ctsr.errors.UserError` sentence.
 
-Arrays are KJI in HU; the network sees HU / :data:`ctsr.internal_prior.HU_SCALE`.
+Arrays are KJI in HU; the network sees HU / :data:`ctsr.residual_cnn.HU_SCALE`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +32,13 @@ import torch
 
 from .errors import UserError
 from .grids import Scale, is_thick_slice
-from .internal_prior import (HU_SCALE, InternalPriorSettings, ResidualCNN, consistent_upsample,
-                             fit_residual_network)
+from .internal_prior import InternalPriorSettings, consistent_upsample
 from .lrestimate import resolve_lr_model
 from .lrmodel import LRModel, simulate_lr
 from .network_folder import (CONFIG_FILE, PretrainedNetwork, load_network_weights, read_network_config,
                              write_network_folder)
 from .progress import Progress, SilentProgress
+from .residual_cnn import HU_SCALE, ResidualCNN, fit_residual_network
 from .resources import resources_dir
 from .volume import Volume
 
@@ -104,8 +104,7 @@ def pretrain(volumes: list[Volume], settings: PretrainSettings = PretrainSetting
     if not volumes:
         raise UserError("pretraining needs at least one HR CT volume.")
     source, target = pretraining_pairs(volumes, settings, seed, progress.span(0.0, 0.2))
-    training = InternalPriorSettings(**{**asdict(network), "steps": settings.steps})
-    return fit_residual_network(source, target, (3, 3, 3), training, seed, device, progress.span(0.2, 1.0),
+    return fit_residual_network(source, target, (3, 3, 3), replace(network, steps=settings.steps), seed, device, progress.span(0.2, 1.0),
                                 "pretraining", loss_unit=HU_SCALE**2, activity="learning from other scans",
                                 permute_axes=settings.axis_permutations)
 
@@ -127,7 +126,7 @@ def model_card(config: dict) -> str:
     t = InternalPriorSettings()  # what pretrain() trains with, beside the steps
     scale = "x".join(str(s) for s in p["scale"])
     lines = [f"# {config.get('name', SHIPPED_NAME)}: the external start of the internal prior", "",
-             "A `ctsr.internal_prior.ResidualCNN` (3D, "
+             "A `ctsr.residual_cnn.ResidualCNN` (3D, "
              f"{config['layers']} convolutions of {'x'.join(map(str, config['kernel']))}, {config['channels']} "
              f"channels, leaky ReLU, replicate padding; input and output in HU / {config['hu_scale']:g}) that adds "
              f"to `fast`'s result at scale {scale} (IJK) what `fast` misses. The `balanced` preset starts its "

@@ -39,13 +39,13 @@ from .errors import UserError
 from .external_prior import PretrainSettings, pretraining_record, random_lr_model, read_hr_scans
 from .geometry import detector_binning, scan_geometries
 from .grids import AXES, Scale
-from .internal_prior import InternalPriorSettings, ResidualCNN, apply_in_tiles, fit_residual_network
 from .internal_projection_prior import KERNEL, STAGE, one_level_down
 from .lrmodel import GIVEN, LRModel, simulate_lr
 from .metrics import DEFAULT_WINDOW
 from .network_folder import PretrainedNetwork, load_network_weights, read_network_config, write_network_folder
 from .progress import Progress, SilentProgress
 from .projector import project_hu
+from .residual_cnn import ResidualCNN, TrainingSettings, apply_in_tiles, fit_residual_network
 from .resources import resources_dir
 from .roi import Roi, crop_to_roi
 from .volume import Volume
@@ -72,7 +72,7 @@ class ProjectionPretrainSettings:
     models_per_crop: int = 2
     views: int = 24
     lr_models: PretrainSettings = PretrainSettings()
-    network: InternalPriorSettings = InternalPriorSettings(steps=3000, patch=32, batch=2, channels=16, layers=8)
+    network: TrainingSettings = TrainingSettings(steps=3000, patch=32, batch=2, channels=16, layers=8)
 
 
 def conditioning(p_up: torch.Tensor, y: torch.Tensor, scale: Scale) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +195,7 @@ def model_card(config: dict) -> str:
     scale = "x".join(str(s) for s in p["scale"])
     return "\n".join([
         f"# {config.get('name', SHIPPED_NAME)}: the external projection prior", "",
-        f"A conditional 2D `ctsr.internal_prior.ResidualCNN` ({n['layers']} convolutions of 3x3, {n['channels']} "
+        f"A conditional 2D `ctsr.residual_cnn.ResidualCNN` ({n['layers']} convolutions of 3x3, {n['channels']} "
         f"channels, leaky ReLU, replicate padding; {INPUTS} input channels: `P_up` and bicubic `y`, each projection "
         "divided by its largest `P_up` value) that adds to "
         f"`P_up` what it misses at scale {scale} (IJK). The NAB-GS presets (`standard`, `quality`) use it as their "

@@ -75,6 +75,21 @@ def is_through_plane(scale: Scale) -> bool:
     return scale[0] == scale[1] == 1 and scale[2] > 1
 
 
+def is_z_coarsest(scale: Scale) -> bool:
+    """x and y share one factor and z's is larger (IJK): through-plane (``1x1x4``), or large
+    pixels with thicker slices (``2x2x4``). The in-plane axes then show, at a finer spacing, what
+    z would look like without its blur."""
+    return scale[0] == scale[1] < scale[2]
+
+
+def in_plane_then_through_plane(scale: Scale) -> tuple[Scale, Scale] | None:
+    """A scale with x and y by one factor above 1 and z by a larger one (``2x2x4``) as its two
+    parts, ``((a, a, 1), (1, 1, c))``: in-plane first, then through-plane; None for any other."""
+    if scale[0] > 1 and is_z_coarsest(scale):
+        return (int(scale[0]), int(scale[1]), 1), (1, 1, int(scale[2]))
+    return None
+
+
 def slice_axis(scale: Scale) -> int | None:
     """The one scaled axis (IJK: 0, 1 or 2) when only one is, else None: the axis of a
     through-plane job, whatever the scan's orientation."""

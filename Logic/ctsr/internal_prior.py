@@ -29,6 +29,11 @@ Three geometries (:func:`plan`):
   scale, the CNN works on 2D planes (1x3x3 kernels), and it is applied to the planes of
   ``fast(L)`` that contain z and one in-plane axis (both such orientations, averaged). This
   assumes the scan's physics along z, in HR voxels, is what it would be along x;
+* **in-plane, then through-plane** (x and y by one factor, z by a larger one: ``2x2x4``, a scan
+  with large pixels and thick slices; :func:`ctsr.grids.in_plane_then_through_plane`): the
+  in-plane part first, on ``L`` under the x and y profiles (at x2 the volume kind, with z left
+  alone), then the through-plane part on that result under the z profile (its x axis, now at
+  the HR spacing, teaches z), then the consistency step with ``L`` under the whole model;
 * **two levels** (scaled axes at x4, not through-plane): the volume pair at x2 under the LR
   model one level down (:func:`ctsr.lrestimate.lr_model_one_level_down`), the network applied
   to ``fast`` at x2, that made consistent with ``L`` at x2, then Lanczos-3 the rest of the way
@@ -37,12 +42,9 @@ Three geometries (:func:`plan`):
   estimate the blur at x2 either makes its pair with x4's default carried to x2 at its width
   in mm, the narrowest blur assumed (:data:`ctsr.lrestimate.CARRIED_DEFAULT`), not a plain default.
 
-Arrays are KJI and in HU; the network sees HU / :data:`HU_SCALE`. Training is a fixed number
-of Adam steps on random patches (bounded time, whatever the input size); inference runs in
-tiles with a halo (memory bounded; time linear in the output size). On CUDA the
-convolutions run in full float32 with cuDNN's deterministic algorithms
-(:func:`exact_convolutions`): a seed gives the same volume on a GPU to 0.01 HU (0.0004 HU apart
-on an H200), and what the CPU gives to rounding.
+Arrays are KJI and in HU; the network is :mod:`ctsr.residual_cnn`'s (it sees HU /
+:data:`ctsr.residual_cnn.HU_SCALE`; bounded training, tiled inference, and on CUDA a seed gives
+the same volume to 0.01 HU: 0.0004 HU apart on an H200).
 """
 
 from __future__ import annotations
@@ -53,18 +55,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from torch import nn
 
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency
-from .grids import AXES, Scale, halved, hr_grid, is_through_plane, lr_grid
+from .grids import AXES, Scale, halved, hr_grid, in_plane_then_through_plane, is_through_plane, lr_grid
 from .lrestimate import LOOKS_TOO_WIDE, lr_model_one_level_down
 from .lrmodel import ASSUMED, GIVEN_TOO_WIDE, LRModel, LROperator, Profile, add_noise
 from .progress import Progress, SilentProgress
+from .residual_cnn import HU_SCALE, ResidualCNN, TrainingSettings, apply_in_tiles, fit_residual_network
 from .volume import Volume
 
-#: HU per network unit (the network's inputs and outputs are HU / HU_SCALE).
-HU_SCALE = 1000.0
 #: Fewest voxels that ``L2`` needs along each scaled axis for a pair worth learning from.
 MIN_PAIR_VOXELS = 12
 #: Largest per-axis scale of the volume kind: at x4 one pair in the volume lost 0.59 dB to
@@ -83,31 +83,23 @@ FLIP_ENSEMBLES = (
     ((), (0, 1, 2)),
     ((),),
 )
-#: Voxels per inference tile, its halo included (bounds the activations: about 70 bytes each).
-TILE_VOXELS = 2_000_000
 
 
 @dataclass(frozen=True)
-class InternalPriorSettings:
-    """steps: Adam steps of the volume and two-level kinds (the same on every device: 1500 lost
-    up to 1.03 dB to 300 on the head crops, ``benchmarks/prior_steps.md``); plane_steps: those of
-    the through-plane kind (2D planes: 1200 take about 30 s more than 300 on 2 CPU cores and
+class InternalPriorSettings(TrainingSettings):
+    """The network's training (:class:`ctsr.residual_cnn.TrainingSettings`; its ``steps`` are
+    those of the volume and two-level kinds: the same on every device, 1500 lost up to 1.03 dB
+    to 300 on the head crops, ``benchmarks/prior_steps.md``), and: plane_steps: the Adam steps
+    of the through-plane kind (2D planes: 1200 take about 30 s more than 300 on 2 CPU cores and
     gained +0.04 to +0.39 dB over 300, mean +0.24, SSIM up on all 24 through-plane cells of
     ``benchmarks/prior_steps_through_plane.md``; 2400 moved the chest another +0.1 dB but the
-    head -0.1 to -0.15 on a probe of four cells); patch: edge of the training patches (LR voxels);
-    batch: patches per step; channels, layers: the CNN's width and depth; learning_rate: Adam's,
-    cosine-decayed to a tenth; flip_budget: the most output voxels times network passes that
-    the volume and two-level kinds spend on averaging over flips (:func:`flip_ensemble`; each
-    pass takes about 1.2 us per voxel on 2 CPU cores, :data:`PASS_SECONDS_PER_VOXEL`, so this
-    bounds the averaging to about 48 s there; 0: one pass; training ignores it)."""
+    head -0.1 to -0.15 on a probe of four cells); flip_budget: the most output voxels times
+    network passes that the volume and two-level kinds spend on averaging over flips
+    (:func:`flip_ensemble`; each pass takes about 1.2 us per voxel on 2 CPU cores,
+    :data:`PASS_SECONDS_PER_VOXEL`, so this bounds the averaging to about 48 s there; 0: one
+    pass; training ignores it)."""
 
-    steps: int = 300
     plane_steps: int = 1200
-    patch: int = 24
-    batch: int = 4
-    channels: int = 16
-    layers: int = 6
-    learning_rate: float = 1e-3
     flip_budget: int = 40_000_000
 
     def steps_for(self, kind: str) -> int:
@@ -200,40 +192,9 @@ def training_pair(lr: Volume, the_plan: PairPlan, seed: int = 0) -> tuple[np.nda
     return source, np.ascontiguousarray(lr.array[:k, :j, :i], dtype=np.float32)
 
 
-class ResidualCNN(nn.Module):
-    """``layers`` convolutions (``kernel`` per KJI axis, replicate padding) with leaky ReLUs;
-    maps an (N, inputs, K, J, I) tensor to the (N, 1, K, J, I) residual to add to its first
-    channel (the others, if any, condition it). The last layer starts at zero, so the untrained
-    network changes nothing."""
-
-    def __init__(self, channels: int = 16, layers: int = 6, kernel=(3, 3, 3), inputs: int = 1):
-        super().__init__()
-        widths = [inputs] + [channels] * (layers - 1) + [1]
-        padding = tuple(k // 2 for k in kernel)
-        convolutions = [nn.Conv3d(a, b, kernel, padding=padding, padding_mode="replicate")
-                        for a, b in zip(widths, widths[1:])]
-        nn.init.zeros_(convolutions[-1].weight)
-        nn.init.zeros_(convolutions[-1].bias)
-        body = []
-        for convolution in convolutions[:-1]:
-            body += [convolution, nn.LeakyReLU(0.1)]
-        self.body = nn.Sequential(*body, convolutions[-1])
-        #: Voxels of context along K, J, I that one output voxel depends on, each side.
-        self.halo = tuple(layers * p for p in padding)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
 def kernel_for(kind: str) -> tuple[int, int, int]:
     """The convolution kernel (KJI) of a plan's kind: 2D planes through-plane, 3D otherwise."""
     return (1, 3, 3) if kind == "through-plane" else (3, 3, 3)
-
-
-def exact_convolutions():
-    """A context in which cuDNN convolutions run in float32 (no TF32) with its deterministic
-    algorithms and no autotuning; it changes nothing on the CPU."""
-    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
 
 
 def train(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSettings = InternalPriorSettings(),
@@ -242,7 +203,7 @@ def train(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSetti
     """Train the internal prior of ``lr`` (HU) for ``scale`` (IJK) under ``model``; returns the
     network (eval mode, on ``device``) and its :class:`PairPlan`. Raises ``ValueError`` when the
     plan has no pair (check :func:`plan` first). Deterministic for a seed on the CPU (on CUDA to
-    0.01 HU, :func:`exact_convolutions`)."""
+    0.01 HU, :func:`ctsr.residual_cnn.exact_convolutions`)."""
     the_plan = plan(lr, scale, model)
     if the_plan.kind is None:
         raise ValueError(the_plan.reason)
@@ -258,115 +219,6 @@ def _train_for(lr: Volume, the_plan: PairPlan, settings: InternalPriorSettings, 
     settings = replace(settings, steps=settings.steps_for(the_plan.kind))
     return fit_residual_network(source / HU_SCALE, target / HU_SCALE, kernel_for(the_plan.kind), settings,
                                 seed, device, progress, "internal prior", loss_unit=HU_SCALE**2, initial=initial)
-
-
-def fit_residual_network(source: np.ndarray, target: np.ndarray, kernel: tuple[int, int, int],
-                         settings: InternalPriorSettings, seed: int, device: str | torch.device,
-                         progress: Progress, stage: str, loss_unit: float = 1.0,
-                         initial: ResidualCNN | None = None,
-                         activity: str = "learning from the scan itself",
-                         permute_axes: bool = False) -> ResidualCNN:
-    """A :class:`ResidualCNN` with ``kernel`` (KJI) trained so that ``source + f(source)``
-    matches ``target`` (same KJI shape, network units; ``source`` may also be (C, K, J, I):
-    channel 0 is the image the residual adds to, the others condition the network, and the
-    residual is ``target - source[0]``): ``settings.steps`` Adam steps on random
-    patches with flips, cosine learning rate. With a 2D kernel (``(1, 3, 3)``) the patches are
-    single planes of the first axis (more, thinner patches). Progress events under ``stage``
-    report the loss times ``loss_unit`` and ``activity``. With ``initial`` (a network of the same settings and
-    kernel) training starts from a copy of its weights (fine-tuning; ``initial`` is left as it
-    is; ``benchmarks/external_init_bench.py``). With ``permute_axes`` (3D kernel, cubic patches)
-    each batch also sees its three axes in one of the six orders, drawn at random (pretraining
-    on other scans: the network then learns no axis-specific anatomy). Returns the network in
-    eval mode on ``device``."""
-    device = torch.device(device)
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    source = source if source.ndim == 4 else source[None]
-    inputs = source.shape[0]
-    source_t = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32)).to(device)
-    residual_t = torch.from_numpy(np.ascontiguousarray(target - source[0], dtype=np.float32)).to(device)[None]
-    network = ResidualCNN(settings.channels, settings.layers, kernel, inputs).to(device)
-    if initial is not None:
-        network.load_state_dict(initial.state_dict())
-    optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.steps, settings.learning_rate / 10)
-    edges = [1 if (k == 1) else min(settings.patch, n) for k, n in zip(kernel, source.shape[1:])]
-    batch = settings.batch * (settings.patch if kernel[0] == 1 else 1)
-    permute = permute_axes and kernel[0] != 1 and len(set(edges)) == 1
-    every = max(1, settings.steps // 50)
-    with exact_convolutions():
-        for step in range(settings.steps):
-            corners = [torch.randint(0, n - e + 1, (batch,), generator=generator).tolist()
-                       for n, e in zip(source.shape[1:], edges)]
-            pieces = [(a[:, k:k + edges[0], j:j + edges[1], i:i + edges[2]])
-                      for k, j, i in zip(*corners) for a in (source_t, residual_t)]
-            pair = torch.cat(pieces).view(batch, inputs + 1, *edges)
-            for axis in (3, 4) if kernel[0] == 1 else (2, 3, 4):
-                if torch.rand((), generator=generator) < 0.5:
-                    pair = pair.flip(axis)
-            if permute:
-                pair = pair.permute(0, 1, *(torch.randperm(3, generator=generator) + 2).tolist())
-            loss = torch.mean((network(pair[:, :inputs]) - pair[:, inputs:]) ** 2)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if step % every == 0 or step == settings.steps - 1:
-                progress.update(stage, (step + 1) / settings.steps,
-                                f"{activity}: step {step + 1}/{settings.steps}",
-                                iteration=step + 1, loss=round(loss.item() * loss_unit, 3))
-    return network.eval()
-
-
-def computed_extent(n: int, edge: int, halo: int) -> int:
-    """Voxels along an axis of ``n`` that tiles of ``edge`` compute with their ``halo`` (the
-    outer tiles have it on their inner side only)."""
-    return sum(min(n, start + edge + halo) - max(0, start - halo) for start in range(0, n, edge))
-
-
-def tile_shape(shape: tuple[int, int, int], halo: tuple[int, int, int], budget: int | None = None
-               ) -> tuple[int, int, int]:
-    """The edges (KJI) of the tiles :func:`apply_in_tiles` cuts a volume of ``shape`` into: with
-    its ``halo`` (per axis, each side) a tile holds at most ``budget`` voxels
-    (:data:`TILE_VOXELS`; fewer is impossible once every edge is 1). From the whole volume, the
-    edge halved at each step is the one whose halving computes the fewest voxels over all tiles
-    (a halo costs each tile twice its width along its axis, so axes without one are cut first):
-    a 96 x 1024 x 1024 volume (x2 of a 512 x 512 CT) under a 3D network of halo 6 is cut into
-    tiles of 96 x 128 x 128, which compute 1.17 times its voxels (:func:`computed_extent`), where
-    slabs of whole planes (one slice each, with 6 on either side) computed 12.6 times them."""
-    budget = TILE_VOXELS if budget is None else budget
-    padded = lambda t: math.prod(min(n, e + 2 * h) for n, e, h in zip(shape, t, halo))
-    computed = lambda t: math.prod(computed_extent(n, e, h) for n, e, h in zip(shape, t, halo))
-    tile = tuple(shape)
-    while padded(tile) > budget and max(tile) > 1:
-        halvings = [tile[:a] + (math.ceil(tile[a] / 2),) + tile[a + 1:] for a in range(3) if tile[a] > 1]
-        tile = min(halvings, key=lambda t: (computed(t), padded(t)))
-    return tile
-
-
-@torch.no_grad()
-def apply_in_tiles(network: ResidualCNN, array: np.ndarray, device: torch.device, progress: Progress,
-                   unit: float = HU_SCALE, stage: str = "internal prior") -> np.ndarray:
-    """``array + unit * network(array / unit)`` (KJI; HU with the default ``unit``), tile by
-    tile (:func:`tile_shape`), each computed with a halo of the network's receptive field (the
-    tiles join without seams: the same numbers as one pass over the whole array). A (C, K, J, I)
-    ``array`` is the conditioned form of :func:`fit_residual_network`: the residual adds to
-    channel 0, and the result is (K, J, I)."""
-    array = array if array.ndim == 4 else array[None]
-    shape = array.shape[1:]
-    out = np.empty(shape, dtype=np.float32)
-    tile = tile_shape(shape, network.halo)
-    corners = list(itertools.product(*(range(0, n, e) for n, e in zip(shape, tile))))
-    for done, corner in enumerate(corners, start=1):
-        kept = tuple(slice(c, min(n, c + e)) for c, n, e in zip(corner, shape, tile))
-        grown = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, n, h in zip(kept, shape, network.halo))
-        x = torch.from_numpy(np.ascontiguousarray(array[(slice(None),) + grown], dtype=np.float32) / unit).to(device)
-        with exact_convolutions():
-            y = network(x[None])[0, 0].cpu().numpy() * unit
-        inner = tuple(slice(k.start - g.start, k.stop - g.start) for k, g in zip(kept, grown))
-        out[kept] = array[(0,) + kept] + y[inner]
-        progress.update(stage, done / len(corners), f"applying the learned prior: tile {done}/{len(corners)}")
-    return out
 
 
 def flip_ensemble(shape: tuple[int, ...], budget: int) -> tuple[tuple[int, ...], ...]:
@@ -411,14 +263,22 @@ STEP_SECONDS = {"volume": 0.07, "two levels": 0.07, "through-plane": 0.045}
 FAST_SECONDS_PER_VOXEL, PASS_SECONDS_PER_VOXEL = 3e-7, 1.2e-6
 
 
+def _expected_seconds(kind: str | None, settings: InternalPriorSettings, hr_shape_ijk) -> tuple[float, float, float]:
+    """Expected seconds of training, of the ``fast`` upsampling and of the network's passes for a
+    plan of ``kind`` (None: ``fast`` only) on an HR grid of ``hr_shape_ijk``."""
+    voxels = math.prod(hr_shape_ijk)
+    if kind is None:
+        return 0.0, voxels * FAST_SECONDS_PER_VOXEL, 0.0
+    passes = 2 if kind == "through-plane" else len(flip_ensemble(tuple(hr_shape_ijk), settings.flip_budget))
+    return (settings.steps_for(kind) * STEP_SECONDS[kind], voxels * FAST_SECONDS_PER_VOXEL,
+            voxels * passes * PASS_SECONDS_PER_VOXEL)
+
+
 def _progress_marks(the_plan: PairPlan, settings: InternalPriorSettings, hr_shape_ijk) -> tuple[float, float]:
     """The fractions of :func:`upsample_with_internal_prior` at which training and the ``fast``
     upsampling end (the network's passes then run to 0.95, the consistency step after), in
     proportion to their expected seconds on an HR grid of ``hr_shape_ijk``."""
-    voxels = math.prod(hr_shape_ijk)
-    passes = 2 if the_plan.kind == "through-plane" else len(flip_ensemble(tuple(hr_shape_ijk), settings.flip_budget))
-    seconds = (settings.steps_for(the_plan.kind) * STEP_SECONDS[the_plan.kind], voxels * FAST_SECONDS_PER_VOXEL,
-               voxels * passes * PASS_SECONDS_PER_VOXEL)
+    seconds = _expected_seconds(the_plan.kind, settings, hr_shape_ijk)
     trained = 0.95 * seconds[0] / sum(seconds)
     return trained, trained + 0.95 * seconds[1] / sum(seconds)
 
@@ -437,6 +297,8 @@ def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
     its weights (fine-tuning); elsewhere (through-plane, other scales), and without it, the
     network starts from zero."""
     progress = progress or SilentProgress()
+    if in_plane_then_through_plane(scale) is not None:
+        return _in_plane_then_through_plane(lr, scale, model, settings, seed, device, progress, external)
     the_plan = plan(lr, scale, model)
     if the_plan.kind is None:
         progress.log(f"internal prior skipped: {the_plan.reason}")
@@ -464,3 +326,32 @@ def upsample_with_internal_prior(lr: Volume, scale: Scale, model: LRModel,
     progress.update("consistency", 0.96, f"matching the LR input ({model})")
     hr, consistency = enforce_lr_consistency(hr, lr, scale, model)
     return hr, {"internal_prior": done, "consistency": consistency, **({"pretrained": external.name} if warm else {})}
+
+
+def _in_plane_then_through_plane(lr: Volume, scale: Scale, model: LRModel, settings: InternalPriorSettings,
+                                 seed: int, device, progress: Progress, external) -> tuple[Volume, dict]:
+    """:func:`upsample_with_internal_prior` at a scale that
+    :func:`ctsr.grids.in_plane_then_through_plane` splits (``2x2x4``): the in-plane part on
+    ``lr`` under the x and y profiles of ``model``, the through-plane part on that result under
+    z's, then the consistency step with ``lr`` under the whole model. Both parts take the noise
+    SD of ``lr`` (the in-plane result is less noisy: its pairs are a little noisier than it, and
+    the consistency step stops no lower). Where neither part learns anything, ``fast``."""
+    in_plane, through = in_plane_then_through_plane(scale)
+    first_grid = hr_grid(lr.ijk_to_ras, lr.shape_ijk, in_plane)[1]
+    first_seconds = sum(_expected_seconds(plan(lr, in_plane, model.restricted_to((0, 1))).kind, settings, first_grid))
+    second_seconds = sum(_expected_seconds("through-plane", settings, hr_grid(lr.ijk_to_ras, lr.shape_ijk, scale)[1]))
+    share = 0.95 * first_seconds / (first_seconds + second_seconds)
+    progress.log(f"in-plane x{in_plane[0]} first, then through-plane x{through[2]}")
+    first, first_done = upsample_with_internal_prior(lr, in_plane, model.restricted_to((0, 1)), settings, seed,
+                                                     device, progress.span(0.0, share), external)
+    second, second_done = upsample_with_internal_prior(first, through, model.restricted_to((2,)), settings, seed,
+                                                       device, progress.span(share, 0.95))
+    parts = (first_done["internal_prior"], second_done["internal_prior"])
+    if all(part.startswith("skipped") for part in parts):
+        progress.update("upsample", 0.95, "Lanczos-3 upsampling made consistent with the input")
+        return consistent_upsample(lr, scale, model), {"internal_prior": f"skipped: in-plane {parts[0]}; "
+                                                                         f"through-plane {parts[1]}"}
+    progress.update("consistency", 0.96, f"matching the LR input ({model})")
+    hr, consistency = enforce_lr_consistency(second, lr, scale, model)
+    return hr, {"internal_prior": f"in-plane x{in_plane[0]}: {parts[0]}; then through-plane x{through[2]}: {parts[1]}",
+                "consistency": consistency, **{k: v for k, v in first_done.items() if k == "pretrained"}}

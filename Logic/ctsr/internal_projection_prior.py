@@ -34,12 +34,12 @@ import torch
 from .baselines import upsample_interpolate
 from .geometry import ConeGeometry
 from .grids import Scale, is_through_plane
-from .internal_prior import (MAX_VOLUME_SCALE, InternalPriorSettings, PairPlan, apply_in_tiles, degrade_again,
-                             fit_residual_network, plan)
+from .internal_prior import MAX_VOLUME_SCALE, PairPlan, degrade_again, plan
 from .lrmodel import LRModel
 from .metrics import DEFAULT_WINDOW
 from .progress import Progress, SilentProgress
 from .projector import project_hu
+from .residual_cnn import TrainingSettings, apply_in_tiles, fit_residual_network
 from .volume import Volume
 
 #: The stage name of its progress events.
@@ -86,7 +86,7 @@ def projection_training_pair(lr: Volume, scale: Scale, model: LRModel, lr_geomet
 
 
 def upsample_projections_internally(lr: Volume, scale: Scale, model: LRModel, p_up: torch.Tensor, y: torch.Tensor,
-                                    lr_geometry: ConeGeometry, settings: InternalPriorSettings, seed: int = 0,
+                                    lr_geometry: ConeGeometry, settings: TrainingSettings, seed: int = 0,
                                     device: str | torch.device = "cpu", progress: Progress | None = None,
                                     window=DEFAULT_WINDOW) -> torch.Tensor:
     """``Y = P_up + f(P_up)``, ``f`` trained on ``P_up2 -> y`` (:func:`projection_training_pair`).

@@ -189,6 +189,13 @@ class LRModel:
         return replace(self, noise_hu=float(noise_hu), source={**self.source, "noise": source},
                        origin={**self.origin, "noise": origin})
 
+    def restricted_to(self, axes) -> "LRModel":
+        """This model with the profiles of ``axes`` (IJK) only, the others not known; the noise stays."""
+        kept = {AXES[axis] for axis in axes} | {"noise"}
+        return replace(self, profiles=tuple(p if axis in axes else None for axis, p in enumerate(self.profiles)),
+                       source={k: v for k, v in self.source.items() if k in kept},
+                       origin={k: v for k, v in self.origin.items() if k in kept})
+
     def with_axes_swapped(self, a: int, b: int) -> "LRModel":
         """This model for a volume whose index axes ``a`` and ``b`` (IJK) were exchanged
         (:meth:`ctsr.volume.Volume.with_axes_swapped`)."""

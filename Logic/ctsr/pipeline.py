@@ -50,6 +50,7 @@ from .lrmodel import LRModel
 from .metrics import DEFAULT_WINDOW, denormalize, normalize
 from .progress import Progress, SilentProgress
 from .projector import forward_project
+from .residual_cnn import TrainingSettings
 from .volume import Volume
 
 
@@ -80,7 +81,7 @@ class Preset:
     consistency: bool
     interpolator: str = "cubic"
     internal_prior: InternalPriorSettings | None = None
-    projection_prior: InternalPriorSettings | None = None
+    projection_prior: TrainingSettings | None = None
 
     @property
     def max_gaussians(self) -> int:
@@ -90,7 +91,7 @@ class Preset:
 #: The internal projection prior of the NAB-GS presets: 1500 steps (77 to 90 s on 2 CPU
 #: cores at a 144^2 detector; 300 steps kept about half of its gain and fell below ``P_up`` on two of
 #: nine cells, benchmarks/projection_prior.md).
-PROJECTION_PRIOR = InternalPriorSettings(steps=1500)
+PROJECTION_PRIOR = TrainingSettings(steps=1500)
 
 PRESETS = {
     "fast": Preset("fast", n_views=0, prior_steps=0, fit=None, consistency=True, interpolator="lanczos"),
