@@ -49,7 +49,7 @@ from .internal_prior import InternalPriorSettings, upsample_with_internal_prior
 from .lrmodel import LRModel
 from .metrics import DEFAULT_WINDOW, denormalize, normalize
 from .progress import Progress, SilentProgress
-from .projector import forward_project
+from .projector import forward_project, project_hu
 from .residual_cnn import TrainingSettings
 from .volume import Volume
 
@@ -215,20 +215,18 @@ def _reconstruct(lr: Volume, v_up: Volume, scale: Scale, preset: Preset, lr_mode
                  seed: int, window, oracle: Volume | None, progress: Progress, info: dict,
                  external_projection=None) -> Volume:
     """Stages 2 to 4: projections, the target ``Y``, the NAB-GS fit; ``relu(V_up + dV)`` in HU."""
-    as_tensor = lambda v: torch.from_numpy(normalize(v.array, window).astype(np.float32)).to(device)
-    v_up_n, lr_n = as_tensor(v_up), as_tensor(lr)
+    v_up_n = torch.from_numpy(normalize(v_up.array, window).astype(np.float32)).to(device)
 
     progress.update("project", 0.03, f"{preset.n_views} cone-beam views")
     geometry, lr_geometry = scan_geometries(lr, v_up, scale, preset.n_views)
     operator = projection_operator(lr_model, v_up, scale)
     with torch.no_grad():
         p_up = forward_project(v_up_n, geometry)
-        y = forward_project(lr_n, lr_geometry)
+    y = project_hu(lr.array, lr_geometry, window, device)
     info.update(views=preset.n_views, detector=list(geometry.nDetector))
 
     if oracle is not None:
-        with torch.no_grad():
-            target = forward_project(as_tensor(oracle), geometry)
+        target = project_hu(oracle.array, geometry, window, device)
         info["target"] = "oracle: projections of the true HR volume"
     elif prior is not None and preset.prior_steps > 0:
         from .prior import upsample_projections

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import UserError
 from ..io import VOLUME_SUFFIXES
-from ..metrics import DEFAULT_WINDOW, normalize
+from ..metrics import DEFAULT_WINDOW
 from ..volume import Volume
 from .operators import normalize_image
 
@@ -120,18 +120,16 @@ def drr_images(volume: Volume, n_views: int = 40, window=DEFAULT_WINDOW, binning
     ``n_views`` angles over 180 degrees (offset by a random fraction of the angular step so that
     each seed sees other angles), for each detector binning."""
     from ..geometry import ConeGeometry
-    from ..projector import forward_project
+    from ..projector import project_hu
 
     volume = coarsen(volume)
-    tensor = torch.from_numpy(normalize(volume.array, window).astype(np.float32))
     offset = np.random.default_rng(seed).uniform(0, np.pi / n_views)
     geometry = ConeGeometry.from_volume(volume, n_views=n_views)
     geometry = geometry.with_angles(np.asarray(geometry.angles) + offset)
     images = []
     for binning in binnings:
         g = geometry.with_detector_binned((binning, binning)) if binning > 1 else geometry
-        with torch.no_grad():
-            images.extend(forward_project(tensor, g).numpy())
+        images.extend(project_hu(volume.array, g, window).numpy())
     return images
 
 
