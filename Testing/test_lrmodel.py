@@ -36,6 +36,14 @@ def test_a_slab_with_no_axis_is_the_slice_axis_and_swapping_axes_moves_profiles_
     assert swapped.origin["y"] == GIVEN
 
 
+def test_a_model_restricted_to_axes_keeps_their_profiles_and_sources_and_the_noise():
+    model = LRModel.parse("xy=box,z=slab:5mm,noise:12").with_profile(1, Profile("gauss", 1.0), "estimated", ESTIMATED)
+    in_plane, through = model.restricted_to((0, 1)), model.restricted_to((2,))
+    assert str(in_plane) == "x=box,y=gauss:1,noise:12" and str(through) == "z=slab:5mm,noise:12"
+    assert in_plane.origin == {"x": GIVEN, "y": ESTIMATED, "noise": GIVEN}
+    assert set(through.source) == {"z", "noise"}
+
+
 @pytest.mark.parametrize("text", ["gauss", "gauss:-1", "blur:2", "noise:-3", "noise:x", "w=box", "slab:0mm"])
 def test_bad_models_are_one_sentence(text):
     with pytest.raises(UserError) as error:

@@ -29,7 +29,8 @@ noise of 20 HU), where no true model exists and the ``true model`` columns are l
 Reports PSNR / SSIM (ctsr.metrics), the estimated model beside the true one, the mean gain
 and the worst cell of each column per scale. Writes benchmarks/degradation.json,
 benchmarks/degradation.md and montages (cubic | fast | balanced | truth, labelled, window written) in
-benchmarks/montages/, plus a through-plane x4 montage of the real thick-slice scan.
+benchmarks/montages/, plus montages of real scans with no truth (:data:`REAL_SCANS`): the thick-slice chest
+at through-plane x4, the 3 x 3 x 10 mm chest at 2x2x4.
 
     python benchmarks/degradation_bench.py                   # the matrix, ~45 min on 2 cores (+10 to pretrain the leave-one-out networks once)
     python benchmarks/degradation_bench.py --cases head --scales 2
@@ -186,21 +187,29 @@ def markdown(rows, summaries, over_fast, over_zero, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
-def thick_slice_montage() -> Path:
-    """The real thick-slice chest (0.57 x 0.57 x 5 mm) at through-plane x4: input | cubic |
-    fast | balanced. No truth exists: look for ringing and halos."""
+#: Real scans with no truth, looked at for ringing and halos at a scale: the file in
+#: ../shared/data/ct, its KJI crop (None: whole), and what the input column says.
+REAL_SCANS = {
+    "1x1x4": ("chest_thick_5mm.nrrd", (slice(0, 48), slice(160, 352), slice(96, 288)), "input 5 mm"),
+    "2x2x4": ("chest_lowres_3x3x10mm.nrrd", None, "input 3 x 3 x 10 mm"),
+}
+
+
+def real_scan_montage(scale_name: str) -> Path:
+    """The real scan of :data:`REAL_SCANS` at ``scale_name``: input | cubic | fast | balanced."""
     from ctsr.io import read_volume
     from ctsr.montage import write_montage
     from ctsr.upsampling import upsample
 
-    full = read_volume(DATA / "chest_thick_5mm.nrrd")
-    crop = _crop(full, (slice(0, full.array.shape[0]), slice(160, 352), slice(96, 288)))
-    fast = upsample(crop, "1x1x4", "fast", device="cpu")
-    balanced = upsample(crop, "1x1x4", "balanced", device="cpu")
-    volumes = [crop, upsample(crop, "1x1x4", "cubic").volume, fast.volume, balanced.volume]
-    path = HERE / "montages" / "degradation_chest_thick_5mm_1x1x4.png"
+    name, crop, label = REAL_SCANS[scale_name]
+    scan = read_volume(DATA / name)
+    scan = scan if crop is None else _crop(scan, crop)
+    fast = upsample(scan, scale_name, "fast", device="cpu")
+    balanced = upsample(scan, scale_name, "balanced", device="cpu")
+    volumes = [scan, upsample(scan, scale_name, "cubic").volume, fast.volume, balanced.volume]
+    path = HERE / "montages" / f"degradation_{name.removesuffix('.nrrd')}_{scale_name}.png"
     write_montage(path, volumes, (-1000.0, 500.0), inset=True,
-                  labels=["input 5 mm", "cubic", f"fast ({fast.provenance['lr_model']['model']})", "balanced"])
+                  labels=[label, "cubic", f"fast ({fast.provenance['lr_model']['model']})", "balanced"])
     return path
 
 
@@ -284,8 +293,9 @@ def main() -> None:
                         write_montage(HERE / "montages" / f"degradation_{case}{size}_{_label(scale_name)}_{name}.png",
                                       [volumes["cubic"], volumes["fast"], volumes["balanced"], hr], WINDOWS[case],
                                       inset=True, labels=["cubic", f"fast ({row['estimated']})", "balanced", "truth"])
-    if "1x1x4" in args.scales and not args.foreign and not args.drop:
-        thick_slice_montage()
+    if not args.foreign and not args.drop:
+        for scale_name in set(args.scales) & set(REAL_SCANS):
+            real_scan_montage(scale_name)
     arguments = shlex.join(sys.argv[1:])
     if (args.merge or args.drop) and (HERE / f"{args.out}.json").is_file():
         before = json.loads((HERE / f"{args.out}.json").read_text())

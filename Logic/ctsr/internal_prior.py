@@ -337,15 +337,16 @@ def _in_plane_then_through_plane(lr: Volume, scale: Scale, model: LRModel, setti
     SD of ``lr`` (the in-plane result is less noisy: its pairs are a little noisier than it, and
     the consistency step stops no lower). Where neither part learns anything, ``fast``."""
     in_plane, through = in_plane_then_through_plane(scale)
-    first_grid = hr_grid(lr.ijk_to_ras, lr.shape_ijk, in_plane)[1]
-    first_seconds = sum(_expected_seconds(plan(lr, in_plane, model.restricted_to((0, 1))).kind, settings, first_grid))
-    second_seconds = sum(_expected_seconds("through-plane", settings, hr_grid(lr.ijk_to_ras, lr.shape_ijk, scale)[1]))
+    in_plane_model, through_model = model.restricted_to((0, 1)), model.restricted_to((2,))
+    grid = lambda part: hr_grid(lr.ijk_to_ras, lr.shape_ijk, part)[1]
+    first_seconds = sum(_expected_seconds(plan(lr, in_plane, in_plane_model).kind, settings, grid(in_plane)))
+    second_seconds = sum(_expected_seconds("through-plane", settings, grid(scale)))
     share = 0.95 * first_seconds / (first_seconds + second_seconds)
     progress.log(f"in-plane x{in_plane[0]} first, then through-plane x{through[2]}")
-    first, first_done = upsample_with_internal_prior(lr, in_plane, model.restricted_to((0, 1)), settings, seed,
-                                                     device, progress.span(0.0, share), external)
-    second, second_done = upsample_with_internal_prior(first, through, model.restricted_to((2,)), settings, seed,
-                                                       device, progress.span(share, 0.95))
+    first, first_done = upsample_with_internal_prior(lr, in_plane, in_plane_model, settings, seed, device,
+                                                     progress.span(0.0, share), external)
+    second, second_done = upsample_with_internal_prior(first, through, through_model, settings, seed, device,
+                                                       progress.span(share, 0.95))
     parts = (first_done["internal_prior"], second_done["internal_prior"])
     if all(part.startswith("skipped") for part in parts):
         progress.update("upsample", 0.95, "Lanczos-3 upsampling made consistent with the input")
