@@ -19,6 +19,9 @@ from .errors import Cancelled, UserError, known_errors, seed_argument
 from .progress import Progress, add_progress_options, progress_from_args, to_json
 
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
+#: What --scale takes (upsample and simulate-lr; batch refers to it).
+SCALE_HELP = ("one integer factor from 2 to 16 for all axes (2, 4, 8 usual) or per axis x, y, z: 1x1x4 (thick "
+              "slices), 2x2x4 (large pixels and thick slices); default 2")
 
 
 def _window(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("upsample", help="super-resolve an LR volume")
     p.add_argument("input", type=Path, help="LR volume: NRRD, NIfTI, MHA file or DICOM folder")
     p.add_argument("output", type=Path, help="HR volume to write (.nrrd, .nii, .nii.gz, .mha)")
-    p.add_argument("--scale", default="2", help="one integer factor from 2 to 16 for all axes (2, 4, 8 usual) or per axis x, y, z like 1x1x4 (default 2)")
+    p.add_argument("--scale", default="2", help=SCALE_HELP)
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
                    help=f"default {DEFAULT_METHOD}")
     p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default 0)")
@@ -84,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("simulate-lr", help="degrade an HR volume with an LR model")
     p.add_argument("input", type=Path, help="HR volume")
     p.add_argument("output", type=Path, help="LR volume to write")
-    p.add_argument("--scale", default="2", help="one integer factor from 2 to 16 for all axes (2, 4, 8 usual) or per axis x, y, z like 1x1x4 (default 2)")
+    p.add_argument("--scale", default="2", help=SCALE_HELP)
     _lr_model(p, "blur and noise (default gauss:1, the paper's); e.g. box, gauss:1.5,noise:20, z=slab:5mm")
     p.add_argument("--seed", type=seed_argument, default=0, help="seed of the added noise (default 0)")
     add_progress_options(p)
