@@ -43,8 +43,8 @@
   benchmark's crops it never picks a profile wider than the truth (too narrow deconvolves
   less; too wide makes halos). Where x is itself scaled (``2x2x4``) the reference is at the
   LR's spacing and blur and tells the widths apart less: a miss on the wide side then pays
-  :data:`TOO_WIDE_WEIGHT` times, as in-plane (on the three crops, no flags, no noise: never
-  wider than the truth, Testing/test_lrmodel.py).
+  :data:`TOO_WIDE_WEIGHT` times, as in-plane (never wider than the truth on the three crops
+  of Testing/test_lrmodel.py, nor on the 24 inputs of benchmarks/degradation_mixed.md).
 """
 
 from __future__ import annotations
