@@ -236,6 +236,30 @@ def test_through_plane_estimate_is_never_wider_than_the_truth(name, scale):
         assert model.profiles[2].std_hr_voxels(4, z_hr_mm) <= truth.std_hr_voxels(4, z_hr_mm) + 1e-6, (made, model)
 
 
+def test_through_plane_estimate_is_the_wider_of_the_in_plane_readings(sample):
+    """1x1x4: x and y each read z's profile and the estimate is the wider reading, whichever axis
+    gives it (the sample and the sample with x and y exchanged; on this crop they read
+    differently). At 2x2x4 only x reads."""
+    from ctsr.lrestimate import estimate_through_plane_profile, through_plane_reading
+
+    z_hr_mm = float(sample.spacing[2])
+    sd = lambda profile: profile.std_hr_voxels(4, z_hr_mm)
+    readers = set()
+    for hr in (sample, sample.with_axes_swapped(0, 1)):
+        lr = simulate_lr(hr, (1, 1, 4), LRModel.parse("gauss:1.5"))
+        noise = fine_band_noise_hu(lr.array)
+        readings = [through_plane_reading(lr, 4, noise, axis)[0] for axis in (0, 1)]
+        assert sd(readings[0]) != sd(readings[1])
+        estimate, how = estimate_through_plane_profile(lr, (1, 1, 4), noise)
+        assert sd(estimate) == max(sd(r) for r in readings) and "reads" in how
+        readers.add(int(np.argmax([sd(r) for r in readings])))
+    assert readers == {0, 1}
+    lr = simulate_lr(sample, (2, 2, 4), LRModel.parse("gauss:1.5"))
+    noise = fine_band_noise_hu(lr.array)
+    estimate, how = estimate_through_plane_profile(lr, (2, 2, 4), noise)
+    assert estimate == through_plane_reading(lr, 4, noise, 0)[0] and "reads" not in how
+
+
 def test_a_given_blur_much_wider_than_the_input_looks_is_flagged(sample):
     """x2, LR made by the block mean: a given gauss:2 (SD 4x the estimate) is flagged in the
     source, the block mean itself is not."""

@@ -104,9 +104,9 @@ def pretrain(volumes: list[Volume], settings: PretrainSettings = PretrainSetting
     if not volumes:
         raise UserError("pretraining needs at least one HR CT volume.")
     source, target = pretraining_pairs(volumes, settings, seed, progress.span(0.0, 0.2))
-    return fit_residual_network(source, target, (3, 3, 3), replace(network, steps=settings.steps), seed, device, progress.span(0.2, 1.0),
-                                "pretraining", loss_unit=HU_SCALE**2, activity="learning from other scans",
-                                permute_axes=settings.axis_permutations)
+    return fit_residual_network(source, target, (3, 3, 3), replace(network, steps=settings.steps), seed, device,
+                                progress.span(0.2, 1.0), "pretraining", loss_unit=HU_SCALE**2,
+                                activity="learning from other scans", permute_axes=settings.axis_permutations)
 
 
 def save_external_prior(network: ResidualCNN, folder, settings: PretrainSettings, metadata: dict) -> Path:

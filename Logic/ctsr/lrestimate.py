@@ -36,15 +36,22 @@
 * **Through-plane blur** (:func:`estimate_through_plane_profile`, scales ``1x1xS``, and
   ``AxAxS`` with ``S > A``): x and y are at full resolution (or at a finer spacing than z), so
   they show what z would look like without its blur (the idea of SMORE / ESPRESO, assuming the
-  anatomy is about as sharp along z as along x). For each
-  candidate ``k`` (widths in z's HR voxels, converted to x's) the x axis is degraded by ``k``
-  to z's LR spacing (in mm, whole x voxels) and its sharpness along x is compared with the
-  sharpness of ``L`` along z; the closest is the estimate. On the
-  benchmark's crops it never picks a profile wider than the truth (too narrow deconvolves
-  less; too wide makes halos). Where x is itself scaled (``2x2x4``) the reference is at the
-  LR's spacing and blur and tells the widths apart less: a miss on the wide side then pays
-  :data:`TOO_WIDE_WEIGHT` times, as in-plane (never wider than the truth on the three crops
-  of Testing/test_lrmodel.py, nor on the 24 inputs of benchmarks/degradation_mixed.md).
+  anatomy is about as sharp along z as along the in-plane axes). For each candidate ``k``
+  (widths in z's HR voxels, converted to the reference axis's) the reference axis is degraded
+  by ``k`` to z's LR spacing (in mm, whole voxels) and its sharpness along that axis is compared
+  with the sharpness of ``L`` along z; the closest is the axis's reading, a miss on the wide
+  side counting :data:`TOO_WIDE_WEIGHT` times, as in-plane. Through-plane x and y each give
+  a reading and the wider one is the estimate (a reference axis blurrier than z's HR, by the
+  scanner's in-plane resolution or the anatomy, reads narrow): on the benchmark's 54 1x1x4
+  inputs (the crops, the Gaussians, the block and widths between, 0 to 30 HU) it picks the
+  truth on 21 where x alone picked it on 9, and never a wider profile (too narrow deconvolves
+  less; too wide makes halos; not a guarantee: on the bundled 64^3 sample a ``gauss:1.5`` LR
+  reads ``gauss:2`` with x, as it did with x alone). With x and y scaled too (``2x2x4``) they are at the LR's own
+  spacing and blur, and y's reading went wider than the truth on 12 of 54 such inputs (all the
+  abdomen's): x's alone is the estimate there (wider on 1 of 54: ``gauss:0.75`` with 30 HU on the
+  abdomen read ``gauss:1``; with equal weights x read a ``gauss:0.5`` abdomen crop of the tests
+  as ``gauss:1``). benchmarks/slice_profile_bench.py; Testing/test_lrmodel.py checks the
+  crops of the four matrix profiles at both scales.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ import math
 import numpy as np
 from scipy.stats import chi2
 
-from .grids import AXES, Scale, halved, is_z_coarsest
+from .grids import AXES, Scale, halved, is_through_plane, is_z_coarsest
 from .lrmodel import (ASSUMED, CARRIED, DEFAULT_PROFILE, DICOM, ESTIMATED, GIVEN, GIVEN_TOO_WIDE, LRModel, LROperator,
                       Profile, slab_from_dicom)
 from .volume import Volume
@@ -75,7 +82,7 @@ CANDIDATE_SIGMAS = (0.5, 1.0, 1.5, 2.0)
 #: (benchmarks/degradation_foreign.md, degradation.md, degradation_x4_large.md).
 CROSS_SCALE_CANDIDATES = tuple(Profile("gauss", s) for s in CANDIDATE_SIGMAS)
 #: What the through-plane estimate (:func:`estimate_through_plane_profile`) chooses from: the
-#: Gaussians and the block (contiguous thick slices), which it never picked wider than the truth.
+#: Gaussians and the block (contiguous thick slices).
 THROUGH_PLANE_CANDIDATES = CROSS_SCALE_CANDIDATES + (Profile("box"),)
 #: In-plane (cross-scale) estimate: a candidate that looks wider than the input's blur (its
 #: ``L2`` blurrier than ``L``) pays this many times its log gap, one that looks narrower pays it
@@ -231,33 +238,46 @@ def _closest_candidate(target: float | None, degrade, candidates,
     return best, best_gap
 
 
-def estimate_through_plane_profile(lr: Volume, scale_z: int, noise_hu: float, lr_x_is_scaled: bool = False):
-    """(profile, how) for the z axis of ``lr`` (HU) at scale ``AxAx{scale_z}`` (``A`` below
-    ``scale_z``: 1 through-plane), with x as the finer reference (module docstring); (None,
-    reason) when it cannot tell.
-    ``noise_hu``: the white noise level taken out of the top octave (:func:`fine_band_noise_hu`);
-    ``lr_x_is_scaled``: x is scaled too (``A`` above 1), so its reference is itself blurred."""
-    k, j, i = lr.array.shape
-    # x is degraded to z's LR spacing (in mm, rounded to whole x voxels), each candidate's
-    # width taken from z's HR voxels to x's.
-    x_mm, z_hr_mm = float(lr.spacing[0]), float(lr.spacing[2]) / scale_z
-    factor = max(2, round(float(lr.spacing[2]) / x_mm))
-    if k < MIN_SAMPLES or i // factor < MIN_SAMPLES:
-        return None, "default (too few voxels along z or x to estimate the slice profile)"
-    target = _sharpness(lr.array, 0, noise_hu**2)
+def through_plane_reading(lr: Volume, scale_z: int, noise_hu: float, axis: int,
+                          too_wide_weight: float = TOO_WIDE_WEIGHT):
+    """(profile, log gap) that in-plane image axis ``axis`` (0 = x, 1 = y) of ``lr`` (HU) reads
+    for z's profile at scale ``AxAx{scale_z}`` (module docstring), a miss on the wide side
+    counting ``too_wide_weight`` times; None when there are too few voxels to tell.
+    ``noise_hu``: the white noise level taken out of the top octave (:func:`fine_band_noise_hu`)."""
+    axis_mm, z_hr_mm = float(lr.spacing[axis]), float(lr.spacing[2]) / scale_z
+    # The axis is degraded to z's LR spacing (in mm, rounded to whole voxels), each candidate's
+    # width taken from z's HR voxels to the axis's.
+    factor = max(2, round(float(lr.spacing[2]) / axis_mm))
+    if lr.array.shape[0] < MIN_SAMPLES or lr.array.shape[2 - axis] // factor < MIN_SAMPLES:
+        return None
+    only = [1, 1, 1]
+    only[axis] = factor
 
     def degrade(profile):
-        in_x = Profile("gauss", profile.value * z_hr_mm / x_mm) if profile.kind == "gauss" else profile
-        operator = LROperator(LRModel((in_x, None, None)), (factor, 1, 1), lr.array.shape, (x_mm,) * 3)
-        return _sharpness(operator(lr.array), 2, (noise_hu * operator.noise_gain()) ** 2)
+        in_axis = Profile("gauss", profile.value * z_hr_mm / axis_mm) if profile.kind == "gauss" else profile
+        operator = LROperator(LRModel((in_axis,) * 3), tuple(only), lr.array.shape, (axis_mm,) * 3)
+        return _sharpness(operator(lr.array), 2 - axis, (noise_hu * operator.noise_gain()) ** 2)
 
-    # With x itself scaled (2x2x4) the statistic tells the widths apart less (on a 3 mm abdomen
-    # crop a gauss:0.5 LR read gauss:1 with equal weights): too wide a reading pays more there.
-    best, gap = _closest_candidate(target, degrade, THROUGH_PLANE_CANDIDATES,
-                                   TOO_WIDE_WEIGHT if lr_x_is_scaled else 1.0)
-    if best is None:
-        return None, "default (the slice profile could not be estimated)"
-    return best, f"estimated (in-plane axes as reference, log gap {gap:+.2f})"
+    best, gap = _closest_candidate(_sharpness(lr.array, 0, noise_hu**2), degrade, THROUGH_PLANE_CANDIDATES,
+                                   too_wide_weight)
+    return None if best is None else (best, gap)
+
+
+def estimate_through_plane_profile(lr: Volume, scale: Scale, noise_hu: float):
+    """(profile, how) for the z axis of ``lr`` (HU) at ``scale`` (``AxAxS``, ``A`` below ``S``):
+    through-plane (``A`` = 1) the wider of the readings with x and with y as the reference, else
+    x's (:func:`through_plane_reading`, module docstring); (None, reason) when none can tell."""
+    scale_z = int(scale[2])
+    references = (0, 1) if is_through_plane(scale) else (0,)
+    readings = {axis: through_plane_reading(lr, scale_z, noise_hu, axis) for axis in references}
+    readings = {axis: r for axis, r in readings.items() if r is not None}
+    if not readings:
+        return None, "default (too few voxels along z or in-plane to estimate the slice profile)"
+    z_hr_mm = float(lr.spacing[2]) / scale_z
+    axis = max(readings, key=lambda a: readings[a][0].std_hr_voxels(scale_z, z_hr_mm))
+    best, gap = readings[axis]
+    others = "".join(f"; {AXES[a]} reads {p}" for a, (p, _) in readings.items() if a != axis)
+    return best, f"estimated (in-plane axes as reference: {AXES[axis]}, log gap {gap:+.2f}{others})"
 
 
 def estimate_profile(lr: Volume, scale: Scale, axis: int, noise_hu: float):
@@ -306,7 +326,7 @@ def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = Non
     if model.noise_hu is None:
         model = model.with_noise(*estimate_noise_hu(lr, fine_noise_hu), ESTIMATED)
     if is_z_coarsest(scale) and model.profiles[2] is None:
-        profile, how = estimate_through_plane_profile(lr, scale[2], fine_noise_hu, scale[0] > 1)
+        profile, how = estimate_through_plane_profile(lr, scale, fine_noise_hu)
         if profile is not None:
             model = model.with_profile(2, profile, how, ESTIMATED)
     estimates = {axis: estimate_profile(lr, scale, axis, fine_noise_hu)
