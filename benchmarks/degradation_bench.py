@@ -20,9 +20,9 @@ noise of 20 HU), where no true model exists and the ``true model`` columns are l
   two levels): the internal prior learning from zero, as ``balanced`` did before;
 * ``fast, true model``: ``fast`` given the LR model that made the input (blur and noise): the
   upper bound of knowing it;
-* ``balanced, true model`` (through-plane only, where the z blur cannot be estimated and
-  ``balanced`` without it is ``fast``): ``balanced`` given that model, as with a DICOM series
-  whose SliceThickness gives the z profile;
+* ``balanced, true model`` (through-plane and 2x2x4, where the z profile is estimated from the
+  in-plane axes): ``balanced`` given that model, as with a DICOM series whose SliceThickness
+  gives the z profile;
 * ``standard`` (``--standard``, slow: minutes per cell on a CPU): NAB-GS + consistency, LR
   model estimated, only on the cells listed by ``--standard-cells``.
 
@@ -71,8 +71,9 @@ METHODS = ("cubic", "lanczos", "fast", "balanced", "balanced, from zero", "fast,
 #: What every cell runs even with ``--methods``: every gain is read against them, the estimate
 #: is ``fast``'s, and the montage shows them.
 ALWAYS_RUN = ("cubic", "fast")
-#: Scales where ``balanced, true model`` runs (elsewhere the model is estimated, or balanced is fast).
-BALANCED_TRUE_SCALES = ((1, 1, 4),)
+#: Scales where ``balanced, true model`` runs: where the z profile is estimated from the in-plane
+#: axes (a DICOM series would give it).
+BALANCED_TRUE_SCALES = ((1, 1, 4), (2, 2, 4))
 #: Scales where the internal prior starts from the pretrained network (its scale), so where
 #: ``balanced, from zero`` runs beside it.
 PRETRAINED_SCALES = ((2, 2, 2), (4, 4, 4))

@@ -19,7 +19,7 @@ learned and the result is
 ``fast``'s (through-plane on the degradation benchmark, a pair made with the default profile
 for a wider true blur lost up to 0.0064 SSIM to cubic; with the true profile it gained 1.2 dB).
 
-Three geometries (:func:`plan`):
+Four geometries (:func:`plan`; the third, in two parts, is :func:`upsample_with_internal_prior`'s):
 
 * **volume** (scales up to :data:`MAX_VOLUME_SCALE`, every scaled axis keeping
   :data:`MIN_PAIR_VOXELS` after a second degradation): the pair is made at the job's own
