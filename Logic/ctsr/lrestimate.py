@@ -46,11 +46,11 @@
   inputs (the crops, the Gaussians, the block and widths between, 0 to 30 HU) it picks the
   truth on 21 where x alone picked it on 9, and never a wider profile (too narrow deconvolves
   less; too wide makes halos; not a guarantee: on the bundled 64^3 sample a ``gauss:1.5`` LR
-  reads ``gauss:2`` with x, as it did with x alone). With x and y scaled too (``2x2x4``) they are at the LR's own
-  spacing and blur, and y's reading went wider than the truth on 12 of 54 such inputs (all the
-  abdomen's): x's alone is the estimate there (wider on 1 of 54: ``gauss:0.75`` with 30 HU on the
-  abdomen read ``gauss:1``; with equal weights x read a ``gauss:0.5`` abdomen crop of the tests
-  as ``gauss:1``). benchmarks/slice_profile_bench.py; Testing/test_lrmodel.py checks the
+  reads ``gauss:2`` with x, as it did with x alone). With x and y scaled too (``2x2x4``) they
+  are at the LR's own spacing and blur, and y's reading went wider than the truth on 12 of 54
+  such inputs (all the abdomen's): x's alone is the estimate there (wider on 1 of 54:
+  ``gauss:0.75`` with 30 HU on the abdomen read ``gauss:1``; with equal weights x read a
+  ``gauss:0.5`` abdomen crop of the tests as ``gauss:1``). benchmarks/slice_profile_bench.py; Testing/test_lrmodel.py checks the
   crops of the four matrix profiles at both scales.
 """
 
