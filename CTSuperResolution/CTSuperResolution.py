@@ -38,7 +38,6 @@ from slicer.util import VTKObservationMixin  # noqa: E402
 ensure_engine_importable(os.path.dirname(os.path.abspath(__file__)))
 
 from ctsr.errors import UserError  # noqa: E402  (importable only after the line above)
-from ctsr.grids import is_thick_slice  # noqa: E402
 from ctsr.resources import resources_dir, sample_volume_path  # noqa: E402
 
 from CTSuperResolutionLib import jobs  # noqa: E402
@@ -79,8 +78,8 @@ class CTSuperResolution(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["CTSuperResolution developers"]
         self.parent.helpText = _(
-            "Makes a low-resolution CT volume high-resolution (x2, x4, x8, or through-plane only "
-            "for thick-slice scans) without paired training data: by default a small network the "
+            "Makes a low-resolution CT volume high-resolution (x2, x4 or x8 in-plane, across the "
+            "slices, or both) without paired training data: by default a small network the "
             "scan trains on itself (balanced); without it, in about a second (fast); or a network "
             "trained on the scan's own 2D X-ray "
             "projections and signed 3D Gaussians (standard, quality); or an interpolation "
@@ -123,34 +122,35 @@ def registerSampleData():
 _METHODS = [m for m in CTSuperResolutionLogicBase.methods() if m != "nabgs"]
 _DEFAULT_METHOD = CTSuperResolutionLogicBase.defaultMethod()
 #: Parameter node fields that the panel keeps for itself, bound to no widget.
-_PANEL_STATE_FIELDS = ("throughPlaneSetFor",)
+_PANEL_STATE_FIELDS = ("scalesSetFor",)
 
 
 @parameterNodeWrapper
 class CTSuperResolutionParameterNode:
     """The panel's state, saved with the scene.
 
-    inputVolume - the LR CT volume. scale - factor per axis (or along the slices only when
-    throughPlaneOnly). method - an engine method. device - auto, GPU or CPU. outputVolume - the
+    inputVolume - the LR CT volume. inPlaneScale, sliceScale - the factors in-plane and across
+    the slices (the axis of largest spacing; 1 leaves a direction as it is; e.g. 2 and 4 on a
+    3 x 3 x 10 mm scan give 1.5 x 1.5 x 2.5 mm). method - an engine method. device - auto, GPU or CPU. outputVolume - the
     node to fill; empty makes a new one named <input>_SRx<scale>. roi - a markups ROI: only
     that box is processed (empty: the whole volume). uncertaintyRuns - 0 (off) or K >= 2 runs
     whose voxelwise standard deviation becomes a second volume <output>_uncertainty.
     lrModel - how the input was made (engine grammar, e.g. "box,noise:15"); empty: from
-    DICOM SliceThickness, then estimated. throughPlaneSetFor - the ID of the input for which
-    throughPlaneOnly was last set from its spacing (a new input gets it set again; a reload or
-    a saved scene keeps the user's choice).
+    DICOM SliceThickness, then estimated. scalesSetFor - the ID of the input for which the two
+    factors were last set from its spacing (a new input gets them set again; a reload or a
+    saved scene keeps the user's choice).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
-    scale: Annotated[int, Choice(list(jobs.PANEL_SCALES))] = 2
-    throughPlaneOnly: bool = False
+    inPlaneScale: Annotated[int, Choice(list(jobs.PANEL_SCALES))] = 2
+    sliceScale: Annotated[int, Choice(list(jobs.PANEL_SCALES))] = 2
     method: Annotated[str, Choice(_METHODS)] = _DEFAULT_METHOD
     device: Annotated[str, Choice(["auto", "GPU", "CPU"])] = "auto"
     outputVolume: Optional[vtkMRMLScalarVolumeNode] = None
     roi: Optional[vtkMRMLMarkupsROINode] = None
     uncertaintyRuns: Annotated[int, WithinRange(0, 16)] = 0
     lrModel: str = ""
-    throughPlaneSetFor: str = ""
+    scalesSetFor: str = ""
 
 
 #
@@ -238,21 +238,22 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
-        """A newly selected input sets *Through-plane only* from its spacing: on for a
-        thick-slice scan (:func:`ctsr.grids.is_thick_slice`: its in-plane pixels are already fine, x2
-        everywhere would quadruple them), off otherwise, and the status line says when it
-        changed; the user can change it again, and a reload or a saved scene keeps that."""
+        """A newly selected input sets the two factors from its spacing
+        (:func:`jobs.factors_for_input`): a thick-slice scan is scaled across its slices only,
+        any other on every axis, and the status line says so when they change; the user can
+        change them again, and a reload or a saved scene keeps that."""
         p = self._parameterNode
         node = p.inputVolume if p else None
-        if node is not None and node.GetID() != p.throughPlaneSetFor:
-            p.throughPlaneSetFor = node.GetID()
-            thick = is_thick_slice(node.GetSpacing())
-            if p.throughPlaneOnly != thick:
-                p.throughPlaneOnly = thick
+        if node is not None and node.GetID() != p.scalesSetFor:
+            p.scalesSetFor = node.GetID()
+            factors = jobs.factors_for_input(node.GetSpacing(), p.inPlaneScale, p.sliceScale)
+            if factors != (p.inPlaneScale, p.sliceScale):
+                p.inPlaneScale, p.sliceScale = factors
                 spacing = " x ".join(f"{s:.3g}" for s in node.GetSpacing())
-                self._showStatus((_("{name} has thick slices ({spacing} mm): Through-plane only is on.") if thick
-                                  else _("{name} has no thick slices ({spacing} mm): Through-plane only is off."))
-                                 .format(name=node.GetName(), spacing=spacing))
+                self._showStatus((_("{name} has thick slices ({spacing} mm): scaled x{factor} across them only.")
+                                  if factors[0] == 1 else
+                                  _("{name} has no thick slices ({spacing} mm): scaled x{factor} on every axis."))
+                                 .format(name=node.GetName(), spacing=spacing, factor=factors[1]))
         self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None) -> None:
@@ -275,13 +276,17 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return _("Select an input volume.")
         if p.outputVolume is not None and p.outputVolume is p.inputVolume:
             return _("Pick an output volume other than the input, or leave it empty for a new one.")
-        try:  # the engine's rules: uncertainty runs for a method that has them; an LR model it reads
+        try:  # the engine's rules: a scale; uncertainty runs for a method that has them; an LR model it reads
             jobs.uncertainty_options(p.uncertaintyRuns, p.method)
-            jobs.lr_model_options(p.lrModel, jobs.resolve_scale(p.scale, p.inputVolume.GetSpacing(),
-                                                                p.throughPlaneOnly))
+            jobs.lr_model_options(p.lrModel, self._scale())
         except UserError as error:
             return str(error)[:1].upper() + str(error)[1:]
         return ""
+
+    def _scale(self):
+        """The per-axis scale (IJK) of the panel's two factors on the input's axes."""
+        p = self._parameterNode
+        return jobs.panel_scale(p.inPlaneScale, p.sliceScale, p.inputVolume.GetSpacing())
 
     # -- running a job ------------------------------------------------------------------------
     def onApplyButton(self) -> None:
@@ -292,8 +297,8 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.logTextEdit.clear()
         # Every failure (a declined installation too) is one message in the error display.
         self._job = run_action(lambda: self.logic.process(
-            p.inputVolume, p.outputVolume, scale=p.scale, method=p.method, device=p.device,
-            throughPlaneOnly=p.throughPlaneOnly, roi=p.roi, uncertainty=p.uncertaintyRuns,
+            p.inputVolume, p.outputVolume, scale=self._scale(), method=p.method, device=p.device,
+            roi=p.roi, uncertainty=p.uncertaintyRuns,
             lrModel=p.lrModel, wait=False, progressCallback=self._onEvent),
             slicer.util.errorDisplay, _("Could not start the super-resolution"))
         if self._job is None:

@@ -283,6 +283,23 @@ def test_through_plane_along_x_runs_as_along_z_and_turns_back(sample, monkeypatc
     assert along_x.provenance["scale"] == "4x1x1"
 
 
+def test_large_pixels_with_thick_slices_along_x_run_as_along_z_and_turn_back(sample):
+    """4x2x2 (thick slices along x) gets what 2x2x4 gets with x and z exchanged: the same voxels,
+    the slice profile estimated on the thick axis and reported on x."""
+    from ctsr.upsampling import upsample
+
+    thick_z = simulate_lr(sample, (2, 2, 4), LRModel.parse("xy=gauss:1,z=box,noise:5"))
+    thick_x = thick_z.with_axes_swapped(0, 2)
+    along_z = upsample(thick_z, "2x2x4", "fast")
+    along_x = upsample(thick_x, "4x2x2", "fast")
+    turned = along_z.volume.with_axes_swapped(0, 2)
+    assert along_x.volume.same_grid(turned)
+    np.testing.assert_allclose(along_x.volume.array, turned.array, atol=1e-3)
+    z_model, x_model = along_z.provenance["lr_model"], along_x.provenance["lr_model"]
+    assert z_model["source"]["z"] == x_model["source"]["x"] and "in-plane axes as reference" in x_model["source"]["x"]
+    assert along_x.provenance["slice_axis"] == "x (run as z)"
+
+
 def test_a_thick_slice_input_scaled_in_plane_too_gets_a_note_naming_the_scale_across_its_slices(sample):
     from ctsr.upsampling import upsample
 
@@ -292,8 +309,9 @@ def test_a_thick_slice_input_scaled_in_plane_too_gets_a_note_naming_the_scale_ac
     notes = [e["message"] for e in events if e.get("event") == "log" and "thick slices" in e["message"]]
     assert len(notes) == 1 and "like 2x1x1" in notes[0]
     events.clear()
-    upsample(thick, "2x1x1", "cubic", CallbackProgress(events.append))
-    assert not [e for e in events if e.get("event") == "log" and "thick slices" in e["message"]]
+    for across_its_slices in ("2x1x1", "4x2x2"):  # large pixels and thicker slices: no note either
+        upsample(thick, across_its_slices, "cubic", CallbackProgress(events.append))
+        assert not [e for e in events if e.get("event") == "log" and "thick slices" in e["message"]]
 
 
 def test_upsample_runs_in_blocks_when_the_whole_job_does_not_fit(sample, monkeypatch):

@@ -20,7 +20,7 @@ vtk = pytest.importorskip("vtk")
 
 from ctsr.baselines import upsample_interpolate  # noqa: E402
 from ctsr.errors import Cancelled, UserError  # noqa: E402
-from ctsr.grids import hr_grid, is_thick_slice, slice_axis_of_spacing  # noqa: E402
+from ctsr.grids import hr_grid, is_thick_slice, slice_axis, slice_axis_of_spacing  # noqa: E402
 from ctsr.volume import Volume  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,14 +194,42 @@ def test_node_volume_round_trip_is_exact(scene, oblique_sample):
 
 @pytest.mark.parametrize("spacing, axis, thick", [((0.7, 0.7, 5.0), 2, True), ((3.0, 0.8, 0.8), 0, True),
                                                   ((1.0, 1.0, 1.0), 2, False), ((0.5, 2.0, 2.0), 2, True),
-                                                  ((0.957, 0.957, 1.5), 2, False)])
-def test_through_plane_axis_is_the_largest_spacing(spacing, axis, thick):
+                                                  ((0.957, 0.957, 1.5), 2, False), ((3.05, 3.05, 10.0), 2, True)])
+def test_the_panel_factors_go_on_the_slice_axis_and_the_two_in_plane_ones(spacing, axis, thick):
     assert slice_axis_of_spacing(spacing) == axis
-    assert is_thick_slice(spacing) is thick  # the panel then turns Through-plane only on
+    assert is_thick_slice(spacing) is thick
     expected = [1, 1, 1]
     expected[axis] = 8
     assert jobs.resolve_scale(8, spacing, through_plane_only=True) == tuple(expected)
-    assert jobs.resolve_scale(8, spacing) == (8, 8, 8)
+    assert jobs.panel_scale(1, 8, spacing) == tuple(expected)
+    assert jobs.resolve_scale(8, spacing) == (8, 8, 8) == jobs.panel_scale(8, 8, spacing)
+    mixed = jobs.panel_scale(2, 4, spacing)
+    assert mixed[axis] == 4 and sorted(mixed) == [2, 2, 4] and slice_axis(mixed) == axis
+    # A newly selected input: a thick-slice scan across its slices only, any other on every axis,
+    # by the larger of the two factors the panel had.
+    assert jobs.factors_for_input(spacing, 2, 4) == ((1, 4) if thick else (4, 4))
+    assert jobs.factors_for_input(spacing, 8, 1) == ((1, 8) if thick else (8, 8))
+
+
+def test_the_panel_refuses_no_scale_at_all_in_one_sentence():
+    with pytest.raises(UserError, match="choose a scale above 1 in-plane, across the slices, or both"):
+        jobs.panel_scale(1, 1, (1.0, 1.0, 1.0))
+
+
+def test_large_pixels_with_thick_slices_across_i_are_scaled_as_the_panel_says(scene, sample):
+    """The panel's in-plane x2 and across-slices x4 on a scan whose thick axis is I (3 x 1.5 x 1.5
+    mm): the engine runs it with that axis as z and turns it back."""
+    thick = Volume.from_spacing(sample.array[:12, :16, :16], (3.0, 1.5, 1.5), (5.0, -7.0, 30.0))
+    node = add_node(scene, thick, "coarse")
+    scale = jobs.panel_scale(2, 4, node.GetSpacing())
+    assert scale == (4, 2, 2)
+    out = CTSuperResolutionLogicBase().process(node, scale=scale, method="fast")
+    assert out.GetName() == "coarse_SRx4x2x2"
+    got = volume_from_node(out)
+    assert got.shape_ijk == (64, 32, 24)  # the array is KJI: 12 x 16 x 16 is 16 x 16 x 12 in IJK
+    np.testing.assert_allclose(got.spacing, (0.75, 0.75, 0.75))
+    info = provenance(out)
+    assert info["scale"] == "4x2x2" and info["slice_axis"] == "x (run as z)"
 
 
 def test_events_parsing_and_status_text():

@@ -9,13 +9,34 @@ import json
 from pathlib import Path
 
 from ctsr.errors import UserError, check_seed
-from ctsr.grids import Scale, format_scale, parse_scale, slice_axis_of_spacing
+from ctsr.grids import Scale, format_scale, is_thick_slice, parse_scale, slice_axis_of_spacing
 
-#: The factors the panel offers.
-PANEL_SCALES = (2, 4, 8)
+#: The factors the panel offers in-plane and across the slices (1 leaves that direction as it is).
+PANEL_SCALES = (1, 2, 4, 8)
 
 #: Panel / API device names -> the engine's ``--device``.
 DEVICES = {"auto": "auto", "gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}
+
+
+def panel_scale(in_plane: int, across_slices: int, spacing_ijk) -> Scale:
+    """The per-axis scale (IJK) of the panel's two factors: ``across_slices`` on the slice axis
+    (:func:`ctsr.grids.slice_axis_of_spacing`: the largest spacing, mm), ``in_plane`` on the two
+    others; e.g. 2 and 4 on a 3 x 3 x 10 mm scan -> (2, 2, 4), 1 and 4 on a 0.7 x 0.7 x 5 mm
+    scan -> (1, 1, 4). Both 1 is a :class:`ctsr.errors.UserError`."""
+    if int(in_plane) == int(across_slices) == 1:
+        raise UserError("choose a scale above 1 in-plane, across the slices, or both.")
+    axis = slice_axis_of_spacing(spacing_ijk)
+    return parse_scale(tuple(int(across_slices) if a == axis else int(in_plane) for a in range(3)))
+
+
+def factors_for_input(spacing_ijk, in_plane: int, across_slices: int) -> tuple[int, int]:
+    """The panel's (in-plane, across-slices) factors once an input of ``spacing_ijk`` (mm) is
+    selected, from the larger of the current two: a thick-slice scan
+    (:func:`ctsr.grids.is_thick_slice`) gets it across the slices only (its pixels are already
+    fine: scaling them too would multiply the output by the square of the factor for little),
+    any other scan on every axis."""
+    factor = max(int(in_plane), int(across_slices))
+    return (1, factor) if is_thick_slice(spacing_ijk) else (factor, factor)
 
 
 def resolve_scale(scale, spacing_ijk, through_plane_only: bool = False) -> Scale:
@@ -27,10 +48,7 @@ def resolve_scale(scale, spacing_ijk, through_plane_only: bool = False) -> Scale
         return parsed
     if len(set(parsed)) > 1:
         raise UserError(f"with throughPlaneOnly the scale is one factor (e.g. 4), not {format_scale(parsed)}.")
-    factor = parsed[0]
-    result = [1, 1, 1]
-    result[slice_axis_of_spacing(spacing_ijk)] = factor
-    return tuple(result)
+    return panel_scale(1, parsed[0], spacing_ijk)
 
 
 def output_name(input_name: str, scale: Scale) -> str:

@@ -91,15 +91,20 @@ def in_plane_then_through_plane(scale: Scale) -> tuple[Scale, Scale] | None:
 
 
 def slice_axis(scale: Scale) -> int | None:
-    """The one scaled axis (IJK: 0, 1 or 2) when only one is, else None: the axis of a
-    through-plane job, whatever the scan's orientation."""
-    scaled = [axis for axis, s in enumerate(scale) if s > 1]
-    return scaled[0] if len(scaled) == 1 else None
+    """The axis across the slices of a job, whatever the scan's orientation (IJK: 0, 1 or 2):
+    the one whose factor is larger than the other two's, which are equal: the one scaled axis
+    of a through-plane job (``1x1x4``, ``4x1x1``), or the thick axis of large pixels with thick
+    slices (``2x2x4``, ``4x2x2``); None for any other scale (``2``, ``4x4x2``, ``2x1x4``)."""
+    for axis in range(3):
+        others = [scale[a] for a in range(3) if a != axis]
+        if others[0] == others[1] < scale[axis]:
+            return axis
+    return None
 
 
 #: A scan whose slices are more than this many times farther apart than its finest pixel
 #: spacing is a thick-slice scan (its in-plane pixels are already fine: a scale across the
-#: slices only is what it needs; the Slicer panel then offers Through-plane only by default).
+#: slices only is what it needs; the Slicer panel then sets its in-plane scale to 1).
 THICK_SLICE_RATIO = 2.0
 
 

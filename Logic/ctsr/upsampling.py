@@ -110,10 +110,11 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         resolve_device(device)
     progress.log(f"input {'x'.join(map(str, lr.shape_ijk))} voxels, spacing "
                  f"{'x'.join(f'{s:.3g}' for s in lr.spacing)} mm")
-    only_axis = slice_axis(scale)
-    # Through-plane along x or y runs as through-plane along z (the methods' slice axis), then
-    # turns back (below); a network is chosen for the scale it runs at.
-    turn = only_axis if only_axis in (0, 1) else None
+    thick_axis = slice_axis(scale)
+    # Thick slices along x or y (through-plane, or large pixels with thicker slices) run with
+    # that axis as z (the methods' slice axis), then turn back (below); a network is chosen
+    # for the scale it runs at.
+    turn = thick_axis if thick_axis in (0, 1) else None
     external = _load_pretrained(pretrained, device) if method == "balanced" and pretrained != NONE else None
     external_projection = (_load_external_projection(prior, scale if turn is None else _swap_z(scale, turn), device)
                            if method in PROJECTION_PRIOR_METHODS else None)
@@ -128,12 +129,12 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         provenance["roi"] = str(roi)
     std = None
     _check_output_size(lr, scale)
-    given = lr_model if isinstance(lr_model, LRModel) else LRModel.parse(lr_model, only_axis)
+    given = lr_model if isinstance(lr_model, LRModel) else LRModel.parse(lr_model, thick_axis)
     if turn is not None:  # DICOM's SliceThickness describes z, which is then not the scaled axis
         lr, scale, given, slice_thickness_mm = _swap_z(lr, turn), _swap_z(scale, turn), _swap_z(given, turn), None
         provenance["slice_axis"] = f"{AXES[turn]} (run as z)"
-    if is_thick_slice(lr.spacing) and sum(s > 1 for s in scale) > 1:
-        axis = slice_axis_of_spacing(lr.spacing)
+    axis = slice_axis_of_spacing(lr.spacing)
+    if is_thick_slice(lr.spacing) and sum(s > 1 for s in scale) > 1 and slice_axis(scale) != axis:
         across = "x".join(str(max(scale)) if a == axis else "1" for a in range(3))
         progress.log(f"note: the input has thick slices ({' x '.join(f'{s:.3g}' for s in lr.spacing)} mm) and its "
                      f"pixels are already fine; a scale across the slices only (like {across}) is what it needs")
