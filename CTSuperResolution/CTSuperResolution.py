@@ -240,13 +240,13 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         """A newly selected input sets the two factors from its spacing
         (:func:`jobs.factors_for_input`): a thick-slice scan is scaled across its slices only,
-        any other on every axis, and the status line says so when they change; the user can
-        change them again, and a reload or a saved scene keeps that."""
+        any other by 2 on every axis, and the status line says so when they change; the user
+        can change them again, and a reload or a saved scene keeps that."""
         p = self._parameterNode
         node = p.inputVolume if p else None
         if node is not None and node.GetID() != p.scalesSetFor:
             p.scalesSetFor = node.GetID()
-            factors = jobs.factors_for_input(node.GetSpacing(), p.inPlaneScale, p.sliceScale)
+            factors = jobs.factors_for_input(node.GetSpacing())
             if factors != (p.inPlaneScale, p.sliceScale):
                 p.inPlaneScale, p.sliceScale = factors
                 spacing = " x ".join(f"{s:.3g}" for s in node.GetSpacing())

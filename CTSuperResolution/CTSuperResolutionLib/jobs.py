@@ -6,6 +6,7 @@ Scales are in IJK order ``(sx, sy, sz)`` like :mod:`ctsr.grids`; spacings are in
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ctsr.errors import UserError, check_seed
@@ -29,14 +30,16 @@ def panel_scale(in_plane: int, across_slices: int, spacing_ijk) -> Scale:
     return parse_scale(tuple(int(across_slices) if a == axis else int(in_plane) for a in range(3)))
 
 
-def factors_for_input(spacing_ijk, in_plane: int, across_slices: int) -> tuple[int, int]:
-    """The panel's (in-plane, across-slices) factors once an input of ``spacing_ijk`` (mm) is
-    selected, from the larger of the current two: a thick-slice scan
-    (:func:`ctsr.grids.is_thick_slice`) gets it across the slices only (its pixels are already
-    fine: scaling them too would multiply the output by the square of the factor for little),
-    any other scan on every axis."""
-    factor = max(int(in_plane), int(across_slices))
-    return (1, factor) if is_thick_slice(spacing_ijk) else (factor, factor)
+def factors_for_input(spacing_ijk) -> tuple[int, int]:
+    """The panel's (in-plane, across-slices) factors for a newly selected input of
+    ``spacing_ijk`` (mm): a thick-slice scan (:func:`ctsr.grids.is_thick_slice`) is scaled
+    across its slices only (its pixels are already fine), by 2 or 4, whichever brings the slices
+    nearer its pixel spacing (0.7 x 0.7 x 5 mm: 4, to 1.25 mm; 1 x 1 x 2.5 mm: 2); any other
+    scan by 2 on every axis."""
+    spacing = sorted(float(s) for s in spacing_ijk)
+    if not is_thick_slice(spacing):
+        return 2, 2
+    return 1, (4 if spacing[2] / spacing[0] > 2 * math.sqrt(2) else 2)
 
 
 def resolve_scale(scale, spacing_ijk, through_plane_only: bool = False) -> Scale:
