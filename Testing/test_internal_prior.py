@@ -327,5 +327,6 @@ def test_in_plane_then_through_plane_is_fast_where_neither_part_learns(sample):
     lr = simulate_lr(sample, scale, LRModel.parse("gauss:0.5,noise:0"), seed=1)
     model = LRModel((DEFAULT_PROFILE,) * 3, 0.0, origin=dict.fromkeys("xyz", ASSUMED))
     out, info = ip.upsample_with_internal_prior(lr, scale, model, TINY)
-    assert info["internal_prior"].startswith("skipped: in-plane skipped: the blur along x is assumed")
+    assert info["internal_prior"].startswith("skipped: in-plane the blur along x is assumed")
+    assert "; through-plane the blur along z is assumed" in info["internal_prior"]
     np.testing.assert_array_equal(out.array, ip.consistent_upsample(lr, scale, model).array)

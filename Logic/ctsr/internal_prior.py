@@ -339,19 +339,22 @@ def _in_plane_then_through_plane(lr: Volume, scale: Scale, model: LRModel, setti
     in_plane, through = in_plane_then_through_plane(scale)
     in_plane_model, through_model = model.restricted_to((0, 1)), model.restricted_to((2,))
     grid = lambda part: hr_grid(lr.ijk_to_ras, lr.shape_ijk, part)[1]
-    first_seconds = sum(_expected_seconds(plan(lr, in_plane, in_plane_model).kind, settings, grid(in_plane)))
+    first_plan = plan(lr, in_plane, in_plane_model)
+    first_seconds = sum(_expected_seconds(first_plan.kind, settings, grid(in_plane)))
     second_seconds = sum(_expected_seconds("through-plane", settings, grid(scale)))
     share = 0.95 * first_seconds / (first_seconds + second_seconds)
     progress.log(f"in-plane x{in_plane[0]} first, then through-plane x{through[2]}")
     first, first_done = upsample_with_internal_prior(lr, in_plane, in_plane_model, settings, seed, device,
                                                      progress.span(0.0, share), external)
+    through_plan = plan(first, through, through_model)
+    if first_plan.kind is None and through_plan.kind is None:
+        progress.log(f"internal prior skipped through-plane: {through_plan.reason}")
+        progress.update("upsample", 0.95, "Lanczos-3 upsampling made consistent with the input")
+        return consistent_upsample(lr, scale, model), {"internal_prior": f"skipped: in-plane {first_plan.reason}; "
+                                                                         f"through-plane {through_plan.reason}"}
     second, second_done = upsample_with_internal_prior(first, through, through_model, settings, seed, device,
                                                        progress.span(share, 0.95))
     parts = (first_done["internal_prior"], second_done["internal_prior"])
-    if all(part.startswith("skipped") for part in parts):
-        progress.update("upsample", 0.95, "Lanczos-3 upsampling made consistent with the input")
-        return consistent_upsample(lr, scale, model), {"internal_prior": f"skipped: in-plane {parts[0]}; "
-                                                                         f"through-plane {parts[1]}"}
     progress.update("consistency", 0.96, f"matching the LR input ({model})")
     hr, consistency = enforce_lr_consistency(second, lr, scale, model)
     return hr, {"internal_prior": f"in-plane x{in_plane[0]}: {parts[0]}; then through-plane x{through[2]}: {parts[1]}",
