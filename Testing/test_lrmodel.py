@@ -260,6 +260,17 @@ def test_through_plane_estimate_is_the_wider_of_the_in_plane_readings(sample):
     assert estimate == through_plane_reading(lr, 4, noise, 0)[0] and "reads" not in how
 
 
+def test_too_few_slices_to_read_the_slice_profile_says_so(sample):
+    """1x1x8 of the 64-slice sample leaves 8 slices: the slice profile is assumed (the internal
+    prior then does not learn from it), and the source says why, not another estimator's limit."""
+    from ctsr.lrmodel import ASSUMED, DEFAULT_PROFILE
+
+    lr = simulate_lr(sample, (1, 1, 8), LRModel.parse("box"))
+    model = resolve_lr_model(lr, (1, 1, 8))
+    assert model.profiles[2] == DEFAULT_PROFILE and model.origin["z"] == ASSUMED
+    assert "8 slices, 16 needed" in model.source["z"], model.source
+
+
 def test_a_given_blur_much_wider_than_the_input_looks_is_flagged(sample):
     """x2, LR made by the block mean: a given gauss:2 (SD 4x the estimate) is flagged in the
     source, the block mean itself is not."""

@@ -272,7 +272,8 @@ def estimate_through_plane_profile(lr: Volume, scale: Scale, noise_hu: float):
     readings = {axis: through_plane_reading(lr, scale_z, noise_hu, axis) for axis in references}
     readings = {axis: r for axis, r in readings.items() if r is not None}
     if not readings:
-        return None, "default (too few voxels along z or in-plane to estimate the slice profile)"
+        return None, (f"default (too few voxels to read the slice profile: {lr.shape_ijk[2]} slices, "
+                      f"{MIN_SAMPLES} needed, and as many in-plane at the slice spacing)")
     z_hr_mm = float(lr.spacing[2]) / scale_z
     axis = max(readings, key=lambda a: readings[a][0].std_hr_voxels(scale_z, z_hr_mm))
     best, gap = readings[axis]
@@ -329,6 +330,8 @@ def resolve_lr_model(lr: Volume, scale: Scale, given: LRModel | str | None = Non
         profile, how = estimate_through_plane_profile(lr, scale, fine_noise_hu)
         if profile is not None:
             model = model.with_profile(2, profile, how, ESTIMATED)
+        elif scale[2] > MAX_ESTIMATED_SCALE:  # nor is z estimated below: say why this could not
+            model = model.with_profile(2, DEFAULT_PROFILE, how, ASSUMED)
     estimates = {axis: estimate_profile(lr, scale, axis, fine_noise_hu)
                  for axis, s in enumerate(scale) if s > 1 and model.profiles[axis] is None}
     for axis, (profile, how) in estimates.items():
