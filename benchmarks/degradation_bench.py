@@ -61,9 +61,10 @@ from leave_one_out import pretrained_without  # noqa: E402
 from quality_bench import CASES, DATA, SCALES, _crop, _hr, _label  # noqa: E402
 
 #: Not in the default matrix: in-plane x4 (``--scales 4x4x1``; with ``--large``, the head's
-#: 48 x 48 in-plane LR is where thick-slice scans keep their detail), and x2 in-plane with x4
-#: through-plane (``2x2x4``: a scan with both large pixels and thick slices).
-EXTRA_SCALES = {"4x4x1": (4, 4, 1), "2x2x4": (2, 2, 4)}
+#: 48 x 48 in-plane LR is where thick-slice scans keep their detail), x2 in-plane with x4
+#: through-plane (``2x2x4``: a scan with both large pixels and thick slices), and the panel's
+#: x8 across the slices, alone and with x2 in-plane (``1x1x8``, ``2x2x8``).
+EXTRA_SCALES = {"4x4x1": (4, 4, 1), "2x2x4": (2, 2, 4), "1x1x8": (1, 1, 8), "2x2x8": (2, 2, 8)}
 
 BLURS = ("gauss:0.5", "gauss:1", "gauss:1.5", "box")
 NOISES = (0, 10, 30)
@@ -73,7 +74,7 @@ METHODS = ("cubic", "lanczos", "fast", "balanced", "balanced, from zero", "fast,
 ALWAYS_RUN = ("cubic", "fast")
 #: Scales where ``balanced, true model`` runs: where the z profile is estimated from the in-plane
 #: axes (a DICOM series would give it).
-BALANCED_TRUE_SCALES = ((1, 1, 4), (2, 2, 4))
+BALANCED_TRUE_SCALES = ((1, 1, 4), (2, 2, 4), (1, 1, 8))
 #: Scales where the internal prior starts from the pretrained network (its scale), so where
 #: ``balanced, from zero`` runs beside it.
 PRETRAINED_SCALES = ((2, 2, 2), (4, 4, 4))
