@@ -54,6 +54,24 @@ def test_a_folder_runs_locally_the_bad_scan_is_reported_and_the_rest_done(tmp_pa
     assert not (tmp_path / "out" / "broken.nrrd").exists()
 
 
+def test_auto_gives_each_scan_of_a_cohort_the_scale_its_spacing_calls_for(tmp_path, sample):
+    """A thin-slice scan and a thick-slice one in one folder, ``--scale auto``: x2 everywhere for
+    the first, x4 across the slices only for the second, each recorded in its sidecar."""
+    crop = sample.array[:16, :24, :24]
+    (tmp_path / "in").mkdir()
+    write_volume(Volume.from_spacing(crop, (1.0, 1.0, 1.0)), tmp_path / "in" / "thin.nrrd")
+    write_volume(Volume.from_spacing(crop, (0.7, 0.7, 5.0)), tmp_path / "in" / "thick.nrrd")
+    run = _cli("batch", tmp_path / "in", tmp_path / "out", "--scale", "auto", "--method", "cubic", "--quiet")
+    assert run.returncode == 0, run.stderr
+    for name, shape, scale in (("thin", (48, 48, 32), "2"), ("thick", (24, 24, 64), "1x1x4")):
+        assert read_volume(tmp_path / "out" / f"{name}.nrrd").shape_ijk == shape
+        sidecar = json.loads(sidecar_path(tmp_path / "out" / f"{name}.nrrd").read_text())
+        assert sidecar["provenance"]["scale"] == scale and sidecar["options"]["scale"] == "auto"
+    refused = _cli("batch", tmp_path / "in", tmp_path / "out2", "--scale", "automatic", "--quiet")
+    assert refused.returncode == 2 and "is not a number like 2" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "out2").exists()
+
+
 def test_an_interrupted_manifest_run_resumes_without_redoing_finished_scans(tmp_path, sample):
     """The manifest form, killed mid-way (SIGKILL to the whole process group, as an OOM
     killer or a lost node would), then run again: finished scans keep their sidecars."""

@@ -7,7 +7,8 @@ import SimpleITK as sitk
 from conftest import require_shared_data
 from ctsr.baselines import upsample_interpolate
 from ctsr.errors import UserError
-from ctsr.grids import format_scale, hr_grid, in_plane_then_through_plane, is_through_plane, lr_grid, parse_scale
+from ctsr.grids import (check_scale, format_scale, hr_grid, in_plane_then_through_plane, is_through_plane, lr_grid,
+                        parse_scale, scale_for, slice_axis, suggested_scale)
 from ctsr.io import image_from_volume, read_volume
 from ctsr.lrmodel import simulate_lr
 from ctsr.metrics import normalize, psnr
@@ -38,6 +39,28 @@ def test_through_plane_means_only_z_is_scaled(text, through_plane):
                                          ("4x4x2", None), ("2x1x4", None), ("2x2x1", None)])
 def test_a_scale_with_z_coarsest_and_in_plane_scaled_splits_in_two(text, parts):
     assert in_plane_then_through_plane(parse_scale(text)) == parts
+
+
+@pytest.mark.parametrize("text, axis", [("1x1x4", 2), ("4x1x1", 0), ("1x2x1", 1), ("2x2x4", 2), ("4x2x2", 0),
+                                       ("2x8x2", 1), ("2", None), ("4x4x2", None), ("2x1x4", None), ("1x2x2", None)])
+def test_the_slice_axis_is_the_one_scaled_more_than_the_two_others_alike(text, axis):
+    assert slice_axis(parse_scale(text)) == axis
+
+
+@pytest.mark.parametrize("spacing, scale", [((0.7, 0.7, 5.0), (1, 1, 4)), ((1.0, 1.0, 2.5), (1, 1, 2)),
+                                            ((3.05, 3.05, 10.0), (1, 1, 4)), ((5.0, 0.6, 0.6), (4, 1, 1)),
+                                            ((1.0, 1.0, 1.0), (2, 2, 2)), ((0.957, 0.957, 1.5), (2, 2, 2))])
+def test_auto_scales_thick_slices_across_them_only_and_any_other_scan_by_2(spacing, scale):
+    assert suggested_scale(spacing) == scale
+    assert scale_for("auto", spacing) == scale == scale_for(" AUTO ", spacing)
+    assert scale_for("2x2x4", spacing) == (2, 2, 4)  # a scale given is kept whatever the spacing
+
+
+def test_check_scale_takes_auto_and_refuses_the_rest_before_any_input_is_read():
+    check_scale("auto")
+    check_scale("1x1x4")
+    with pytest.raises(UserError, match="is not a number like 2"):
+        check_scale("automatic")
 
 
 @pytest.mark.parametrize("scale", [(2, 2, 2), (4, 4, 4), (1, 1, 4), (2, 3, 1)])

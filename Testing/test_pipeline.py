@@ -314,6 +314,18 @@ def test_a_thick_slice_input_scaled_in_plane_too_gets_a_note_naming_the_scale_ac
         assert not [e for e in events if e.get("event") == "log" and "thick slices" in e["message"]]
 
 
+def test_scale_auto_is_chosen_from_the_spacing_and_said(sample):
+    from ctsr.upsampling import upsample
+
+    for spacing, scale, how in (((3.0, 0.6, 0.6), "4x1x1", "across the thick slices only"),
+                                ((1.0, 1.0, 1.0), "2", "x2 on every axis")):
+        events = []
+        result = upsample(Volume.from_spacing(sample.array[:16, :16, :16], spacing), "auto", "cubic",
+                          CallbackProgress(events.append))
+        assert result.provenance["scale"] == scale
+        assert f"scale {scale}, chosen from the spacing ({how})" in [e.get("message") for e in events]
+
+
 def test_upsample_runs_in_blocks_when_the_whole_job_does_not_fit(sample, monkeypatch):
     """With a little less memory free than the whole job needs, ``upsample`` plans blocks, and
     the blend (made consistent with the input once more) agrees with the whole run; the LR

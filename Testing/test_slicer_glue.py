@@ -216,6 +216,14 @@ def test_the_panel_refuses_no_scale_at_all_in_one_sentence():
         jobs.panel_scale(1, 1, (1.0, 1.0, 1.0))
 
 
+def test_the_console_takes_scale_auto_and_the_panel_starts_from_the_same_choice(scene, sample):
+    thick = Volume.from_spacing(sample.array[:12, :16, :16], (0.7, 0.7, 5.0), (5.0, -7.0, 30.0))
+    node = add_node(scene, thick, "thick")
+    out = CTSuperResolutionLogicBase().process(node, scale="auto", method="cubic")
+    assert out.GetName() == "thick_SRx1x1x4" and volume_from_node(out).shape_ijk == (16, 16, 48)
+    assert jobs.panel_scale(*jobs.factors_for_input(node.GetSpacing()), node.GetSpacing()) == (1, 1, 4)
+
+
 def test_large_pixels_with_thick_slices_across_i_are_scaled_as_the_panel_says(scene, sample):
     """The panel's in-plane x2 and across-slices x4 on a scan whose thick axis is I (3 x 1.5 x 1.5
     mm): the engine runs it with that axis as z and turns it back."""

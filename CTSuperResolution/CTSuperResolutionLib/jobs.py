@@ -6,11 +6,10 @@ Scales are in IJK order ``(sx, sy, sz)`` like :mod:`ctsr.grids`; spacings are in
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from ctsr.errors import UserError, check_seed
-from ctsr.grids import Scale, format_scale, is_thick_slice, parse_scale, slice_axis_of_spacing
+from ctsr.grids import Scale, format_scale, parse_scale, scale_for, slice_axis_of_spacing, suggested_scale
 
 #: The factors the panel offers in-plane and across the slices (1 leaves that direction as it is).
 PANEL_SCALES = (1, 2, 4, 8)
@@ -32,21 +31,18 @@ def panel_scale(in_plane: int, across_slices: int, spacing_ijk) -> Scale:
 
 def factors_for_input(spacing_ijk) -> tuple[int, int]:
     """The panel's (in-plane, across-slices) factors for a newly selected input of
-    ``spacing_ijk`` (mm): a thick-slice scan (:func:`ctsr.grids.is_thick_slice`) is scaled
-    across its slices only (its pixels are already fine), by 2 or 4, whichever brings the slices
-    nearer its pixel spacing (0.7 x 0.7 x 5 mm: 4, to 1.25 mm; 1 x 1 x 2.5 mm: 2); any other
-    scan by 2 on every axis."""
-    spacing = sorted(float(s) for s in spacing_ijk)
-    if not is_thick_slice(spacing):
-        return 2, 2
-    return 1, (4 if spacing[2] / spacing[0] > 2 * math.sqrt(2) else 2)
+    ``spacing_ijk`` (mm): those of :func:`ctsr.grids.suggested_scale` (a thick-slice scan across
+    its slices only, by 2 or 4; any other by 2 on every axis)."""
+    scale, axis = suggested_scale(spacing_ijk), slice_axis_of_spacing(spacing_ijk)
+    return scale[(axis + 1) % 3], scale[axis]
 
 
 def resolve_scale(scale, spacing_ijk, through_plane_only: bool = False) -> Scale:
-    """The per-axis scale of a job. ``scale`` is what :func:`ctsr.grids.parse_scale` takes
-    (2, "4", "1x1x4", (1, 1, 4)); with ``through_plane_only`` a single factor applies to the
-    slice axis alone (thick-slice scans), e.g. 4 on a 0.7 x 0.7 x 5 mm scan -> (1, 1, 4)."""
-    parsed = parse_scale(scale)
+    """The per-axis scale of a job. ``scale`` is what :func:`ctsr.grids.scale_for` takes
+    (2, "4", "1x1x4", (1, 1, 4), or "auto": from ``spacing_ijk``); with ``through_plane_only`` a
+    single factor applies to the slice axis alone (thick-slice scans), e.g. 4 on a
+    0.7 x 0.7 x 5 mm scan -> (1, 1, 4)."""
+    parsed = scale_for(scale, spacing_ijk)
     if not through_plane_only:
         return parsed
     if len(set(parsed)) > 1:

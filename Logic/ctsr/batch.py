@@ -296,12 +296,12 @@ def local_workers(scans: list[Scan], options: BatchOptions, requested: int | Non
     gpus = gpu_ids(options)
     if gpus:
         return max(1, min(len(gpus), len(scans)))
-    from .grids import parse_scale
+    from .grids import is_auto, parse_scale
     from .memory import available_ram_bytes
     from .planning import SAFETY, estimate_bytes
 
     largest = max((_header_voxels(s.input) for s in scans), default=0)
-    scale = max(parse_scale(options.scale))
+    scale = 2 if is_auto(options.scale) else max(parse_scale(options.scale))  # auto: at most 8 times the voxels
     need = estimate_bytes((max(1, round(largest ** (1 / 3))),) * 3, (scale,) * 3, 0, 0)
     by_memory = int(SAFETY * available_ram_bytes() // max(need, 1))
     return max(1, min(by_memory, (os.cpu_count() or 1) // 2 or 1, len(scans)))

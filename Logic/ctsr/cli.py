@@ -22,6 +22,9 @@ EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_CANCELLED, EXIT_MEMORY, EXIT_PARTIAL = 0, 1, 
 #: What --scale takes (upsample and simulate-lr; batch refers to it).
 SCALE_HELP = ("one integer factor from 2 to 16 for all axes (2, 4, 8 usual) or per axis x, y, z: 1x1x4 (thick "
               "slices), 2x2x4 (large pixels and thick slices); default 2")
+#: ``upsample``'s scale also takes auto (``simulate-lr``'s cannot: an HR scan has no thick slices).
+UPSAMPLE_SCALE_HELP = SCALE_HELP.removesuffix("; default 2") + (
+    "; or auto: from each input's spacing, x2 or, for thick slices, x2 or x4 across them only; default 2")
 
 
 def _window(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("upsample", help="super-resolve an LR volume")
     p.add_argument("input", type=Path, help="LR volume: NRRD, NIfTI, MHA file or DICOM folder")
     p.add_argument("output", type=Path, help="HR volume to write (.nrrd, .nii, .nii.gz, .mha)")
-    p.add_argument("--scale", default="2", help=SCALE_HELP)
+    p.add_argument("--scale", default="2", help=UPSAMPLE_SCALE_HELP)
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
                    help=f"default {DEFAULT_METHOD}")
     p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default 0)")
@@ -206,10 +209,10 @@ def _run_simulate(args, progress: Progress) -> dict:
 
 def _run_batch(args, progress: Progress) -> dict:
     from .batch import BatchOptions, find_scans, read_manifest, run_batch
-    from .grids import parse_scale
+    from .grids import check_scale
     from .lrmodel import LRModel
 
-    parse_scale(args.scale)
+    check_scale(args.scale)
     LRModel.parse(args.lr_model)  # a bad model is refused before any scan
     if args.input.is_file() and args.input.suffix.lower() == ".csv":
         scans = read_manifest(args.input)

@@ -42,6 +42,27 @@ def parse_scale(text) -> Scale:
     return tuple(parts)
 
 
+#: The scale text that lets each input's spacing choose its scale (:func:`suggested_scale`).
+AUTO = "auto"
+
+
+def scale_for(text, spacing_ijk) -> Scale:
+    """``text`` as :func:`parse_scale` reads it, or for :data:`AUTO` the
+    :func:`suggested_scale` of an input of ``spacing_ijk`` (mm, IJK)."""
+    return suggested_scale(spacing_ijk) if is_auto(text) else parse_scale(text)
+
+
+def is_auto(text) -> bool:
+    return isinstance(text, str) and text.strip().lower() == AUTO
+
+
+def check_scale(text) -> None:
+    """Refuse (:class:`ctsr.errors.UserError`, one sentence) a scale that is neither
+    :data:`AUTO` nor one :func:`parse_scale` takes, before any input is read."""
+    if not is_auto(text):
+        parse_scale(text)
+
+
 def format_scale(scale: Scale) -> str:
     """(2, 2, 2) -> "2"; (1, 1, 4) -> "1x1x4"."""
     return str(scale[0]) if len(set(scale)) == 1 else "x".join(str(s) for s in scale)
@@ -112,6 +133,20 @@ def is_thick_slice(spacing_ijk) -> bool:
     """The largest spacing (mm) is more than :data:`THICK_SLICE_RATIO` times the smallest."""
     spacing = np.asarray(spacing_ijk, dtype=np.float64)
     return bool(spacing.max() > THICK_SLICE_RATIO * spacing.min())
+
+
+def suggested_scale(spacing_ijk) -> Scale:
+    """The scale of an input of ``spacing_ijk`` (mm, IJK) when none is chosen (``--scale
+    auto``; the Slicer panel on selecting it): a thick-slice scan (:func:`is_thick_slice`: its
+    pixels are already fine) across its slices only (:func:`slice_axis_of_spacing`), by 2 or 4,
+    whichever brings them nearer its finest pixel spacing (0.7 x 0.7 x 5 mm: 4, to 1.25 mm;
+    1 x 1 x 2.5 mm: 2); any other x2 on every axis."""
+    if not is_thick_slice(spacing_ijk):
+        return (2, 2, 2)
+    spacing = np.asarray(spacing_ijk, dtype=np.float64)
+    scale = [1, 1, 1]
+    scale[slice_axis_of_spacing(spacing)] = 4 if spacing.max() / spacing.min() > 2 * np.sqrt(2.0) else 2
+    return tuple(scale)
 
 
 def slice_axis_of_spacing(spacing_ijk) -> int:

@@ -27,7 +27,7 @@ from . import __version__
 from .baselines import METHODS as INTERPOLATION_METHODS
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency, lr_residual
-from .grids import AXES, Scale, format_scale, is_thick_slice, parse_scale, slice_axis, slice_axis_of_spacing
+from .grids import AXES, Scale, format_scale, is_auto, is_thick_slice, scale_for, slice_axis, slice_axis_of_spacing
 from .lrestimate import resolve_lr_model
 from .lrmodel import LRModel
 from .progress import Progress, SilentProgress
@@ -62,7 +62,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
              seed: int = 0, device: str = "auto", roi: str | Roi | None = None,
              uncertainty: int = 0, prior: str | None = None, lr_model: str | LRModel | None = None,
              slice_thickness_mm: float | None = None, pretrained: str | None = None) -> UpsampleResult:
-    """Super-resolve ``lr`` (HU) by ``scale`` (int, "1x1x4" or an IJK tuple) with ``method``.
+    """Super-resolve ``lr`` (HU) by ``scale`` (int, "1x1x4", an IJK tuple, or "auto": chosen
+    from ``lr``'s spacing by :func:`ctsr.grids.suggested_scale`) with ``method``.
     A scale along one axis only is through-plane along it: x or y run as z (the methods' slice
     axis) on the volume with that axis and z exchanged, and the result is turned back.
 
@@ -92,7 +93,8 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     """
     from .errors import UserError, check_seed
 
-    scale: Scale = parse_scale(scale)
+    chosen_by_spacing = is_auto(scale)
+    scale: Scale = scale_for(scale, lr.spacing)
     seed = check_seed(seed)
     progress = progress or SilentProgress()
     if method not in METHODS:
@@ -110,6 +112,9 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
         resolve_device(device)
     progress.log(f"input {'x'.join(map(str, lr.shape_ijk))} voxels, spacing "
                  f"{'x'.join(f'{s:.3g}' for s in lr.spacing)} mm")
+    if chosen_by_spacing:
+        progress.log(f"scale {format_scale(scale)}, chosen from the spacing ("
+                     f"{'across the thick slices only' if is_thick_slice(lr.spacing) else 'x2 on every axis'})")
     thick_axis = slice_axis(scale)
     # Thick slices along x or y (through-plane, or large pixels with thicker slices) run with
     # that axis as z (the methods' slice axis), then turn back (below); a network is chosen

@@ -7,7 +7,7 @@ The job file is one JSON object (schema: ``docs/progress-protocol.md``)::
      "uncertainty_output": "/tmp/.../output_uncertainty.nrrd",
                                          # where the voxelwise std over the uncertainty runs
                                          # goes (default: the CLI's OUT_uncertainty.<ext>)
-     "scale": "2",                       # "2", "1x1x4" (IJK order) or [sx, sy, sz]
+     "scale": "2",                       # "2", "1x1x4" (IJK order), [sx, sy, sz] or "auto"
      "method": "cubic",                  # one of ctsr.upsampling.METHODS
      "device": "auto",                   # "auto", "cpu" or "cuda"
      "seed": 0,
