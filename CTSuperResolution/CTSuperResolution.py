@@ -131,14 +131,14 @@ class CTSuperResolutionParameterNode:
 
     inputVolume - the LR CT volume. inPlaneScale, sliceScale - the factors in-plane and across
     the slices (the axis of largest spacing; 1 leaves a direction as it is; e.g. 2 and 4 on a
-    3 x 3 x 10 mm scan give 1.5 x 1.5 x 2.5 mm). method - an engine method. device - auto, GPU or CPU. outputVolume - the
-    node to fill; empty makes a new one named <input>_SRx<scale>. roi - a markups ROI: only
-    that box is processed (empty: the whole volume). uncertaintyRuns - 0 (off) or K >= 2 runs
-    whose voxelwise standard deviation becomes a second volume <output>_uncertainty.
-    lrModel - how the input was made (engine grammar, e.g. "box,noise:15"); empty: from
-    DICOM SliceThickness, then estimated. scalesSetFor - the ID of the input for which the two
-    factors were last set from its spacing (a new input gets them set again; a reload or a
-    saved scene keeps the user's choice).
+    3 x 3 x 10 mm scan give 1.5 x 1.5 x 2.5 mm). method - an engine method. device - auto, GPU
+    or CPU. outputVolume - the node to fill; empty makes a new one named <input>_SRx<scale>. roi -
+    a markups ROI: only that box is processed (empty: the whole volume). uncertaintyRuns - 0
+    (off) or K >= 2 runs whose voxelwise standard deviation becomes a second volume
+    <output>_uncertainty. lrModel - how the input was made (engine grammar, e.g.
+    "box,noise:15"); empty: from DICOM SliceThickness, then estimated. scalesSetFor - the ID of
+    the input for which the two factors were last set from its spacing (a new input gets them
+    set again; a reload or a saved scene keeps the user's choice).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode

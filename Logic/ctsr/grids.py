@@ -53,6 +53,7 @@ def scale_for(text, spacing_ijk) -> Scale:
 
 
 def is_auto(text) -> bool:
+    """``text`` is :data:`AUTO` (any case, spaces around)."""
     return isinstance(text, str) and text.strip().lower() == AUTO
 
 
