@@ -239,9 +239,9 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         """A newly selected input sets the two factors from its spacing
-        (:func:`jobs.factors_for_input`): a thick-slice scan is scaled across its slices only,
-        any other by 2 on every axis, and the status line says so when they change; the user
-        can change them again, and a reload or a saved scene keeps that."""
+        (:func:`jobs.factors_for_input`: x2 everywhere, or for thick slices x2 or x4 across
+        them, in-plane too only where the pixels are coarse), and the status line says so when
+        they change; the user can change them again, and a reload or a saved scene keeps that."""
         p = self._parameterNode
         node = p.inputVolume if p else None
         if node is not None and node.GetID() != p.scalesSetFor:
@@ -250,10 +250,8 @@ class CTSuperResolutionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             if factors != (p.inPlaneScale, p.sliceScale):
                 p.inPlaneScale, p.sliceScale = factors
                 spacing = " x ".join(f"{s:.3g}" for s in node.GetSpacing())
-                self._showStatus((_("{name} has thick slices ({spacing} mm): scaled x{factor} across them only.")
-                                  if factors[0] == 1 else
-                                  _("{name} has no thick slices ({spacing} mm): scaled x{factor} on every axis."))
-                                 .format(name=node.GetName(), spacing=spacing, factor=factors[1]))
+                self._showStatus(_("{name} ({spacing} mm): scale x{inPlane} in-plane, x{slices} across the slices.")
+                                 .format(name=node.GetName(), spacing=spacing, inPlane=factors[0], slices=factors[1]))
         self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None) -> None:

@@ -48,9 +48,11 @@ def test_the_slice_axis_is_the_one_scaled_more_than_the_two_others_alike(text, a
 
 
 @pytest.mark.parametrize("spacing, scale", [((0.7, 0.7, 5.0), (1, 1, 4)), ((1.0, 1.0, 2.5), (1, 1, 2)),
-                                            ((3.05, 3.05, 10.0), (1, 1, 4)), ((5.0, 0.6, 0.6), (4, 1, 1)),
-                                            ((1.0, 1.0, 1.0), (2, 2, 2)), ((0.957, 0.957, 1.5), (2, 2, 2))])
-def test_auto_scales_thick_slices_across_them_only_and_any_other_scan_by_2(spacing, scale):
+                                            ((5.0, 0.6, 0.6), (4, 1, 1)), ((0.57, 0.57, 5.0), (1, 1, 4)),
+                                            ((3.05, 3.05, 10.0), (2, 2, 4)), ((2.0, 2.0, 5.0), (2, 2, 4)),
+                                            ((1.0, 1.0, 1.0), (2, 2, 2)), ((0.957, 0.957, 1.5), (2, 2, 2)),
+                                            ((3.0, 3.0, 3.0), (2, 2, 2))])
+def test_auto_scales_thick_slices_across_them_and_coarse_pixels_in_plane_and_any_other_scan_by_2(spacing, scale):
     assert suggested_scale(spacing) == scale
     assert scale_for("auto", spacing) == scale == scale_for(" AUTO ", spacing)
     assert scale_for("2x2x4", spacing) == (2, 2, 4)  # a scale given is kept whatever the spacing

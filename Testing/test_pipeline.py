@@ -307,7 +307,7 @@ def test_a_thick_slice_input_scaled_in_plane_too_gets_a_note_naming_the_scale_ac
     events = []
     upsample(thick, 2, "cubic", CallbackProgress(events.append))
     notes = [e["message"] for e in events if e.get("event") == "log" and "thick slices" in e["message"]]
-    assert len(notes) == 1 and "like 2x1x1" in notes[0]
+    assert len(notes) == 1 and "like 4x1x1, what --scale auto picks" in notes[0]
     events.clear()
     for across_its_slices in ("2x1x1", "4x2x2"):  # large pixels and thicker slices: no note either
         upsample(thick, across_its_slices, "cubic", CallbackProgress(events.append))
@@ -317,13 +317,13 @@ def test_a_thick_slice_input_scaled_in_plane_too_gets_a_note_naming_the_scale_ac
 def test_scale_auto_is_chosen_from_the_spacing_and_said(sample):
     from ctsr.upsampling import upsample
 
-    for spacing, scale, how in (((3.0, 0.6, 0.6), "4x1x1", "across the thick slices only"),
-                                ((1.0, 1.0, 1.0), "2", "x2 on every axis")):
+    for spacing, scale in (((3.0, 0.6, 0.6), "4x1x1"), ((1.0, 1.0, 1.0), "2"), ((2.0, 2.0, 6.0), "2x2x4")):
         events = []
         result = upsample(Volume.from_spacing(sample.array[:16, :16, :16], spacing), "auto", "cubic",
                           CallbackProgress(events.append))
         assert result.provenance["scale"] == scale
-        assert f"scale {scale}, chosen from the spacing ({how})" in [e.get("message") for e in events]
+        assert f"scale {scale}, chosen from the spacing (ctsr.grids.suggested_scale)" in [e.get("message")
+                                                                                          for e in events]
 
 
 def test_upsample_runs_in_blocks_when_the_whole_job_does_not_fit(sample, monkeypatch):

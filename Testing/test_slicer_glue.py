@@ -192,11 +192,11 @@ def test_node_volume_round_trip_is_exact(scene, oblique_sample):
     np.testing.assert_allclose(node.GetOrigin(), oblique_sample.origin)
 
 
-@pytest.mark.parametrize("spacing, axis, thick", [((0.7, 0.7, 5.0), 2, True), ((3.0, 0.8, 0.8), 0, True),
-                                                  ((1.0, 1.0, 1.0), 2, False), ((0.5, 2.0, 2.0), 2, True),
-                                                  ((0.957, 0.957, 1.5), 2, False), ((3.05, 3.05, 10.0), 2, True),
-                                                  ((1.0, 2.5, 1.0), 1, True)])
-def test_the_panel_factors_go_on_the_slice_axis_and_the_two_in_plane_ones(spacing, axis, thick):
+@pytest.mark.parametrize("spacing, axis, thick, factors", [
+    ((0.7, 0.7, 5.0), 2, True, (1, 4)), ((3.0, 0.8, 0.8), 0, True, (1, 4)), ((1.0, 1.0, 1.0), 2, False, (2, 2)),
+    ((0.5, 2.0, 2.0), 2, True, (1, 4)), ((0.957, 0.957, 1.5), 2, False, (2, 2)), ((3.05, 3.05, 10.0), 2, True, (2, 4)),
+    ((1.0, 2.5, 1.0), 1, True, (1, 2))])
+def test_the_panel_factors_go_on_the_slice_axis_and_the_two_in_plane_ones(spacing, axis, thick, factors):
     assert slice_axis_of_spacing(spacing) == axis
     assert is_thick_slice(spacing) is thick
     expected = [1, 1, 1]
@@ -206,9 +206,8 @@ def test_the_panel_factors_go_on_the_slice_axis_and_the_two_in_plane_ones(spacin
     assert jobs.resolve_scale(8, spacing) == (8, 8, 8) == jobs.panel_scale(8, 8, spacing)
     mixed = jobs.panel_scale(2, 4, spacing)
     assert mixed[axis] == 4 and sorted(mixed) == [2, 2, 4] and slice_axis(mixed) == axis
-    # A newly selected input: a thick-slice scan across its slices only, any other by 2 everywhere.
-    assert jobs.factors_for_input(spacing) == ((1, 2 if max(spacing) / min(spacing) < 2.83 else 4) if thick
-                                               else (2, 2))
+    # A newly selected input: x2 everywhere, or across thick slices (and in-plane too for coarse pixels).
+    assert jobs.factors_for_input(spacing) == factors
 
 
 def test_the_panel_refuses_no_scale_at_all_in_one_sentence():

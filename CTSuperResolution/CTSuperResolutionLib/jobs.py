@@ -31,8 +31,8 @@ def panel_scale(in_plane: int, across_slices: int, spacing_ijk) -> Scale:
 
 def factors_for_input(spacing_ijk) -> tuple[int, int]:
     """The panel's (in-plane, across-slices) factors for a newly selected input of
-    ``spacing_ijk`` (mm): those of :func:`ctsr.grids.suggested_scale` (a thick-slice scan across
-    its slices only, by 2 or 4; any other by 2 on every axis)."""
+    ``spacing_ijk`` (mm): those of :func:`ctsr.grids.suggested_scale` (x2 everywhere; for thick
+    slices x2 or x4 across them, and x2 in-plane only where the pixels are coarse)."""
     scale, axis = suggested_scale(spacing_ijk), slice_axis_of_spacing(spacing_ijk)
     return scale[(axis + 1) % 3], scale[axis]
 

@@ -24,7 +24,8 @@ SCALE_HELP = ("one integer factor from 2 to 16 for all axes (2, 4, 8 usual) or p
               "slices), 2x2x4 (large pixels and thick slices); default 2")
 #: ``upsample``'s scale also takes auto (``simulate-lr``'s cannot: an HR scan has no thick slices).
 UPSAMPLE_SCALE_HELP = SCALE_HELP.removesuffix("; default 2") + (
-    "; or auto: from each input's spacing, x2 or, for thick slices, x2 or x4 across them only; default 2")
+    "; or auto: from each input's spacing, x2, or for thick slices x2 or x4 across them (and x2 in-plane where "
+    "the pixels are coarser than 1.5 mm); default 2")
 
 
 def _window(parser: argparse.ArgumentParser) -> None:

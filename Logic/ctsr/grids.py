@@ -125,8 +125,8 @@ def slice_axis(scale: Scale) -> int | None:
 
 
 #: A scan whose slices are more than this many times farther apart than its finest pixel
-#: spacing is a thick-slice scan (its in-plane pixels are already fine: a scale across the
-#: slices only is what it needs; the Slicer panel then sets its in-plane scale to 1).
+#: spacing is a thick-slice scan: a larger scale across the slices than in-plane is what it
+#: needs (:func:`suggested_scale`).
 THICK_SLICE_RATIO = 2.0
 
 
@@ -136,17 +136,26 @@ def is_thick_slice(spacing_ijk) -> bool:
     return bool(spacing.max() > THICK_SLICE_RATIO * spacing.min())
 
 
+#: In-plane pixels coarser than this (mm) are not yet fine: a thick-slice scan with them is
+#: scaled x2 in-plane as well as across its slices (``2x2x4`` for 3 x 3 x 10 mm).
+COARSE_PIXEL_MM = 1.5
+
+
 def suggested_scale(spacing_ijk) -> Scale:
     """The scale of an input of ``spacing_ijk`` (mm, IJK) when none is chosen (``--scale
-    auto``; the Slicer panel on selecting it): a thick-slice scan (:func:`is_thick_slice`: its
-    pixels are already fine) across its slices only (:func:`slice_axis_of_spacing`), by 2 or 4,
-    whichever brings them nearer its finest pixel spacing (0.7 x 0.7 x 5 mm: 4, to 1.25 mm;
-    1 x 1 x 2.5 mm: 2); any other x2 on every axis."""
+    auto``; the Slicer panel on selecting it). A scan without thick slices
+    (:func:`is_thick_slice`): x2 on every axis. A thick-slice scan: in-plane x2 where its pixels
+    are coarser than :data:`COARSE_PIXEL_MM`, else 1 (they are already fine); across its slices
+    (:func:`slice_axis_of_spacing`) by 2 or 4, whichever brings them nearer the output's pixel
+    spacing: 0.7 x 0.7 x 5 mm -> 1x1x4 (1.25 mm slices), 1 x 1 x 2.5 mm -> 1x1x2,
+    3 x 3 x 10 mm -> 2x2x4 (1.5 x 1.5 x 2.5 mm)."""
     if not is_thick_slice(spacing_ijk):
         return (2, 2, 2)
     spacing = np.asarray(spacing_ijk, dtype=np.float64)
-    scale = [1, 1, 1]
-    scale[slice_axis_of_spacing(spacing)] = 4 if spacing.max() / spacing.min() > 2 * np.sqrt(2.0) else 2
+    in_plane = 2 if spacing.min() > COARSE_PIXEL_MM else 1
+    across = 4 if spacing.max() / (spacing.min() / in_plane) > 2 * np.sqrt(2.0) else 2
+    scale = [in_plane] * 3
+    scale[slice_axis_of_spacing(spacing)] = across
     return tuple(scale)
 
 

@@ -27,7 +27,8 @@ from . import __version__
 from .baselines import METHODS as INTERPOLATION_METHODS
 from .baselines import upsample_interpolate
 from .fidelity import enforce_lr_consistency, lr_residual
-from .grids import AXES, Scale, format_scale, is_auto, is_thick_slice, scale_for, slice_axis, slice_axis_of_spacing
+from .grids import (AXES, Scale, format_scale, is_auto, is_thick_slice, scale_for, slice_axis, slice_axis_of_spacing,
+                    suggested_scale)
 from .lrestimate import resolve_lr_model
 from .lrmodel import LRModel
 from .progress import Progress, SilentProgress
@@ -113,8 +114,7 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     progress.log(f"input {'x'.join(map(str, lr.shape_ijk))} voxels, spacing "
                  f"{'x'.join(f'{s:.3g}' for s in lr.spacing)} mm")
     if chosen_by_spacing:
-        progress.log(f"scale {format_scale(scale)}, chosen from the spacing ("
-                     f"{'across the thick slices only' if is_thick_slice(lr.spacing) else 'x2 on every axis'})")
+        progress.log(f"scale {format_scale(scale)}, chosen from the spacing (ctsr.grids.suggested_scale)")
     thick_axis = slice_axis(scale)
     # Thick slices along x or y (through-plane, or large pixels with thicker slices) run with
     # that axis as z (the methods' slice axis), then turn back (below); a network is chosen
@@ -138,11 +138,11 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     if turn is not None:  # DICOM's SliceThickness describes z, which is then not the scaled axis
         lr, scale, given, slice_thickness_mm = _swap_z(lr, turn), _swap_z(scale, turn), _swap_z(given, turn), None
         provenance["slice_axis"] = f"{AXES[turn]} (run as z)"
-    axis = slice_axis_of_spacing(lr.spacing)
-    if is_thick_slice(lr.spacing) and sum(s > 1 for s in scale) > 1 and slice_axis(scale) != axis:
-        across = "x".join(str(max(scale)) if a == axis else "1" for a in range(3))
-        progress.log(f"note: the input has thick slices ({' x '.join(f'{s:.3g}' for s in lr.spacing)} mm) and its "
-                     f"pixels are already fine; a scale across the slices only (like {across}) is what it needs")
+    if (is_thick_slice(lr.spacing) and sum(s > 1 for s in scale) > 1
+            and slice_axis(scale) != slice_axis_of_spacing(lr.spacing)):
+        progress.log(f"note: the input has thick slices ({' x '.join(f'{s:.3g}' for s in lr.spacing)} mm); a larger "
+                     f"scale across them than in-plane (like {format_scale(suggested_scale(lr.spacing))}, what "
+                     "--scale auto picks) is what it needs")
     progress.update("lr model", 0.0, "reading or estimating how the input was made")
     model = resolve_lr_model(lr, scale, given, slice_thickness_mm)
     reported = model if turn is None else _swap_z(model, turn)
