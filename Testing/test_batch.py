@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -237,6 +238,27 @@ def test_local_workers_are_one_per_gpu_each_seeing_only_its_own(tmp_path, monkey
     assert local_workers(scans, BatchOptions(device="cpu"), requested=3) == 3
     records = run_batch(scans, options, tmp_path, runner=report_the_visible_gpu)
     assert {r.reason for r in records} == expected
+
+
+def test_local_workers_fit_the_scan_that_needs_most_memory_at_its_own_scale(tmp_path, sample, monkeypatch):
+    """The free RAM is shared by the estimate of each scan at the scale it will run at: ``auto``
+    on a 3 x 3 x 10 mm scan is 2x2x4 (16 times the voxels), a manifest's per-scan scale counts."""
+    import ctsr.memory
+    from ctsr.planning import SAFETY, estimate_bytes
+
+    crop = sample.array  # 64^3: large enough for the voxels to count beside the fixed cost
+    write_volume(Volume.from_spacing(crop, (3.0, 3.0, 10.0)), tmp_path / "coarse.nrrd")
+    scans = [Scan("coarse.nrrd", str(tmp_path / "coarse.nrrd"), str(tmp_path / "out.nrrd"))]
+    ram = 10 * estimate_bytes(crop.shape, (2, 2, 4), 0, 0) / SAFETY
+    monkeypatch.setattr(ctsr.memory, "available_ram_bytes", lambda: ram)
+    monkeypatch.setattr(os, "cpu_count", lambda: 256)
+    many = scans * 40
+    assert local_workers(many, BatchOptions(device="cpu", scale="auto")) == 10
+    assert local_workers(many, BatchOptions(device="cpu", scale="2")) == int(
+        SAFETY * ram // estimate_bytes(crop.shape, (2, 2, 2), 0, 0)) > 10
+    per_scan = [replace(scans[0], scale="1x1x8")] * 40
+    assert local_workers(per_scan, BatchOptions(device="cpu", scale="2")) == int(
+        SAFETY * ram // estimate_bytes(crop.shape, (1, 1, 8), 0, 0))
 
 
 def test_a_sidecar_that_cannot_be_written_fails_the_scan_and_a_rerun_redoes_it(tmp_path, sample, monkeypatch):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import resource
 import time
@@ -289,37 +288,41 @@ def gpu_ids(options: BatchOptions) -> list[str]:
 def local_workers(scans: list[Scan], options: BatchOptions, requested: int | None = None) -> int:
     """Worker processes for the local engine: ``requested``; else one per GPU when there are
     GPUs (:func:`gpu_ids`); else as many as the cores allow (two threads each) and the free RAM
-    holds for the largest scan (the memory planner's estimate of the default method); at least
+    holds for the scan that needs most (the memory planner's estimate of the default method, at
+    the scan's scale: ``auto`` from its spacing, a manifest's own); at least
     one, and no more than there are scans."""
     if requested:
         return max(1, int(requested))
     gpus = gpu_ids(options)
     if gpus:
         return max(1, min(len(gpus), len(scans)))
-    from .grids import is_auto, parse_scale
     from .memory import available_ram_bytes
     from .planning import SAFETY, estimate_bytes
 
-    largest = max((_header_voxels(s.input) for s in scans), default=0)
-    scale = 2 if is_auto(options.scale) else max(parse_scale(options.scale))  # auto: at most 8 times the voxels
-    need = estimate_bytes((max(1, round(largest ** (1 / 3))),) * 3, (scale,) * 3, 0, 0)
-    by_memory = int(SAFETY * available_ram_bytes() // max(need, 1))
+    grids = filter(None, (_header_grid(scan, options) for scan in scans))
+    need = max((estimate_bytes(size[::-1], scale, 0, 0) for size, scale in grids),
+               default=estimate_bytes((1, 1, 1), (1, 1, 1), 0, 0))  # the fixed cost
+    by_memory = int(SAFETY * available_ram_bytes() // need)
     return max(1, min(by_memory, (os.cpu_count() or 1) // 2 or 1, len(scans)))
 
 
-def _header_voxels(path: str) -> int:
+def _header_grid(scan: Scan, options: BatchOptions):
+    """(size IJK, scale IJK) of ``scan`` read from its file's header, the scale its own or
+    ``options``' (``auto`` taken from the header's spacing); None for a folder (DICOM), a file
+    that cannot be read or a bad scale (the run says why)."""
     import SimpleITK as sitk
 
+    from .grids import scale_for
     from .io import quiet_itk
 
     try:
         reader = sitk.ImageFileReader()
-        reader.SetFileName(path)
+        reader.SetFileName(scan.input)
         with quiet_itk():
             reader.ReadImageInformation()
-        return int(math.prod(reader.GetSize()))
-    except RuntimeError:
-        return 0  # a folder (DICOM) or a bad file: the run says so
+        return tuple(reader.GetSize()), scale_for(scan.scale or options.scale, reader.GetSpacing())
+    except (RuntimeError, UserError):
+        return None
 
 
 def run_batch(scans: list[Scan], options: BatchOptions = BatchOptions(), out_dir=None, engine: str = "local",
