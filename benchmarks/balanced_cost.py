@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from quality_bench import DATA, _crop  # noqa: E402
+from bench_report import run_meta, write_report  # noqa: E402
+from quality_bench import DATA, _crop, require_data  # noqa: E402
 
 #: name -> (file, KJI crop of the input, scale)
 CASES = {
@@ -63,8 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--one", nargs=2, metavar=("CASE", "METHOD"), help="run one case in this process")
     args = parser.parse_args()
-    if not DATA.is_dir():
-        sys.exit(f"benchmark data not found at {DATA}")
+    require_data()
     if args.one:
         print(json.dumps(run_one(*args.one)))
         return
@@ -75,9 +73,7 @@ def main() -> None:
                                   check=True)
             rows.append(json.loads(done.stdout.splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "threads": 2, "date": time.strftime("%Y-%m-%d")}
-    (HERE / "balanced_cost.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    meta = run_meta(threads=2)
     lines = [f"Cost of `fast` and `balanced` ({meta['date']}, CPU, 2 threads; `python benchmarks/balanced_cost.py`)",
              "", "| input | method | output voxels | wall s | stages (s) | peak RSS GB | internal prior |",
              "|---|---|---|---|---|---|---|"]
@@ -85,8 +81,7 @@ def main() -> None:
         stages = ", ".join(f"{k} {v}" for k, v in r["stages"].items())
         lines.append(f"| {r['case']} | {r['method']} | {'x'.join(map(str, r['output']))} | {r['seconds']} | {stages} | "
                      f"{r['peak_rss_gb']} | {r['internal_prior']} |")
-    (HERE / "balanced_cost.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report("balanced_cost", {"meta": meta, "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1] / "shared" / "data" / "ct"
+sys.path.insert(0, str(HERE))
+
+from bench_report import run_meta, write_report  # noqa: E402
+from quality_bench import DATA, require_data  # noqa: E402
+
 SOURCES = ("chest_cta_1.5mm.nrrd", "abdomen_pelvis_3mm.nrrd", "head_1.5mm.nrrd")
 ENGINES = {"local, 1 worker": ["--workers", "1"], "local, 2 workers": ["--workers", "2"], "ray (local)": ["--engine", "ray"]}
 
@@ -46,8 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scans", type=int, default=24)
     args = parser.parse_args()
-    if not DATA.is_dir():
-        sys.exit(f"benchmark data not found at {DATA}")
+    require_data()
     rows = []
     with tempfile.TemporaryDirectory() as work:
         cohort, out = Path(work) / "cohort", Path(work) / "out"
@@ -64,14 +66,11 @@ def main() -> None:
             rows.append({"engine": name, "scans": args.scans, "seconds": round(seconds, 1),
                          "scans_per_hour": round(3600 * args.scans / seconds), "per_scan_s": round(seconds / args.scans, 2)})
             print(json.dumps(rows[-1]), flush=True)
-    meta = {"machine": platform.processor() or platform.machine(), "cores": 2, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d"), "cohort": f"{args.scans} real CT crops of 96^3, x2 with fast"}
-    (HERE / "batch.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    meta = run_meta(cores=2, cohort=f"{args.scans} real CT crops of 96^3, x2 with fast")
     lines = [f"Batch throughput ({meta['date']}, {meta['cohort']}; `python benchmarks/batch_bench.py`)", "",
              "| engine | scans | wall s | s per scan | scans per hour |", "|---|---|---|---|---|"]
     lines += [f"| {r['engine']} | {r['scans']} | {r['seconds']} | {r['per_scan_s']} | {r['scans_per_hour']} |" for r in rows]
-    (HERE / "batch.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report("batch", {"meta": meta, "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

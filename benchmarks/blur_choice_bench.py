@@ -16,15 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import foreign_lr  # noqa: E402
+from bench_report import run_meta, write_report  # noqa: E402
 from degradation_bench import BLURS, NOISES, make_lr  # noqa: E402
-from quality_bench import CASES, DATA, _hr  # noqa: E402
+from quality_bench import CASES, _hr, require_data  # noqa: E402
 
 SCALE = (2, 2, 2)
 CANDIDATES = ("gauss:0.5", "box", "gauss:0.75", "gauss:1", "gauss:1.25", "gauss:1.5")
@@ -60,7 +60,6 @@ def run_cell(hr, blur: str, noise) -> dict:
 
 
 def write(rows: list[dict], meta: dict) -> None:
-    (HERE / "blur_choice.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [f"What choosing the blur costs ({meta['date']}, CPU, 2 threads; `python benchmarks/blur_choice_bench.py`)",
              "", "x2, `fast` given each blur (noise SD estimated); PSNR gain over cubic, dB.", "",
              "| case | LR made by | noise estimate HU | " + " | ".join(CANDIDATES) + " |",
@@ -76,18 +75,17 @@ def write(rows: list[dict], meta: dict) -> None:
                   f"{max(wider):+.2f} dB, {sum(g < 0 for g in wider)} below cubic.",
               f"One member too narrow ({len(narrower)} inputs): {min(narrower):+.2f} to {max(narrower):+.2f} dB "
               f"against the right member, gain over cubic {min(narrower_gain):+.2f} at worst."]
-    (HERE / "blur_choice.md").write_text("\n".join(lines) + "\n")
+    write_report("blur_choice", {"meta": meta, "rows": rows}, "\n".join(lines), show=False)
 
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
-    if not DATA.is_dir():
-        sys.exit(f"benchmark data not found at {DATA}")
+    require_data()
     import torch
 
     torch.set_num_threads(2)
     rows = []
-    meta = {"date": time.strftime("%Y-%m-%d"), "scale": list(SCALE), "candidates": CANDIDATES}
+    meta = run_meta(threads=2, scale=list(SCALE), candidates=CANDIDATES)
     for case in CASES:
         hr = _hr(case)
         for blur, noise in cells():

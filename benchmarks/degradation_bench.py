@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
@@ -57,14 +56,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import foreign_lr  # noqa: E402
+from bench_report import run_meta, write_report  # noqa: E402
 from leave_one_out import pretrained_without  # noqa: E402
-from quality_bench import CASES, DATA, SCALES, _crop, _hr, _label  # noqa: E402
+from quality_bench import CASES, DATA, SCALES, _crop, _hr, _label, require_data  # noqa: E402
 
 #: Not in the default matrix: in-plane x4 (``--scales 4x4x1``; with ``--large``, the head's
 #: 48 x 48 in-plane LR is where thick-slice scans keep their detail), x2 in-plane with x4
 #: through-plane (``2x2x4``: a scan with both large pixels and thick slices), and the panel's
-#: x8 across the slices, alone and with x2 in-plane (``1x1x8``, ``2x2x8``).
-EXTRA_SCALES = {"4x4x1": (4, 4, 1), "2x2x4": (2, 2, 4), "1x1x8": (1, 1, 8), "2x2x8": (2, 2, 8)}
+#: x8 across the slices, alone and with x2 in-plane (``1x1x8``, ``2x2x8``), and with x4 in-plane
+#: (``4x4x8``), and the odd factor the command line takes (``3x3x3``, ``1x1x3``, ``2x2x3``).
+EXTRA_SCALES = {"4x4x1": (4, 4, 1), "2x2x4": (2, 2, 4), "1x1x8": (1, 1, 8), "2x2x8": (2, 2, 8),
+                "3x3x3": (3, 3, 3), "1x1x3": (1, 1, 3), "2x2x3": (2, 2, 3), "4x4x8": (4, 4, 8)}
 
 BLURS = ("gauss:0.5", "gauss:1", "gauss:1.5", "box")
 NOISES = (0, 10, 30)
@@ -255,8 +257,7 @@ def main() -> None:
                         help="run nothing: remove these columns from OUT.json's rows of --cases and --scales "
                              "(measured by code that has since changed), rewrite the summaries")
     args = parser.parse_args()
-    if not DATA.is_dir():
-        sys.exit(f"benchmark data not found at {DATA}")
+    require_data()
     args.out = args.out or ("degradation_foreign" if args.foreign else "degradation")
     if args.drop and not (HERE / f"{args.out}.json").is_file():
         sys.exit("--drop needs the benchmark's JSON to drop columns from; there is none yet.")
@@ -312,15 +313,11 @@ def main() -> None:
     over_fast = summary(rows, ["balanced"], reference="fast") + summary(rows, ["balanced, true model"],
                                                                          reference="fast, true model")
     over_zero = summary(rows, ["balanced"], reference="balanced, from zero")
-    meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "threads": 2, "date": time.strftime("%Y-%m-%d"), "blurs": blurs, "noises": noises,
-            "crops": {c: str(LARGE_CASES[c] if args.large else CASES[c]) for c in cases},
-            "arguments": arguments}
-    (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "summary": summaries, "balanced_over_fast": over_fast,
-                                                         "balanced_over_from_zero": over_zero, "rows": rows}, indent=1))
-    text = markdown(rows, summaries, over_fast, over_zero, meta)
-    (HERE / f"{args.out}.md").write_text(text)
-    print(text)
+    meta = run_meta(threads=2, blurs=blurs, noises=noises,
+                    crops={c: str(LARGE_CASES[c] if args.large else CASES[c]) for c in cases}, arguments=arguments)
+    write_report(args.out, {"meta": meta, "summary": summaries, "balanced_over_fast": over_fast,
+                            "balanced_over_from_zero": over_zero, "rows": rows},
+                 markdown(rows, summaries, over_fast, over_zero, meta))
 
 
 if __name__ == "__main__":

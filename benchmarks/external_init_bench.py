@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_report import run_meta, write_report  # noqa: E402
 from quality_bench import CASES, DATA, _hr  # noqa: E402
 
 SCALE = (2, 2, 2)
@@ -131,10 +131,9 @@ def main(argv=None) -> None:
                 row = {"case": held, "pretrain_seconds": seconds, **cell(hr, blur, noise, external)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    meta = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "machine": platform.machine(),
-            "pretrain_steps": args.pretrain_steps, "train_scans": args.train_scans, "arguments": " ".join(sys.argv[1:] if argv is None else argv)}
-    (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    (HERE / f"{args.out}.md").write_text(markdown(rows, meta))
+    meta = run_meta(threads=args.threads, pretrain_steps=args.pretrain_steps, train_scans=args.train_scans,
+                    arguments=" ".join(sys.argv[1:] if argv is None else argv))
+    write_report(args.out, {"meta": meta, "rows": rows}, markdown(rows, meta), show=False)
 
 
 if __name__ == "__main__":

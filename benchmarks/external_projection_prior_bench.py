@@ -41,8 +41,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_report import run_meta, write_report  # noqa: E402
 from leave_one_out import pretrained_without, projection_prior_without  # noqa: E402
-from projection_prior_bench import BLURS, VIEWS, _score, scanned, scored_runs  # noqa: E402
+from projection_prior_bench import BLURS, VIEWS, _gain_line, _score, scanned, scored_runs  # noqa: E402
 from quality_bench import CASES, _hr  # noqa: E402
 
 SCALE = (4, 4, 4)
@@ -68,14 +69,6 @@ def cell(hr, lr_cell: str, prior) -> dict:
     return row
 
 
-def _gain_line(rows: list[dict], target: str, reference: str) -> tuple[float, float, str, int]:
-    """Mean and worst gain (dB) of ``target`` over ``reference`` on ``rows``, the worst cell, and
-    how many cells are below."""
-    gains = [(r[target] - r[reference], f"{r['case']} {r['lr_model']}") for r in rows]
-    worst = min(gains)
-    return float(np.mean([g for g, _ in gains])), worst[0], worst[1], sum(g < 0 for g, _ in gains)
-
-
 def _configurations(rows: list[dict]) -> list[tuple[int, int]]:
     return sorted({(r["train_scans"], r["steps"]) for r in rows})
 
@@ -92,7 +85,6 @@ def end_to_end_cell(case: str, lr_cell: str) -> dict:
 
 
 def write_end_to_end(rows: list[dict], meta: dict, out: str) -> None:
-    (HERE / f"{out}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [f"External projection prior end to end at x4 ({meta['date']}, CPU, {meta['threads']} threads; "
              f"`python benchmarks/external_projection_prior_bench.py {meta['arguments']}`)", "",
              "96^3 crops, LR model estimated; `balanced` starts from the x2 volume prior pretrained without the "
@@ -106,11 +98,10 @@ def write_end_to_end(rows: list[dict], meta: dict, out: str) -> None:
         lines.append(f"| {r['case']} | {r['lr_model']} | " + " | ".join(
             f"{r[m]['psnr']:.2f} / {r[m]['ssim']:.4f}, {r[m]['seconds']:.0f} s, {r[m]['peak_rss_gb']}"
             for m in END_TO_END) + f" | {r['standard']['projection prior']} |")
-    (HERE / f"{out}.md").write_text("\n".join(lines) + "\n")
+    write_report(out, {"meta": meta, "rows": rows}, "\n".join(lines), show=False)
 
 
 def write(rows: list[dict], meta: dict, out: str) -> None:
-    (HERE / f"{out}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [f"External projection prior at x4 ({meta['date']}, CPU, {meta['threads']} threads; "
              f"`python benchmarks/external_projection_prior_bench.py {meta['arguments']}`)", "",
              f"Projection domain, x4, {VIEWS} views, 96^3 crops, LR model estimated; the network pretrained on "
@@ -139,7 +130,7 @@ def write(rows: list[dict], meta: dict, out: str) -> None:
                 mean, worst, where, below = _gain_line(some, target, reference)
                 lines += ["", f"{scans} training scan(s), {steps} steps: gain of `{target}` over `{reference}`: "
                               f"mean {mean:+.2f} dB, worst {worst:+.2f} ({where}), {below} of {len(some)} cells below."]
-    (HERE / f"{out}.md").write_text("\n".join(lines) + "\n")
+    write_report(out, {"meta": meta, "rows": rows}, "\n".join(lines), show=False)
 
 
 def main() -> None:
@@ -156,8 +147,7 @@ def main() -> None:
     parser.add_argument("--out", default="external_projection_prior")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    meta = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "views": VIEWS, "scale": list(SCALE),
-            "arguments": " ".join(sys.argv[1:])}
+    meta = run_meta(threads=args.threads, views=VIEWS, scale=list(SCALE), arguments=" ".join(sys.argv[1:]))
     if args.end_to_end:
         out = f"{args.out}_end_to_end"
         previous = HERE / f"{out}.json"

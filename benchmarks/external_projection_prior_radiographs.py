@@ -29,8 +29,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from external_projection_prior_bench import COLUMNS, _gain_line, cell  # noqa: E402
-from projection_prior_bench import BLURS  # noqa: E402
+from bench_report import run_meta, write_report  # noqa: E402
+from external_projection_prior_bench import COLUMNS, cell  # noqa: E402
+from projection_prior_bench import BLURS, _gain_line  # noqa: E402
 from quality_bench import CASES, DATA, _hr  # noqa: E402
 
 from ctsr.baselines import upsample_interpolate  # noqa: E402
@@ -114,12 +115,11 @@ def main():
             rows.append({"case": case, "seconds": round(seconds), **cell(hr, f"{blur},noise:10", prior)})
             print(json.dumps(rows[-1]), flush=True)
     names = [p.name for p in sorted(XRAY.glob("*.dcm"))]
-    write(rows, {"date": time.strftime("%Y-%m-%d"), "threads": 2, "radiographs": names,
-                 "radiograph pairs": len(images) * MODELS_PER_IMAGE * CROPS_PER_MODEL})
+    write(rows, run_meta(threads=2, radiographs=names,
+                         **{"radiograph pairs": len(images) * MODELS_PER_IMAGE * CROPS_PER_MODEL}))
 
 
 def write(rows: list[dict], meta: dict) -> None:
-    (HERE / f"{OUT}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [f"External projection prior at x4 with the radiographs as extra training pairs ({meta['date']}, CPU, "
              f"{meta['threads']} threads; `python benchmarks/{OUT}.py`)", "",
              f"Leave one scan out, two training scans and {meta['radiograph pairs']} radiograph pairs "
@@ -133,7 +133,7 @@ def write(rows: list[dict], meta: dict) -> None:
         mean, worst, where, below = _gain_line(rows, target, "consistent P_up")
         lines += ["", f"Gain of `{target}` over the consistent `P_up`: mean {mean:+.2f} dB, worst {worst:+.2f} "
                       f"({where}), {below} of {len(rows)} cells below."]
-    (HERE / f"{OUT}.md").write_text("\n".join(lines) + "\n")
+    write_report(OUT, {"meta": meta, "rows": rows}, "\n".join(lines), show=False)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ Writes benchmarks/external_x4.{json,md}; the networks are kept in benchmarks/_wo
 from __future__ import annotations
 
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from leave_one_out import pretrained_without  # noqa: E402
-from quality_bench import CASES, DATA, _hr  # noqa: E402
+from bench_report import run_meta, write_report  # noqa: E402
+from quality_bench import CASES, _hr, require_data  # noqa: E402
 
 SCALE = (4, 4, 4)
 BLURS = ("gauss:0.5", "gauss:1", "gauss:1.5", "box")
@@ -80,8 +79,7 @@ def markdown(rows, meta) -> str:
 
 
 def main() -> None:
-    if not DATA.is_dir():
-        sys.exit(f"benchmark data not found at {DATA}")
+    require_data()
     from ctsr.external_prior import load_external_prior
 
     torch.set_num_threads(2)
@@ -93,11 +91,8 @@ def main() -> None:
             for noise in NOISES:
                 rows.append({"case": case, **cell(hr, blur, noise, external)})
                 print(json.dumps(rows[-1]), flush=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "threads": 2, "machine": platform.processor() or platform.machine(),
-            "scale": list(SCALE)}
-    (HERE / "external_x4.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    (HERE / "external_x4.md").write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
+    meta = run_meta(threads=2, scale=list(SCALE))
+    write_report("external_x4", {"meta": meta, "rows": rows}, markdown(rows, meta))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_report import run_meta, write_report  # noqa: E402
+
 #: case -> KJI slices of the chest CTA (233 x 167 x 191 voxels, 1.5 mm) that make the HR truth
 CASES = {
     "chest 128^3": (slice(31, 159), slice(19, 147), slice(52, 180)),
@@ -147,10 +149,10 @@ def derived(row: dict) -> dict:
             "other_s_per_mvoxel": round(other / (row["output_voxels"] / 1e6), 3)}
 
 
-def write_report(meta: dict, rows: list[dict]) -> None:
+def write(meta: dict, rows: list[dict]) -> None:
+    """benchmarks/gpu_cost.{json,md} from the rows run so far, each with :func:`derived`'s figures."""
     for row in rows:
         row.update(derived(row))
-    (HERE / "gpu_cost.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [f"# Cost of the presets on {meta['device']} ({meta['date']})", "",
              f"Command: `python benchmarks/gpu_cost.py`. Chest CTA crops at x2, LR by the paper's operator "
              f"(given to the runs). torch {meta['torch']}, Triton {meta['triton']}. CUDA start and Triton "
@@ -164,8 +166,7 @@ def write_report(meta: dict, rows: list[dict]) -> None:
                      f"{r['iterations'] or '-'} | {r['gaussians'] or '-'} | {r['seconds']} | {stages} | "
                      f"{r['nabgs_ms_per_iteration'] or '-'} | {r['other_s_per_mvoxel']} | {r['peak_gpu_gb']} | "
                      f"{r['psnr']} | {r['ssim']} |")
-    (HERE / "gpu_cost.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
+    write_report("gpu_cost", {"meta": meta, "rows": rows}, "\n".join(lines))
 
 
 def main() -> None:
@@ -186,9 +187,8 @@ def main() -> None:
 
     start = time.monotonic()
     cases = read_cases(args.cases)
-    meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "CPU (dry run)",
-            "torch": torch.__version__, "triton": triton.__version__, "date": time.strftime("%Y-%m-%d"),
-            "warm_up_s": warm_up(args.device)}
+    meta = run_meta(device=torch.cuda.get_device_name() if args.device == "cuda" else "CPU (dry run)",
+                    torch=torch.__version__, triton=triton.__version__, warm_up_s=warm_up(args.device))
     rows = []
     for index, (case, name, label) in enumerate(RUNS):
         if args.runs is not None and index not in args.runs:
@@ -203,7 +203,7 @@ def main() -> None:
             traceback.print_exc()
             continue
         print(json.dumps(rows[-1]), flush=True)
-        write_report(meta, rows)
+        write(meta, rows)
 
 
 if __name__ == "__main__":

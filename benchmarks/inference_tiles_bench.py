@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "Logic"))
+sys.path.insert(0, str(HERE))
+
+from bench_report import run_meta, write_report  # noqa: E402
 
 #: KJI shapes: a 128^3 output, x2 of a 24-slice 256 x 256 crop, and 16 slices of a 1024 x 1024
 #: output (x2 of a 512 x 512 CT).
@@ -80,8 +82,7 @@ def main() -> None:
                      "tiles_computed_per_voxel": round(computed / math.prod(shape), 2),
                      "max_abs_difference_hu": float(np.abs(old - new).max())})
         print(json.dumps(rows[-1]), flush=True)
-    meta = {"machine": platform.processor() or platform.machine(), "threads": 2, "date": time.strftime("%Y-%m-%d")}
-    (HERE / "inference_tiles.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    meta = run_meta(threads=2)
     lines = [f"Internal prior inference, tiles against slabs of whole slices ({meta['date']}, CPU, 2 threads; "
              "`python benchmarks/inference_tiles_bench.py`)", "",
              "| volume (KJI) | tile (KJI) | slabs s | tiles s | voxels computed per voxel, slabs | tiles | "
@@ -90,8 +91,7 @@ def main() -> None:
         lines.append(f"| {'x'.join(map(str, r['shape_kji']))} | {'x'.join(map(str, r['tile_kji']))} | {r['slabs_s']} | "
                      f"{r['tiles_s']} | {r['slabs_computed_per_voxel']} | {r['tiles_computed_per_voxel']} | "
                      f"{r['max_abs_difference_hu']:g} |")
-    (HERE / "inference_tiles.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report("inference_tiles", {"meta": meta, "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

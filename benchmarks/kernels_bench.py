@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +32,10 @@ from ctsr.gaussians.kernels.voxelize_triton import voxelize_pairs
 from ctsr.geometry import ConeGeometry
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_report import machine, write_report  # noqa: E402
+
 REPEATS = 3
 N_GAUSSIANS = 20000
 GRID = 128
@@ -99,7 +103,7 @@ def measure(device, backend):
 def device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({machine()}, {torch.get_num_threads()} threads)"
 
 
 def earlier_rows(path: Path, kind: str) -> list[dict]:
@@ -134,7 +138,6 @@ def main() -> None:
     result = {"case": {"gaussians": N_GAUSSIANS, "grid": GRID, "detector": [GRID, GRID], "views": 4,
                        "mode": "cone", "repeats": REPEATS},
               "gpu": gpu_note, "torch": torch.__version__, "rows": rows}
-    path.write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# Renderer and voxelizer throughput (pairs per second)", "",
              f"{N_GAUSSIANS} signed Gaussians (~1.5 voxels), {GRID}^2 cone-beam detector x 4 views; "
              f"voxelization of the {GRID}^3 grid. Median of {REPEATS} runs after a warm-up. "
@@ -146,8 +149,7 @@ def main() -> None:
                  ("render_forward", "render_forward_backward", "voxelize_forward", "voxelize_forward_backward")]
         lines.append(f"| {r['device']} | {r['backend']} | " + " | ".join(cells) + " |")
     lines += ["", f"Pairs: {rows[0]['render_pairs']:,} Gaussian-pixel, {rows[0]['voxel_pairs']:,} Gaussian-voxel."]
-    (HERE / "kernels_bench.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report("kernels_bench", result, "\n".join(lines))
 
 
 if __name__ == "__main__":

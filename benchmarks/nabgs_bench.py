@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,10 @@ from ctsr.roi import Roi, crop_to_roi
 from ctsr.volume import Volume
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_report import write_report  # noqa: E402
+
 DATA = HERE.parents[1] / "shared" / "data" / "ct"
 CROPS = {"chest_cta_1.5mm.nrrd": "chest CTA", "abdomen_pelvis_3mm.nrrd": "abdomen-pelvis"}
 
@@ -133,7 +138,6 @@ def main():
 
 def write(results: dict, args) -> None:
     """benchmarks/nabgs.json and benchmarks/nabgs.md from the cases run so far."""
-    (HERE / "nabgs.json").write_text(json.dumps(results, indent=1, default=str))
     lines = [f"Crops {args.size}^3 (centre), {args.views} cone-beam views, fast fit settings with "
              f"{args.iterations} iterations and {args.gaussians} initial Gaussians, {args.threads} CPU "
              f"threads, {results['backend']} renderer.", "", f"Command: python benchmarks/nabgs_bench.py "
@@ -150,7 +154,7 @@ def write(results: dict, args) -> None:
     for name, tp in results["throughput"].items():
         lines.append(f"- {name}: {tp['forward_pairs_per_s']:,} / {tp['backward_pairs_per_s']:,} "
                      f"({tp['pairs']:,} pairs)")
-    (HERE / "nabgs.md").write_text("\n".join(lines) + "\n")
+    write_report("nabgs", results, "\n".join(lines), show=False)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from quality_bench import CASES, DATA, _hr  # noqa: E402
+from bench_report import run_meta, write_report  # noqa: E402
+from quality_bench import CASES, _hr, require_data  # noqa: E402
 
 READING_SCALES = {"2": (2, 2, 2), "4": (4, 4, 4), "1x1x4": (1, 1, 4)}
 READING_BLURS = ("gauss:0.5", "gauss:1", "box")
@@ -100,8 +101,8 @@ def cost_rows() -> list[dict]:
     return rows
 
 
-def markdown(readings: list[dict], costs: list[dict]) -> str:
-    lines = [f"Noise readings on coarse LR inputs ({time.strftime('%Y-%m-%d')}; "
+def markdown(readings: list[dict], costs: list[dict], date: str) -> str:
+    lines = [f"Noise readings on coarse LR inputs ({date}; "
              "`python benchmarks/noise_level_bench.py`)", "",
              "HU. `added`: the white noise added to the LR (the crop's own noise comes on top); `estimate`: what "
              "the consistency step stops at and the internal prior's pairs carry; the two eigenvalue readings "
@@ -123,17 +124,13 @@ def markdown(readings: list[dict], costs: list[dict]) -> str:
 
 
 def main() -> None:
-    if not DATA.is_dir():
-        sys.exit(f"benchmark data not found at {DATA}")
+    require_data()
     import torch
 
     torch.set_num_threads(2)
     readings, costs = reading_rows(), cost_rows()
-    (HERE / "noise_level.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "readings": readings,
-                                                       "costs": costs}, indent=1))
-    text = markdown(readings, costs)
-    (HERE / "noise_level.md").write_text(text)
-    print(text)
+    meta = run_meta(threads=2)
+    write_report("noise_level", {**meta, "readings": readings, "costs": costs}, markdown(readings, costs, meta["date"]))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,8 @@ Writes benchmarks/noise_readings.{json,md}; about a minute on 2 cores.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import foreign_lr  # noqa: E402
-from quality_bench import CASES, DATA, _hr  # noqa: E402
+from bench_report import run_meta, write_report  # noqa: E402
+from quality_bench import CASES, DATA, _hr, require_data  # noqa: E402
 
 SCALE = (2, 2, 2)
 ADDED_HU = (10.0, 20.0)
@@ -94,8 +93,8 @@ def real_scan_rows() -> list[dict]:
     return rows
 
 
-def markdown(known: list[dict], real: list[dict]) -> str:
-    lines = [f"What the noise estimate reads ({time.strftime('%Y-%m-%d')}; `python benchmarks/noise_readings.py`)", "",
+def markdown(known: list[dict], real: list[dict], date: str) -> str:
+    lines = [f"What the noise estimate reads ({date}; `python benchmarks/noise_readings.py`)", "",
              "Added noise of known SD on the x2 block-mean LR of each crop: what each reading finds of it "
              "(sqrt(with^2 - without^2), HU), and the estimate (the larger reading) without and with it, HU: the "
              "level the consistency step stops at, which also holds the crop's own noise and aliasing.", "",
@@ -113,14 +112,10 @@ def markdown(known: list[dict], real: list[dict]) -> str:
 
 
 def main() -> None:
-    if not DATA.is_dir():
-        sys.exit(f"benchmark data not found at {DATA}")
+    require_data()
     known, real = known_noise_rows(), real_scan_rows()
-    (HERE / "noise_readings.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "known": known,
-                                                          "real": real}, indent=1))
-    text = markdown(known, real)
-    (HERE / "noise_readings.md").write_text(text)
-    print(text)
+    meta = run_meta()
+    write_report("noise_readings", {**meta, "known": known, "real": real}, markdown(known, real, meta["date"]))
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 from pathlib import Path
 
 import torch
+from bench_report import machine, write_report
 from nabgs_bench import DATA, centre_crop
 
 from ctsr.baselines import upsample_interpolate
@@ -45,7 +45,7 @@ def main():
     hr = centre_crop(read_volume(DATA / "chest_cta_1.5mm.nrrd"), args.size)
     lr = simulate_lr(hr, (2, 2, 2))
     device = "GPU: " + torch.cuda.get_device_name() if torch.cuda.is_available() else \
-        f"CPU ({platform.machine()}, {args.threads} threads)"
+        f"CPU ({machine()}, {args.threads} threads)"
     cubic = evaluate(upsample_interpolate(lr, (2, 2, 2), "cubic"), hr)
     rows = []
     for name in args.fit:
@@ -68,7 +68,6 @@ def main():
         if all(earlier.get(k) == result[k] for k in ("size", "views", "device")):
             done = {r["fit"] for r in rows}
             rows[:0] = [r for r in earlier["rows"] if r["fit"] not in done]
-    path.write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Pipeline cost: {args.size}^3 HR output at x2 ({device})", "",
              f"Command: `python benchmarks/pipeline_cost.py --size {args.size} --fit {' '.join(r['fit'] for r in rows)} "
              f"--views {args.views} --threads {args.threads}`. Chest CTA crop; no prior (target = "
@@ -81,8 +80,7 @@ def main():
         lines.append(f"| {r['fit']} | {r['iterations']} | {r['gaussians']} | {r['backend']} | {r['seconds']} | "
                      f"{s.get('project', 0)} | {s.get('nabgs', 0)} | {s.get('consistency', 0)} | {r['psnr']} | "
                      f"{r['ssim']} | {r['peak_rss_mb']} |")
-    (HERE / "pipeline_cost.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report("pipeline_cost", result, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ Writes benchmarks/<out>.json and benchmarks/<out>.md (default prior_bench).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +38,9 @@ from ctsr.projector import project_hu
 from ctsr.resources import sample_volume_path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_report import machine, write_report  # noqa: E402
 
 
 def score(estimate: torch.Tensor, truth: torch.Tensor) -> dict:
@@ -130,11 +132,9 @@ def main() -> None:
     command += f" --model {args.model}" if args.model else ""
     command += "" if args.out == "prior_bench" else f" --out {args.out}"
     result = {"model": str(prior.path), "case": "CTChestCrop (64^3 crop of held-out chest_cta_1.5mm)",
-              "command": command, "machine": f"{platform.processor() or platform.machine()}, "
-              f"{args.threads} torch threads", "rows": rows}
-    (HERE / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / f"{args.out}.md").write_text(f"# Projection prior benchmark\n\n{__doc__.split(chr(10) + chr(10))[1]}\n\n"
-                                         f"Model: `{prior.path.name}`. Command: `{command}`\n\n{table}\n")
+              "command": command, "machine": f"{machine()}, {args.threads} torch threads", "rows": rows}
+    write_report(args.out, result, f"# Projection prior benchmark\n\n{__doc__.split(chr(10) + chr(10))[1]}\n\n"
+                                   f"Model: `{prior.path.name}`. Command: `{command}`\n\n{table}", show=False)
     if args.update_card:
         import json as _json
 

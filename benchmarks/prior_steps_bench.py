@@ -28,6 +28,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_report import run_meta, write_report  # noqa: E402
 from degradation_bench import BLURS, NOISES  # noqa: E402
 from quality_bench import CASES, _hr, _label  # noqa: E402
 
@@ -82,9 +83,7 @@ def main() -> None:
                            "internal_prior": result.provenance.get("internal_prior")}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    meta = {"steps": args.steps, "default_steps": default_steps, "reference": reference,
-            "date": time.strftime("%Y-%m-%d"), "threads": 2}
-    (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    meta = run_meta(threads=2, steps=args.steps, default_steps=default_steps, reference=reference)
     defaults = ", ".join(f"{_label(s)} {n}" for s, n in default_steps.items())
     lines = [f"`balanced` with {args.steps} internal-prior steps against its default ({defaults}) "
              f"({meta['date']}, CPU, 2 threads; `python benchmarks/prior_steps_bench.py "
@@ -108,8 +107,7 @@ def main() -> None:
     cell = lambda s: f"{s['psnr']:.2f} / {s['ssim']:.4f}"
     lines += [f"| {r['case']} | {_label(r['scale'])} | {r['lr_model']} | {cell(r['cubic'])} | "
               f"{cell(r['default'])} | {cell(r['more_steps'])} |" for r in rows]
-    (HERE / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, {"meta": meta, "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

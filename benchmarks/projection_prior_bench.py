@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import sys
 import time
@@ -43,6 +42,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_report import run_meta, write_report  # noqa: E402
 from quality_bench import CASES, _hr  # noqa: E402
 
 BLURS = ("gauss:0.5", "gauss:1.5", "box")
@@ -59,6 +59,14 @@ def _score(estimate: torch.Tensor, truth: torch.Tensor) -> float:
     t = truth.double().numpy()
     low, span = t.min(), t.max() - t.min()
     return round(psnr((estimate.double().numpy() - low) / span, (t - low) / span), 3)
+
+
+def _gain_line(rows: list[dict], target: str, reference: str) -> tuple[float, float, str, int]:
+    """Mean and worst gain (dB) of ``target`` over ``reference`` on ``rows``, the worst cell, and
+    how many cells are below."""
+    gains = [(r[target] - r[reference], f"{r['case']} {r['lr_model']}") for r in rows]
+    worst = min(gains)
+    return float(np.mean([g for g, _ in gains])), worst[0], worst[1], sum(g < 0 for g, _ in gains)
 
 
 def scanned(hr, cell: str, scale=SCALE, views: int = VIEWS):
@@ -139,8 +147,6 @@ def end_to_end_cell(hr, cell: str, methods=END_TO_END) -> dict:
 
 
 def write(rows: list[dict], ends: list[dict], meta: dict) -> None:
-    (HERE / "projection_prior.json").write_text(json.dumps({"meta": meta, "projection": rows,
-                                                            "end_to_end": ends}, indent=1) + "\n")
     columns = ["bicubic y", "P_up", "consistent P_up"] + [f"internal, {s} steps{c}" for s in STEPS
                                                           for c in ("", ", consistent")]
     lines = [f"Internal projection prior ({meta['date']}, CPU, {meta['threads']} threads; "
@@ -157,9 +163,8 @@ def write(rows: list[dict], ends: list[dict], meta: dict) -> None:
         lines += ["", f"Gain over `{reference}`, mean over the cells (worst cell):", "",
                   "| target | mean | worst (cell) |", "|---|---|---|"]
         for c in [c for c in ["P_up"] + columns[3:] if c != reference]:
-            gains = [(r[c] - r[reference], f"{r['case']} {r['lr_model']}") for r in rows]
-            worst = min(gains)
-            lines.append(f"| {c} | {np.mean([g for g, _ in gains]):+.2f} | {worst[0]:+.2f} ({worst[1]}) |")
+            mean, worst, where, _ = _gain_line(rows, c, reference)
+            lines.append(f"| {c} | {mean:+.2f} | {worst:+.2f} ({where}) |")
     if ends:
         lines += ["", "End to end (x2, LR model estimated; `python benchmarks/projection_prior_bench.py "
                   "--skip-projection --end-to-end CASE:CELL ...`): PSNR dB / SSIM against the truth, seconds, "
@@ -169,7 +174,8 @@ def write(rows: list[dict], ends: list[dict], meta: dict) -> None:
             lines.append(f"| {r['case']} | {r['lr_model']} | " + " | ".join(
                 f"{r[m]['psnr']:.2f} / {r[m]['ssim']:.4f}, {r[m]['seconds']:.0f} s, {r[m]['peak_rss_gb']}"
                 if m in r else "-" for m in END_TO_END) + " |")
-    (HERE / "projection_prior.md").write_text("\n".join(lines) + "\n")
+    write_report("projection_prior", {"meta": meta, "projection": rows, "end_to_end": ends}, "\n".join(lines),
+                 show=False)
 
 
 def main() -> None:
@@ -184,8 +190,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    meta = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "machine": platform.processor() or "cpu",
-            "views": VIEWS, "scale": list(SCALE), "arguments": " ".join(sys.argv[1:])}
+    meta = run_meta(threads=args.threads, views=VIEWS, scale=list(SCALE), arguments=" ".join(sys.argv[1:]))
     # A run of one part keeps the other part's rows from the previous run.
     previous = HERE / "projection_prior.json"
     kept = json.loads(previous.read_text()) if previous.is_file() else {}

@@ -31,13 +31,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from projection_prior_bench import BLURS, VIEWS, _score, scanned  # noqa: E402
+from bench_report import run_meta, write_report  # noqa: E402
+from projection_prior_bench import BLURS, VIEWS, _gain_line, _score, scanned  # noqa: E402
 from quality_bench import CASES, _hr  # noqa: E402
 
 SCALE = (4, 4, 4)
@@ -85,7 +85,6 @@ def cell(hr, lr_cell: str) -> dict:
 
 
 def write(rows: list[dict], meta: dict) -> None:
-    (HERE / "projection_prior_x4.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     columns = ("consistent P_up",) + TARGETS
     lines = [f"Internal projection prior at x4 ({meta['date']}, CPU, {meta['threads']} threads; "
              "`python benchmarks/projection_prior_x4_bench.py`)", "",
@@ -99,11 +98,9 @@ def write(rows: list[dict], meta: dict) -> None:
         lines += ["", f"Gain over `{reference}`: mean, worst cell, cells below:", "",
                   "| target | mean | worst (cell) | cells below |", "|---|---|---|---|"]
         for c in [c for c in TARGETS if c != reference]:
-            gains = [(r[c] - r[reference], f"{r['case']} {r['lr_model']}") for r in rows]
-            worst = min(gains)
-            lines.append(f"| {c} | {np.mean([g for g, _ in gains]):+.2f} | {worst[0]:+.2f} ({worst[1]}) | "
-                         f"{sum(g < 0 for g, _ in gains)} of {len(gains)} |")
-    (HERE / "projection_prior_x4.md").write_text("\n".join(lines) + "\n")
+            mean, worst, where, below = _gain_line(rows, c, reference)
+            lines.append(f"| {c} | {mean:+.2f} | {worst:+.2f} ({where}) | {below} of {len(rows)} |")
+    write_report("projection_prior_x4", {"meta": meta, "rows": rows}, "\n".join(lines), show=False)
 
 
 def main() -> None:
@@ -112,8 +109,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    meta = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "views": VIEWS, "scale": list(SCALE),
-            "steps": STEPS}
+    meta = run_meta(threads=args.threads, views=VIEWS, scale=list(SCALE), steps=STEPS)
     rows = []
     for case in args.cases:
         hr = _hr(case)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -28,6 +27,10 @@ from pathlib import Path
 
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_report import run_meta, write_report  # noqa: E402
+
 DATA = HERE.parents[1] / "shared" / "data" / "ct"
 
 #: name -> (file, KJI crop of the HR truth); crops are multiples of 4 and at least 96^3.
@@ -38,6 +41,12 @@ CASES = {
 }
 SCALES = {"2": (2, 2, 2), "4": (4, 4, 4), "1x1x4": (1, 1, 4)}
 METHODS = ["trilinear", "cubic", "cubic+dc", "nabgs", "fast", "standard", "quality", "oracle"]
+
+
+def require_data() -> None:
+    """Exit with a message where the shared CTs (:data:`DATA`) are missing."""
+    if not DATA.is_dir():
+        sys.exit(f"benchmark data not found at {DATA}")
 
 
 def _crop(volume, kji_slices):
@@ -150,8 +159,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(*args.one, work)))
         return
-    if not DATA.is_dir():
-        sys.exit(f"benchmark data not found at {DATA}")
+    require_data()
     rows = []
     for case in args.cases:
         for scale_name in args.scales:
@@ -167,11 +175,9 @@ def main() -> None:
                 montage(case, scale_name, args.montage_method, work)
     if "1x1x4" in args.scales:
         thick_slice_montage(args.montage_method)
-    meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "threads": 2, "date": time.strftime("%Y-%m-%d")}
-    (HERE / f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (HERE / f"{args.out}.md").write_text(f"Quality benchmark ({meta['date']}, CPU, 2 threads)\n\n{table(rows)}\n")
-    print(table(rows))
+    meta = run_meta(threads=2)
+    write_report(args.out, {"meta": meta, "rows": rows},
+                 f"Quality benchmark ({meta['date']}, CPU, 2 threads)\n\n{table(rows)}")
 
 
 if __name__ == "__main__":

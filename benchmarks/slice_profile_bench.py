@@ -15,15 +15,14 @@ SD of the profile). Writes benchmarks/slice_profile.json and .md.
 from __future__ import annotations
 
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from quality_bench import CASES, DATA, _hr  # noqa: E402
+from bench_report import run_meta, write_report  # noqa: E402
+from quality_bench import CASES, _hr, require_data  # noqa: E402
 
 BLURS = ("gauss:0.5", "gauss:1", "gauss:1.5", "box", "gauss:0.75", "gauss:1.25")
 NOISES = (0, 10, 30)
@@ -49,8 +48,7 @@ def readings(lr, scale) -> dict:
 
 
 def main() -> None:
-    if not DATA.is_dir():
-        sys.exit(f"benchmark data not found at {DATA}")
+    require_data()
     from ctsr.lrmodel import LRModel, Profile, simulate_lr
 
     rows = []
@@ -71,9 +69,7 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
     counts = {scale: {rule: {k: sum(r[f"{rule}: vs truth"] == k for r in rows if r["scale"] == scale)
                              for k in ("truth", "narrower", "wider")} for rule in RULES} for scale in SCALES}
-    meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-            "command": "python benchmarks/slice_profile_bench.py"}
-    (HERE / "slice_profile.json").write_text(json.dumps({"meta": meta, "counts": counts, "rows": rows}, indent=1))
+    meta = run_meta(command="python benchmarks/slice_profile_bench.py")
     lines = [f"Slice-profile estimate ({meta['date']}; `{meta['command']}`): z's profile read with x, with y, "
              "the wider of the two, and the estimate (through-plane the wider, at 2x2x4 x's), against the profile that "
              "made the LR (in SD).", "",
@@ -83,7 +79,7 @@ def main() -> None:
     lines += ["", "| case | scale | LR made by | " + " | ".join(RULES) + " |", "|---" * (3 + len(RULES)) + "|"]
     lines += [f"| {r['case']} | {r['scale']} | {r['blur']},noise:{r['noise']} | "
               + " | ".join(f"{r[rule]} ({r[rule + ': vs truth']})" for rule in RULES) + " |" for r in rows]
-    (HERE / "slice_profile.md").write_text("\n".join(lines) + "\n")
+    write_report("slice_profile", {"meta": meta, "counts": counts, "rows": rows}, "\n".join(lines), show=False)
 
 
 if __name__ == "__main__":

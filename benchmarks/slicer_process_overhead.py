@@ -9,8 +9,6 @@ Each case is run ``REPEATS`` times; the median is reported. Times in seconds (wa
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 import sys
 import time
@@ -20,6 +18,9 @@ import slicer
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "CTSuperResolution"))
+sys.path.insert(0, str(HERE))
+
+from bench_report import run_meta, write_report  # noqa: E402
 
 from CTSuperResolutionLib import nodes  # noqa: E402
 from CTSuperResolutionLib.logic import CTSuperResolutionLogicBase  # noqa: E402
@@ -60,9 +61,7 @@ def main() -> None:
                      "engine_in_process_s": round(engine, 3), "process_via_worker_s": round(worker, 3),
                      "overhead_s": round(worker - engine, 3)})
 
-    info = {"python": platform.python_version(), "machine": platform.machine(),
-            "input": "Resources/SampleData/CTChestCrop.nrrd (64^3, 1.5 mm)", "repeats": REPEATS}
-    (HERE / "slicer_process_overhead.json").write_text(json.dumps({"info": info, "rows": rows}, indent=2))
+    info = run_meta(input="Resources/SampleData/CTChestCrop.nrrd (64^3, 1.5 mm)", repeats=REPEATS)
     lines = ["# Slicer module: background-worker overhead", "",
              f"Input: {info['input']}; median of {REPEATS} runs; Python {info['python']}, "
              f"{info['machine']}, CPU.", "",
@@ -70,8 +69,7 @@ def main() -> None:
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['scale']} | {r['output_voxels']:,} | {r['engine_in_process_s']} | "
               f"{r['process_via_worker_s']} | {r['overhead_s']} |" for r in rows]
-    (HERE / "slicer_process_overhead.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report("slicer_process_overhead", {"info": info, "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

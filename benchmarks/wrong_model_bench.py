@@ -12,23 +12,21 @@ Writes benchmarks/wrong_model.{json,md}.
 from __future__ import annotations
 
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from quality_bench import CASES, DATA, SCALES, _hr, _label  # noqa: E402
+from bench_report import run_meta, write_report  # noqa: E402
+from quality_bench import CASES, SCALES, _hr, _label, require_data  # noqa: E402
 
 TRUTH = "box,noise:10"
 GIVEN = {"too narrow": "gauss:0.5", "too wide": "gauss:2"}
 
 
 def main() -> None:
-    if not DATA.is_dir():
-        sys.exit(f"benchmark data not found at {DATA}")
+    require_data()
     import torch
 
     from ctsr.lrmodel import LRModel, simulate_lr
@@ -54,9 +52,7 @@ def main() -> None:
                                    "model": result.provenance["lr_model"]["model"]}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    meta = {"machine": platform.processor() or platform.machine(), "threads": 2, "date": time.strftime("%Y-%m-%d"),
-            "truth": TRUTH}
-    (HERE / "wrong_model.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    meta = run_meta(threads=2, truth=TRUTH)
     lines = [f"A wrong LR model given ({meta['date']}, CPU, 2 threads; `python benchmarks/wrong_model_bench.py`). "
              f"LR made by `{TRUTH}`; gain over cubic, PSNR dB / SSIM.", "",
              "| case | scale | given | cubic | fast | balanced |", "|---|---|---|---|---|---|"]
@@ -64,8 +60,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['case']} | {_label(r['scale'])} | `{r['given']}` ({r['label']}) | "
                      f"{r['cubic']['psnr']:.2f} / {r['cubic']['ssim']:.4f} | {gain(r, 'fast')} | {gain(r, 'balanced')} |")
-    (HERE / "wrong_model.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report("wrong_model", {"meta": meta, "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":
