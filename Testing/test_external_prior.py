@@ -216,9 +216,12 @@ def _ctsr(*args):
 
 def test_the_cli_pretrains_a_folder_that_upsample_uses(sample, tmp_path):
     scan = write_volume(Volume(sample.array[:40], sample.ijk_to_ras), tmp_path / "hr.nrrd")
-    run = _ctsr("pretrain", scan, "--out", tmp_path / "mine", "--steps", 3, "--models-per-scan", 1, "--quiet")
+    run = _ctsr("pretrain", scan, "--out", tmp_path / "mine", "--steps", 3, "--models-per-scan", 1, "--quiet",
+                "--sources", "a crop of the bundled sample (its licence)")
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "mine" / CONFIG_FILE).read_text())["command"].startswith("ctsr pretrain")
+    assert "- sources and licences: a crop of the bundled sample (its licence)\n" in (
+        tmp_path / "mine" / "README.md").read_text()
     lr = write_volume(simulate_lr(sample, (2, 2, 2), LRModel.parse("box,noise:0")), tmp_path / "lr.nrrd")
     run = _ctsr("upsample", lr, tmp_path / "up.nrrd", "--pretrained", tmp_path / "mine", "--json-progress")
     assert run.returncode == 0, run.stderr

@@ -133,6 +133,7 @@ def test_the_cli_pretrains_a_projection_prior_folder(sample, tmp_path):
     assert run.returncode == 0, run.stderr
     loaded = xp.load_external_projection_prior(tmp_path / "mine")
     assert loaded.config["command"].startswith("ctsr pretrain --projections")
+    assert "- sources and licences: not recorded (ctsr pretrain --sources)\n" in (tmp_path / "mine" / "README.md").read_text()
     assert loaded.config["pretraining"]["network"]["steps"] == 2 and loaded.config["pretraining"]["models_per_crop"] == 1
     # --prior takes it, at its scale only: an x2 job is one sentence and exit 2, and writes nothing.
     out = tmp_path / "out.nrrd"

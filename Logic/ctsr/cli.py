@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "cores; 3000 with --projections)")
     p.add_argument("--models-per-scan", type=int, help="random LR models per scan (default 4; with --projections "
                                                        "per crop, default 2)")
+    p.add_argument("--sources", default="", help="where the scans come from and their licences, written into the "
+                                                 "model card")
     p.add_argument("--seed", type=seed_argument, default=0, help="random seed (default 0)")
     add_progress_options(p)
     p.set_defaults(run=_run_pretrain)
@@ -179,7 +181,7 @@ def _run_pretrain(args, progress: Progress) -> dict:
         settings = replace(settings, steps=args.steps or settings.steps,
                            models_per_scan=args.models_per_scan or settings.models_per_scan)
         steps = settings.steps
-    out = pretrain_and_save(args.scans, args.out, settings, args.seed, progress, command)
+    out = pretrain_and_save(args.scans, args.out, settings, args.seed, progress, command, args.sources)
     _say(args, f"wrote {out} ({steps} steps on {len(args.scans)} scan(s))")
     return {"output": str(out)}
 

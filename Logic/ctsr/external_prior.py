@@ -135,6 +135,7 @@ def model_card(config: dict) -> str:
              "scales, `--pretrained none`) the internal prior learns from zero.", "",
              "## Data",
              f"- HR scans: {', '.join(config.get('scans', []))} (whole volumes, HU)",
+             sources_line(config),
              f"- each degraded by {p['models_per_scan']} random LR models: Gaussian sigma uniform in "
              f"{p['sigma_range'][0]}..{p['sigma_range'][1]} HR voxels or the block mean ({p['box_share']:.0%}), "
              f"white noise uniform in 0..{p['max_noise_hu']:g} HU; `fast` under the LR model estimated from each LR "
@@ -215,20 +216,26 @@ def read_hr_scans(paths: list[Path], progress: Progress) -> list[Volume]:
     return volumes
 
 
-def pretraining_record(out, paths: list[Path], seed: int, started: float, command: str) -> dict:
+def pretraining_record(out, paths: list[Path], seed: int, started: float, command: str, sources: str = "") -> dict:
     """What a pretrained folder's ``config.json`` says about how it was made: its name, the
-    scans, seed, wall time since ``started`` (``time.monotonic()``), device, threads, date and
-    the command."""
-    return {"name": Path(out).name, "scans": [Path(p).name for p in paths], "seed": seed,
+    scans, where they come from and their licences (``sources``, as the user gave it), seed,
+    wall time since ``started`` (``time.monotonic()``), device, threads, date and the command."""
+    return {"name": Path(out).name, "scans": [Path(p).name for p in paths], "sources": sources, "seed": seed,
             "wall_s": round(time.monotonic() - started, 1), "device": "cpu", "threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d"), "command": command}
 
 
+def sources_line(config: dict) -> str:
+    """The model card's line on where the training scans come from and their licences."""
+    return f"- sources and licences: {config.get('sources') or 'not recorded (ctsr pretrain --sources)'}"
+
+
 def pretrain_and_save(paths: list[Path], out, settings: PretrainSettings = PretrainSettings(), seed: int = 0,
-                      progress: Progress | None = None, command: str = "") -> Path:
+                      progress: Progress | None = None, command: str = "", sources: str = "") -> Path:
     """Read the HR scans at ``paths``, :func:`pretrain` on them and :func:`save_external_prior`
-    to ``out`` with what was done (:func:`pretraining_record`)."""
+    to ``out`` with what was done (:func:`pretraining_record`; ``sources``: where the scans come
+    from and their licences, for the model card)."""
     start = time.monotonic()
     progress = progress or SilentProgress()
     network = pretrain(read_hr_scans(paths, progress), settings, seed=seed, progress=progress)
-    return save_external_prior(network, out, settings, pretraining_record(out, paths, seed, start, command))
+    return save_external_prior(network, out, settings, pretraining_record(out, paths, seed, start, command, sources))

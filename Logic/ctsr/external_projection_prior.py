@@ -36,7 +36,8 @@ import torch
 
 from .baselines import upsample_interpolate
 from .errors import UserError
-from .external_prior import PretrainSettings, pretraining_record, random_lr_model, read_hr_scans
+from .external_prior import (PretrainSettings, pretraining_record, random_lr_model, read_hr_scans,
+                             sources_line)
 from .geometry import detector_binning, scan_geometries
 from .grids import AXES, Scale
 from .internal_projection_prior import KERNEL, STAGE, one_level_down
@@ -203,6 +204,7 @@ def model_card(config: dict) -> str:
         "projections one level down (else `Y` is `P_up`; `ctsr.external_projection_prior`).", "",
         "## Data",
         f"- HR scans: {', '.join(config.get('scans', []))} (HU)",
+        sources_line(config),
         f"- {p['crops_per_scan']} random crops of {p['crop']}^3 per scan, each degraded by {p['models_per_crop']} "
         f"random LR models (Gaussian sigma uniform in {m['sigma_range'][0]}..{m['sigma_range'][1]} HR voxels or the "
         f"block mean ({m['box_share']:.0%}), white noise uniform in 0..{m['max_noise_hu']:g} HU) by "
@@ -278,10 +280,12 @@ def load_external_projection_prior(folder: str | Path | None = None, device: str
 
 
 def pretrain_and_save(paths: list[Path], out, settings: ProjectionPretrainSettings = ProjectionPretrainSettings(),
-                      seed: int = 0, progress: Progress | None = None, command: str = "") -> Path:
+                      seed: int = 0, progress: Progress | None = None, command: str = "", sources: str = "") -> Path:
     """Read the HR scans at ``paths``, :func:`pretrain` on them and save to ``out`` with what
-    was done (:func:`ctsr.external_prior.pretraining_record`)."""
+    was done (:func:`ctsr.external_prior.pretraining_record`; ``sources``: where the scans come
+    from and their licences, for the model card)."""
     start = time.monotonic()
     progress = progress or SilentProgress()
     network = pretrain(read_hr_scans(paths, progress), settings, seed=seed, progress=progress)
-    return save_external_projection_prior(network, out, settings, pretraining_record(out, paths, seed, start, command))
+    record = pretraining_record(out, paths, seed, start, command, sources)
+    return save_external_projection_prior(network, out, settings, record)
