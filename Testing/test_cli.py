@@ -203,6 +203,18 @@ def test_the_input_is_never_overwritten(tmp_path, sample, spelling):
     assert path.read_bytes() == before
 
 
+def test_an_existing_file_where_the_uncertainty_map_would_go_is_kept(tmp_path, sample):
+    """The map's path is made from the output's, not named by the user: a file already there
+    is refused in one sentence, before any work, and both files stay as they were."""
+    path = write_volume(sample, tmp_path / "ct.nrrd")
+    theirs = tmp_path / "hr_uncertainty.nrrd"
+    theirs.write_bytes(b"someone else's file")
+    run = ctsr("upsample", path, tmp_path / "hr.nrrd", "--uncertainty", "2", "--method", "balanced")
+    assert run.returncode == 2 and "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert "hr_uncertainty.nrrd exists and was not named as an output" in run.stderr
+    assert theirs.read_bytes() == b"someone else's file" and not (tmp_path / "hr.nrrd").exists()
+
+
 def test_an_uncertainty_map_never_lands_on_the_input(tmp_path, sample):
     path = write_volume(sample, tmp_path / "ct_uncertainty.nrrd")
     before = path.read_bytes()

@@ -281,11 +281,16 @@ def test_worker_writes_the_uncertainty_where_the_job_says(tmp_path, crop):
     assert "rms_hu" in result["provenance"]["lr_residual"]
 
 
-@pytest.mark.parametrize("method", ["cubic", "fast"])
+@pytest.mark.parametrize("method", ["cubic", "fast", "balanced", "standard"])
 def test_a_constant_volume_is_valid_and_gives_the_same_constant(tmp_path, crop, method):
-    from ctsr.upsampling import upsample
+    """Every method, the uncertainty map of those that take one (zero), the grid of the scale."""
+    from ctsr.upsampling import DETERMINISTIC_METHODS, upsample
 
     path = write_volume(crop.with_array(np.full_like(crop.array, -1024.0)), tmp_path / "air.nrrd")
-    result = upsample(read_volume(path), 2, method)
+    runs = 0 if method in DETERMINISTIC_METHODS else 2
+    result = upsample(read_volume(path), "1x1x4", method, uncertainty=runs, device="cpu")
+    assert result.volume.shape_ijk == tuple(n * s for n, s in zip(crop.shape_ijk, (1, 1, 4)))
     np.testing.assert_allclose(result.volume.array, -1024.0, atol=1e-3)
     assert result.provenance["lr_residual"]["rms_hu"] < 1e-3
+    if runs:
+        assert "constant_input" in result.provenance and not result.uncertainty.array.any()

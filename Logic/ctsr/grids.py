@@ -36,8 +36,8 @@ def parse_scale(text) -> Scale:
             parts = parts * 3
     if len(parts) != 3 or any(p < 1 or p > MAX_SCALE for p in parts) or parts == [1, 1, 1]:
         raise UserError(
-            f"scale {text!r} is not valid: give one factor (2, 4, 8) or three like 1x1x4, "
-            f"each from 1 to {MAX_SCALE}, at least one above 1."
+            f"scale {text!r} is not valid: give one factor from 2 to {MAX_SCALE} (2, 4 and 8 usual) or three "
+            f"like 1x1x4, each from 1 to {MAX_SCALE}, at least one above 1."
         )
     return tuple(parts)
 

@@ -152,11 +152,20 @@ def upsample(lr: Volume, scale, method: str = DEFAULT_METHOD, progress: Progress
     share = 0.4 if method in DETERMINISTIC_METHODS else 0.01
     progress.update("lr model", share, f"{reported}")
     progress = progress.span(share, 1.0)
-    if method in INTERPOLATION_METHODS:
-        progress.update("upsample", 0.0, f"{method} x{format_scale(scale)}")
-        hr = upsample_interpolate(lr, scale, method)
+    # Every method gives a constant input back as that constant: nothing to learn or fit (the
+    # internal prior would train for minutes to learn that its correction is zero).
+    constant = method not in INTERPOLATION_METHODS and float(lr.array.min()) == float(lr.array.max())
+    if method in INTERPOLATION_METHODS or constant:
+        progress.update("upsample", 0.0, f"{'cubic' if constant else method} x{format_scale(scale)}")
+        hr = upsample_interpolate(lr, scale, "cubic" if constant else method)
         provenance["device"] = "cpu"
         provenance["lr_residual"] = lr_residual(hr, lr, scale, model)
+        if constant:
+            progress.log(f"the input is constant ({float(lr.array.flat[0]):g} HU): so is the result; {method} "
+                         "has nothing to add")
+            provenance["constant_input"] = f"{float(lr.array.flat[0]):g} HU: the result is that constant"
+            if uncertainty:
+                std, provenance["uncertainty_runs"] = hr.with_array(np.zeros_like(hr.array)), uncertainty
         progress.update("upsample", 1.0, "done")
     else:
         runs = max(1, uncertainty)
@@ -190,12 +199,18 @@ def upsample_file(input_path, output_path, scale, method: str = DEFAULT_METHOD, 
     or a DICOM series folder, whose SliceThickness is read unless ``slice_thickness_mm`` is
     given), :func:`upsample` it with ``options``, and write the HR volume to ``output_path``
     and the uncertainty map to ``uncertainty_output`` (default :func:`ctsr.io.uncertainty_path`),
-    both or neither. Returns the result and the paths written (:func:`ctsr.io.write_result`)."""
+    both or neither; a default map path where a file already is, which the caller did not name,
+    is refused. Returns the result and the paths written (:func:`ctsr.io.write_result`)."""
+    from .errors import UserError
     from .io import check_writable, read_slice_thickness, read_volume, uncertainty_path, write_result
 
     check_writable(output_path, inputs=[input_path])
     if check_uncertainty_runs(options.get("uncertainty"), method):
-        check_writable(uncertainty_output or uncertainty_path(Path(output_path)), inputs=[input_path, output_path])
+        beside = uncertainty_path(Path(output_path))
+        check_writable(uncertainty_output or beside, inputs=[input_path, output_path])
+        if uncertainty_output is None and beside.exists():
+            raise UserError(f"{beside} exists and was not named as an output; move it or name another output "
+                            "(the uncertainty map is written beside the output, as OUT_uncertainty).")
     if not isinstance(options.get("lr_model"), LRModel):
         LRModel.parse(options.get("lr_model"))  # a bad model is refused before reading
     lr = read_volume(input_path)
