@@ -21,8 +21,8 @@ noise of 20 HU), where no true model exists and the ``true model`` columns are l
 * ``fast, true model``: ``fast`` given the LR model that made the input (blur and noise): the
   upper bound of knowing it;
 * ``balanced, true model`` (through-plane and 2x2x4, where the z profile is estimated from the
-  in-plane axes): ``balanced`` given that model, as with a DICOM series whose SliceThickness
-  gives the z profile;
+  in-plane axes, and at any scale where ``--methods`` names it): ``balanced`` given that model,
+  as with a DICOM series whose SliceThickness gives the z profile: the upper bound of knowing it;
 * ``standard`` (``--standard``, slow: minutes per cell on a CPU): NAB-GS + consistency, LR
   model estimated, only on the cells listed by ``--standard-cells``.
 
@@ -39,6 +39,7 @@ at through-plane x4, the 3 x 3 x 10 mm chest at 2x2x4.
     python benchmarks/degradation_bench.py --foreign           # the foreign makers, ~45 min
     python benchmarks/degradation_bench.py --scales 2 1x1x4 --blurs gauss:0.75 gauss:1.25 --noises 0 30 --out degradation_between
     python benchmarks/degradation_bench.py --scales 2 4 --methods balanced --merge  # redo one column (e.g. after retraining the networks)
+    python benchmarks/degradation_bench.py --scales 2 4 --methods "balanced, true model" --merge  # add the default given the true model
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def run_cell(hr, scale, blur: str, noise, standard: bool, pretrained: str, metho
         runs["fast, true model"] = dict(method="fast", lr_model=true)
     if tuple(scale) in PRETRAINED_SCALES:
         runs["balanced, from zero"] = dict(method="balanced", pretrained="none")
-    if true is not None and tuple(scale) in BALANCED_TRUE_SCALES:
+    if true is not None and (tuple(scale) in BALANCED_TRUE_SCALES or "balanced, true model" in (methods or ())):
         runs["balanced, true model"] = dict(method="balanced", lr_model=true, pretrained=pretrained)
     if standard:
         runs["standard"] = dict(method="standard", prior="none")
