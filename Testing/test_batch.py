@@ -1,6 +1,6 @@
 """``ctsr batch``: a cohort of real scans, locally and on Ray started inside the test; a bad
-scan is reported and never stops the others; an interrupted run resumes without redoing
-finished scans."""
+scan is reported and never stops the others, nor does a scan whose worker process dies; an
+interrupted or cancelled run resumes without redoing finished scans."""
 
 import csv
 import json
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from ctsr.batch import (BatchOptions, Scan, ScanRecord, find_scans, is_complete, local_workers, read_manifest, run_batch,
-                        run_scan, sidecar_path)
+                        run_scan, scan_memory_bytes, sidecar_path)
+from ctsr.errors import UserError
 from ctsr.io import read_volume, write_volume
 from ctsr.volume import Volume
 
@@ -124,8 +125,6 @@ def test_options_that_change_redo_the_scan_and_force_redoes_all(tmp_path, sample
 
 
 def test_manifest_errors_are_one_sentence(tmp_path):
-    from ctsr.errors import UserError
-
     (tmp_path / "m.csv").write_text("path,out\nx,y\n")
     with pytest.raises(UserError, match="input,output"):
         read_manifest(tmp_path / "m.csv")
@@ -139,8 +138,6 @@ def test_manifest_errors_are_one_sentence(tmp_path):
 
 
 def test_outputs_never_land_on_inputs_or_on_each_other_and_the_output_folder_is_not_searched(tmp_path, sample):
-    from ctsr.errors import UserError
-
     cohort = tmp_path / "cohort"
     crop = Volume(sample.array[:16, :16, :16], sample.ijk_to_ras)
     cohort.mkdir()
@@ -182,16 +179,22 @@ CRASHED_ONCE = "crashed-once"
 
 def crash_once_then_run(scan, options, threads):
     """A Ray task body that kills its own worker process the first time it sees scan1 (as the
-    OOM killer would), then behaves as run_scan."""
+    OOM killer would), then behaves as run_scan, its record also holding the resources Ray
+    gave the task."""
+    import ray
+
     marker = Path(scan.output).parent / CRASHED_ONCE
     if scan.name == "scan1.nrrd" and not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(os.getpid()))
         os._exit(1)
-    return run_scan(scan, options, threads)
+    record = run_scan(scan, options, threads)
+    record.details["ray_resources"] = ray.get_runtime_context().get_assigned_resources()
+    return record
 
 
 def test_the_same_folder_on_ray_retries_a_task_whose_worker_died(tmp_path, sample):
+    """Each task also requests the memory the planner estimates for its scan (bytes)."""
     ray = pytest.importorskip("ray", reason="Ray is the optional extra ctsr[ray]")
     from ray import cloudpickle
 
@@ -207,6 +210,23 @@ def test_the_same_folder_on_ray_retries_a_task_whose_worker_died(tmp_path, sampl
     assert status == {"broken.nii.gz": "failed", "scan0.nrrd": "done", "scan1.nrrd": "done", "sub/scan2.nrrd": "done"}
     assert (tmp_path / "out" / CRASHED_ONCE).exists()  # it did die once, and was retried
     assert all(read_volume(r.output).shape_ijk == (64, 64, 64) for r in records if r.status == "done")
+    requested = {r.name: r.details["ray_resources"] for r in records if r.status == "done"}
+    assert {name: got["memory"] for name, got in requested.items()} == {
+        s.name: scan_memory_bytes(s, BatchOptions(method="fast")) for s in scans if s.name in requested}
+    assert all(got["CPU"] == 2 for got in requested.values())
+
+
+def test_the_ray_engine_shows_none_of_rays_own_log_lines(tmp_path, sample, monkeypatch):
+    """Such as its warning that token authentication is on (or off), which it gives when
+    RAY_AUTH_MODE is unset (an earlier ray.init in this process sets it)."""
+    pytest.importorskip("ray", reason="Ray is the optional extra ctsr[ray]")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    (tmp_path / "in").mkdir()
+    write_volume(Volume(sample.array[:16, :16, :16], sample.ijk_to_ras), tmp_path / "in" / "a.nrrd")
+    run = _cli("batch", tmp_path / "in", tmp_path / "out", "--engine", "ray", "--method", "cubic")
+    assert run.returncode == 0, run.stderr
+    assert "1 scans: 1 done" in run.stdout and "batch: 1/1 scans run, 0 failed" in run.stderr  # our progress stays
+    assert "Token authentication" not in run.stderr + run.stdout and "WARNING" not in run.stderr, run.stderr
 
 
 def report_the_visible_gpu(scan, options, threads):
@@ -277,3 +297,122 @@ def test_a_sidecar_that_cannot_be_written_fails_the_scan_and_a_rerun_redoes_it(t
     record = run_scan(scan, BatchOptions(method="cubic"))
     assert record.status == "failed" and "sidecar could not be (No space left on device)" in record.reason
     assert not is_complete(scan, BatchOptions(method="cubic"))
+
+
+CULPRIT = "culprit.nrrd"
+
+
+def kill_the_culprits_worker(scan, options, threads):
+    """A local-engine task body: the scan named CULPRIT kills its own worker process with
+    SIGKILL (as the OOM killer would) once another scan is in flight; another scan on its
+    first try, while the culprit has not had two, stays in flight until its worker is stopped;
+    else it runs as run_scan. Each try is logged in OUT/attempts/NAME."""
+    attempts = Path(scan.output).parent / "attempts"
+    attempts.mkdir(parents=True, exist_ok=True)
+    with open(attempts / scan.name, "a") as handle:
+        handle.write(f"{os.getpid()}\n")
+    tries = lambda name: len((attempts / name).read_text().split()) if (attempts / name).exists() else 0
+    deadline = time.monotonic() + 120
+    if scan.name == CULPRIT:
+        while len(list(attempts.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+    while tries(scan.name) == 1 and tries(CULPRIT) == 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return run_scan(scan, options, threads)
+
+
+def test_a_worker_that_dies_fails_its_scan_alone_and_the_scans_in_flight_with_it_run_again(tmp_path, sample):
+    """Two workers: the culprit's worker dies while another scan is in flight; the pool is
+    rebuilt, both run again alone (so the culprit is known), the culprit dies again and is the
+    only failure, with how its worker ended; the scans after them run as usual."""
+    names = ["a.nrrd", CULPRIT, "c.nrrd", "d.nrrd"]
+    scans = []
+    for i, name in enumerate(names):
+        write_volume(Volume(sample.array[i:i + 16, :16, :16], sample.ijk_to_ras), tmp_path / name)
+        scans.append(Scan(name, str(tmp_path / name), str(tmp_path / "out" / name)))
+    records = run_batch(scans, BatchOptions(method="cubic"), tmp_path / "out", workers=2,
+                        runner=kill_the_culprits_worker)
+    assert {r.name: r.status for r in records} == {"a.nrrd": "done", CULPRIT: "failed", "c.nrrd": "done",
+                                                   "d.nrrd": "done"}
+    assert records[1].reason == "the worker running it died (killed by signal SIGKILL); re-run the batch to retry it."
+    tries = {name: len((tmp_path / "out" / "attempts" / name).read_text().split()) for name in names}
+    assert tries == {"a.nrrd": 2, CULPRIT: 2, "c.nrrd": 1, "d.nrrd": 1}
+    with open(tmp_path / "out" / "batch_report.csv", newline="") as handle:
+        assert {row["name"]: row["status"] for row in csv.DictReader(handle)} == {r.name: r.status for r in records}
+    assert all(is_complete(s, BatchOptions(method="cubic")) for s in scans if s.name != CULPRIT)
+
+
+def test_a_resumed_run_knows_its_inputs_however_their_paths_are_spelled(tmp_path, sample, monkeypatch):
+    """Relative, then absolute, then through a symbolic link: the same files, nothing redone."""
+    (tmp_path / "cohort").mkdir()
+    for name in ("a.nrrd", "b.nrrd"):
+        write_volume(Volume(sample.array[:16, :16, :16], sample.ijk_to_ras), tmp_path / "cohort" / name)
+    monkeypatch.chdir(tmp_path)
+    options = BatchOptions(method="cubic")
+    first = run_batch(find_scans(Path("cohort"), Path("out")), options, Path("out"), workers=1)
+    assert [r.status for r in first] == ["done"] * 2
+    (tmp_path / "link").symlink_to(tmp_path / "cohort", target_is_directory=True)
+    for spelling in (tmp_path / "cohort", tmp_path / "link"):
+        again = run_batch(find_scans(spelling, tmp_path / "out"), options, tmp_path / "out", workers=1)
+        assert [r.status for r in again] == ["skipped"] * 2, spelling
+
+
+def test_each_sidecar_holds_the_peak_memory_of_its_own_scan(tmp_path, sample):
+    """A large scan, then a small one in the same process: the small one's peak is its own,
+    not the large one's still counted (the high-water mark restarts with each scan; Linux)."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("the peak memory of one scan is measured on Linux")
+    write_volume(sample, tmp_path / "large.nrrd")
+    write_volume(Volume(sample.array[:16, :16, :16], sample.ijk_to_ras), tmp_path / "small.nrrd")
+    scans = [Scan("large.nrrd", str(tmp_path / "large.nrrd"), str(tmp_path / "out" / "large.nrrd"), scale="4"),
+             Scan("small.nrrd", str(tmp_path / "small.nrrd"), str(tmp_path / "out" / "small.nrrd"))]
+    large, small = run_batch(scans, BatchOptions(method="cubic"), tmp_path / "out", workers=1)
+    assert large.status == small.status == "done"
+    assert 0 < small.peak_rss_mb < large.peak_rss_mb - 100, (small.peak_rss_mb, large.peak_rss_mb)
+    for record in (large, small):
+        assert json.loads(sidecar_path(record.output).read_text())["peak_rss_mb"] == record.peak_rss_mb
+
+
+def test_the_batch_module_imports_without_the_posix_only_resource_module():
+    """As on Windows, where there is no ``resource``."""
+    code = "import sys; sys.modules['resource'] = None; import ctsr.batch, ctsr.cli; print('imported')"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "imported" in run.stdout, run.stderr
+
+
+def test_ctrl_c_stops_the_workers_quietly_and_says_which_scans_were_kept(tmp_path, sample):
+    """SIGINT to the whole process group (Ctrl-C in a terminal) while two workers run: exit
+    code 3, no worker traceback, and the message counts the finished scans, which are kept."""
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    write_volume(sample, cohort / "a_large.nrrd")  # x4: seconds, so Ctrl-C lands while it runs
+    for i, name in enumerate(("b.nrrd", "c.nrrd", "d.nrrd")):
+        write_volume(Volume(sample.array[i:i + 32, :32, :32], sample.ijk_to_ras), cohort / name)
+    command = [sys.executable, "-m", "ctsr.cli", "batch", str(cohort), str(tmp_path / "out"), "--workers", "2",
+               "--scale", "4", "--method", "fast", "--quiet"]
+    batch = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "out").glob("*.json")):
+        assert batch.poll() is None and time.monotonic() < deadline, "the batch ended before Ctrl-C"
+        time.sleep(0.05)
+    os.killpg(batch.pid, signal.SIGINT)
+    out, err = batch.communicate(timeout=120)
+    assert batch.returncode == 3, err
+    assert "Traceback" not in err and "SpawnProcess" not in err, err
+    kept = sorted(p.name for p in (tmp_path / "out").glob("*.json"))
+    assert f"ctsr: error: cancelled; {len(kept)} of 4 scans are finished and kept ({len(kept)} of them in this run), " \
+           f"the other {4 - len(kept)} were not written" in err, err
+    assert 1 <= len(kept) < 4 and "a_large.nrrd.json" not in kept
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nrrd")) == [k.removesuffix(".json") for k in kept]
+
+
+def test_fewer_than_one_worker_is_refused_in_one_sentence(tmp_path, sample):
+    (tmp_path / "in").mkdir()
+    write_volume(Volume(sample.array[:16, :16, :16], sample.ijk_to_ras), tmp_path / "in" / "a.nrrd")
+    refused = _cli("batch", tmp_path / "in", tmp_path / "out", "--workers", "-1")
+    assert refused.returncode == 2 and refused.stderr.startswith("ctsr: error: --workers must be a whole number of "
+                                                                 "at least 1, not -1;"), refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="at least 1, not 0"):
+        run_batch(find_scans(tmp_path / "in", tmp_path / "out"), BatchOptions(method="cubic"), workers=0)

@@ -6,19 +6,20 @@
   :class:`Scan` list;
 * :func:`run_scan` does one scan in this process: read, :func:`ctsr.upsampling.upsample`,
   write the output atomically, then its JSON **sidecar** ``<output>.json`` (provenance, LR
-  model, LR residual, metrics against ``reference`` if given, wall time, peak memory). A bad
-  scan returns a ``failed`` record with its one-sentence reason: it never raises, so an engine
-  never retries it;
-* :func:`run_batch` skips scans whose output and sidecar are complete for the same options
-  (:func:`is_complete`; ``force`` redoes all), runs the rest on an engine, reports overall
-  progress, and writes ``batch_report.csv`` and ``batch_report.md`` in the output folder:
-  ``engine="local"`` (default): N worker processes, one per GPU (each pinned to its own) when
-  there are GPUs, else N sized by the memory planner and the cores; ``engine="ray"``: one Ray
-  task per scan with its CPU / GPU / memory request, retried when its worker dies (Ray's
-  ``max_retries``; a bad input is a result, not a death).
+  model, LR residual, metrics against ``reference`` if given, wall time, the scan's own peak
+  memory where the platform can tell it). A bad scan returns a ``failed`` record with its
+  one-sentence reason: it never raises, so an engine never retries it;
+* :func:`run_batch` skips scans whose output and sidecar are complete for the same input (the
+  same file, however spelled) and options (:func:`is_complete`; ``force`` redoes all), runs
+  the rest on an engine, reports overall progress, and writes ``batch_report.csv`` and
+  ``batch_report.md`` in the output folder: ``engine="local"`` (default): N worker processes,
+  one per GPU (each pinned to its own) when there are GPUs, else N sized by the memory planner
+  and the cores; a scan whose worker dies is failed with a sentence saying so, the others go
+  on; ``engine="ray"``: one Ray task per scan with its CPU / GPU / memory request, retried
+  when its worker dies (Ray's ``max_retries``; a bad input is a result, not a death).
 
-Cancel (Ctrl-C, SIGTERM) stops the workers; outputs and sidecars are written atomically, so
-only finished scans remain.
+Cancel (Ctrl-C, SIGTERM) stops the workers and raises :class:`BatchCancelled`, which says which
+scans were kept; outputs and sidecars are written atomically, so only finished scans remain.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import resource
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,8 +78,13 @@ class ScanRecord:
     status: str  # done, skipped (complete from an earlier run), failed
     reason: str = ""
     seconds: float = 0.0
-    peak_rss_mb: int = 0
+    peak_rss_mb: int | None = None  # the scan's own peak resident memory (MB); None where unknown
     details: dict = field(default_factory=dict)
+
+
+class BatchCancelled(Cancelled):
+    """A batch was cancelled; ``str(error)`` is one sentence saying how many scans are finished
+    and kept and that the others were not written."""
 
 
 # -- finding the scans ----------------------------------------------------------------------
@@ -183,16 +189,25 @@ def _scan_options(scan: Scan, options: BatchOptions) -> dict:
 
 
 def is_complete(scan: Scan, options: BatchOptions) -> bool:
-    """The output exists and its sidecar says it was finished, for this input and these
-    options, with the size the output has now."""
+    """The output exists and its sidecar says it was finished, for this input (the same file
+    or folder, however its path is spelled) and these options, with the size the output has now."""
     output, sidecar = Path(scan.output), sidecar_path(scan.output)
     try:
         record = json.loads(sidecar.read_text(encoding="utf-8"))
         return (all(k in record for k in SIDECAR_FIELDS) and record["status"] == "done"
-                and record["input"] == scan.input and record["options"] == _scan_options(scan, options)
+                and _same_path(record["input"], scan.input) and record["options"] == _scan_options(scan, options)
                 and record["output_bytes"] == output.stat().st_size)
     except (OSError, ValueError, TypeError):
         return False
+
+
+def _same_path(recorded: str, current: str) -> bool:
+    """The same file or folder (``os.path.samefile``: relative or absolute, through links);
+    the same resolved path when one of them no longer exists."""
+    try:
+        return os.path.samefile(recorded, current)
+    except OSError:
+        return os.path.realpath(recorded) == os.path.realpath(current)
 
 
 def run_scan(scan: Scan, options: BatchOptions, threads: int | None = None) -> ScanRecord:
@@ -204,7 +219,7 @@ def run_scan(scan: Scan, options: BatchOptions, threads: int | None = None) -> S
         import torch
 
         torch.set_num_threads(threads)
-    start = time.monotonic()
+    begun = time.monotonic(), _reset_peak_memory()
     chosen = _scan_options(scan, options)
     record = ScanRecord(scan.name, scan.input, scan.output, "failed")
     try:
@@ -218,10 +233,10 @@ def run_scan(scan: Scan, options: BatchOptions, threads: int | None = None) -> S
                 details.update(_scores_against(result.volume, scan.reference))
     except UserError as error:
         record.reason = str(error)
-        return _finish(record, start)
+        return _finish(record, begun)
     except MemoryError:
         record.reason = "not enough memory for this scan; use an ROI, a smaller scale or fewer workers."
-        return _finish(record, start)
+        return _finish(record, begun)
     except Cancelled:
         raise
     except Exception as error:  # noqa: BLE001 - a bug on one scan must not stop the cohort
@@ -229,9 +244,9 @@ def run_scan(scan: Scan, options: BatchOptions, threads: int | None = None) -> S
 
         record.reason = f"internal error ({type(error).__name__}: {error}); please report it."
         record.details = {"traceback": traceback.format_exc(limit=20)}
-        return _finish(record, start)
-    _finish(record, start, details)
-    sidecar = {"status": "done", "input": scan.input, "output": scan.output,
+        return _finish(record, begun)
+    _finish(record, begun, details)
+    sidecar = {"status": "done", "input": os.path.abspath(scan.input), "output": scan.output,
                "output_bytes": Path(scan.output).stat().st_size, "options": chosen,
                "seconds": record.seconds, "peak_rss_mb": record.peak_rss_mb, "finished": time.time(), **details}
     from .progress import to_json
@@ -259,9 +274,33 @@ def _scores_against(volume, reference: str) -> dict:
         return {"metrics_error": str(error)}
 
 
-def _finish(record: ScanRecord, start: float, details: dict | None = None) -> ScanRecord:
+def _reset_peak_memory() -> bool:
+    """Restart this process's resident-memory high-water mark (Linux: ``/proc/self/clear_refs``),
+    so that the peak read when a scan ends is that scan's own, not the most any earlier scan of
+    the same worker took; False where it cannot be restarted (other systems)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_memory_mb() -> int | None:
+    """This process's resident-memory high-water mark (MB; Linux ``VmHWM``), None if unknown."""
+    try:
+        with open("/proc/self/status") as handle:
+            return next(round(int(line.split()[1]) / 1024) for line in handle if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def _finish(record: ScanRecord, begun: tuple[float, bool], details: dict | None = None) -> ScanRecord:
+    """Fill in ``record``'s seconds, peak memory (None unless ``begun`` says the high-water mark
+    was restarted when the scan began) and the details of a finished scan."""
+    start, measured = begun
     record.seconds = round(time.monotonic() - start, 2)
-    record.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # of the worker
+    record.peak_rss_mb = _peak_memory_mb() if measured else None
     if details:
         provenance = details["provenance"]
         record.details = {"lr_model": provenance["lr_model"]["model"],
@@ -291,19 +330,35 @@ def local_workers(scans: list[Scan], options: BatchOptions, requested: int | Non
     holds for the scan that needs most (the memory planner's estimate of the default method, at
     the scan's scale: ``auto`` from its spacing, a manifest's own); at least
     one, and no more than there are scans."""
-    if requested:
-        return max(1, int(requested))
+    if requested is not None:
+        return check_workers(requested)
     gpus = gpu_ids(options)
     if gpus:
         return max(1, min(len(gpus), len(scans)))
     from .memory import available_ram_bytes
-    from .planning import SAFETY, estimate_bytes
+    from .planning import SAFETY
 
-    grids = filter(None, (_header_grid(scan, options) for scan in scans))
-    need = max((estimate_bytes(size[::-1], scale, 0, 0) for size, scale in grids),
-               default=estimate_bytes((1, 1, 1), (1, 1, 1), 0, 0))  # the fixed cost
+    need = max((scan_memory_bytes(scan, options) for scan in scans), default=1)
     by_memory = int(SAFETY * available_ram_bytes() // need)
     return max(1, min(by_memory, (os.cpu_count() or 1) // 2 or 1, len(scans)))
+
+
+def check_workers(workers) -> int:
+    """``workers`` (``--workers``) as an int of at least 1; :class:`UserError` otherwise."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UserError(f"--workers must be a whole number of at least 1, not {workers!r}; "
+                        "leave it out to size the workers by the cores and the free RAM.")
+    return workers
+
+
+def scan_memory_bytes(scan: Scan, options: BatchOptions) -> int:
+    """The memory planner's estimate of the peak bytes of ``scan`` (the default method at the
+    scale it runs at, its size from its header); the fixed cost alone when the header cannot
+    tell (a DICOM folder, an unreadable file)."""
+    from .planning import estimate_bytes
+
+    size, scale = _header_grid(scan, options) or ((1, 1, 1), (1, 1, 1))
+    return estimate_bytes(size[::-1], scale, 0, 0)
 
 
 def _header_grid(scan: Scan, options: BatchOptions):
@@ -333,6 +388,8 @@ def run_batch(scans: list[Scan], options: BatchOptions = BatchOptions(), out_dir
     folder). ``runner``: the per-scan function (default :func:`run_scan`; tests pass one)."""
     progress = progress or SilentProgress()
     runner = runner or run_scan
+    if workers is not None:
+        check_workers(workers)
     check_scans(scans)
     records: dict[int, ScanRecord] = {}
     todo = []
@@ -347,21 +404,40 @@ def run_batch(scans: list[Scan], options: BatchOptions = BatchOptions(), out_dir
         raise UserError(f"unknown engine {engine!r}; use local or ray.")
     if todo:
         run = _run_on_ray if engine == "ray" else _run_locally
-        for done, (index, record) in enumerate(run([scans[i] for i in todo], todo, options, workers, ray_address,
-                                                   runner), start=1):
-            records[index] = record
-            failed = sum(r.status == "failed" for r in records.values())
-            progress.update("batch", done / len(todo), f"{done}/{len(todo)} scans run, {failed} failed "
-                            f"(last: {record.name}, {record.status})")
+        try:
+            for done, (index, record) in enumerate(run([scans[i] for i in todo], todo, options, workers,
+                                                       ray_address, runner), start=1):
+                records[index] = record
+                failed = sum(r.status == "failed" for r in records.values())
+                progress.update("batch", done / len(todo), f"{done}/{len(todo)} scans run, {failed} failed "
+                                f"(last: {record.name}, {record.status})")
+        except Cancelled:
+            raise BatchCancelled(_what_was_kept(records.values(), len(scans))) from None
     ordered = [records[i] for i in range(len(scans))]
     write_report(ordered, Path(out_dir) if out_dir else Path(scans[0].output).parent)
     return ordered
 
 
+def _what_was_kept(records, total: int) -> str:
+    """The sentence of a cancelled batch: how many of the ``total`` scans are finished (in this
+    run or an earlier one) and kept, and that the others were not written."""
+    records = list(records)
+    kept = sum(r.status in ("done", "skipped") for r in records)
+    now = sum(r.status == "done" for r in records)
+    return (f"cancelled; {kept} of {total} scans are finished and kept ({now} of them in this run), the other "
+            f"{total - kept} were not written; run the same batch again to finish them.")
+
+
 def _run_locally(scans, indices, options, workers, ray_address, runner):
-    """Yield (index, record) as worker processes finish scans."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    """Yield (index, record) as worker processes finish scans, at most one in flight per worker.
+
+    A worker that dies (the OOM killer, a crash in native code) breaks the pool, failing every
+    scan in flight with no word on which one killed it: the pool is rebuilt and each of those
+    scans runs again alone, before any other; one that dies alone is recorded as failed, with
+    how its worker ended."""
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     n = local_workers(scans, options, workers)
     threads = max(1, (os.cpu_count() or 1) // n)
@@ -369,25 +445,35 @@ def _run_locally(scans, indices, options, workers, ray_address, runner):
         for scan, index in zip(scans, indices):
             yield index, runner(scan, options, threads)
         return
-    context = multiprocessing.get_context("spawn")
-    gpus = gpu_ids(options)
-    pinning = {}
-    if gpus:  # worker i sees only GPU i (round robin when there are more workers than GPUs)
-        queue = context.Queue()
-        for i in range(n):
-            queue.put(gpus[i % len(gpus)])
-        pinning = {"initializer": _pin_to_gpu, "initargs": (queue,)}
-    pool = ProcessPoolExecutor(n, mp_context=context, **pinning)
+    waiting, suspects = deque(zip(scans, indices)), deque()
+    running = {}  # future -> (scan, index, whether it runs alone)
+    pool = _local_pool(n, options)
     completed = False
     try:
-        pending = {pool.submit(runner, scan, options, threads): index for scan, index in zip(scans, indices)}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        while waiting or suspects or running:
+            if suspects and not running:
+                scan, index = suspects.popleft()
+                running[pool.submit(runner, scan, options, threads)] = scan, index, True
+            while waiting and not suspects and len(running) < n:
+                scan, index = waiting.popleft()
+                running[pool.submit(runner, scan, options, threads)] = scan, index, False
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            if any(isinstance(future.exception(), BrokenProcessPool) for future in finished):
+                finished, _ = wait(running)  # the broken pool fails all the others at once
+                how = _how_it_died(pool)
+                pool = _local_pool(n, options)
             for future in finished:
-                yield pending.pop(future), future.result()
+                scan, index, alone = running.pop(future)
+                if not isinstance(future.exception(), BrokenProcessPool):
+                    yield index, future.result()
+                elif alone:
+                    yield index, ScanRecord(scan.name, scan.input, scan.output, "failed",
+                                            f"the worker running it died ({how}); re-run the batch to retry it.")
+                else:
+                    suspects.append((scan, index))
         completed = True
     finally:
-        # Ctrl-C, SIGTERM or a dead worker: no worker outlives the batch (the executor has no
+        # Ctrl-C, SIGTERM or an error here: no worker outlives the batch (the executor has no
         # public way to stop its processes, hence its private table).
         processes = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=completed, cancel_futures=True)
@@ -396,14 +482,49 @@ def _run_locally(scans, indices, options, workers, ray_address, runner):
                 process.kill()
 
 
-def _pin_to_gpu(queue) -> None:
-    """A local worker's first act: see only the GPU it takes from ``queue`` (as ``cuda:0``),
-    before anything in it starts CUDA."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = queue.get()
+def _local_pool(n: int, options: BatchOptions):
+    """A pool of ``n`` spawned worker processes (:func:`_start_worker`); with GPUs, worker i
+    sees only GPU i (round robin when there are more workers than GPUs)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    gpus = gpu_ids(options)
+    queue = None
+    if gpus:
+        queue = context.Queue()
+        for i in range(n):
+            queue.put(gpus[i % len(gpus)])
+    return ProcessPoolExecutor(n, mp_context=context, initializer=_start_worker, initargs=(queue,))
+
+
+def _how_it_died(pool) -> str:
+    """How the worker that broke ``pool`` ended ("exit code N", "killed by signal SIGKILL"),
+    once the pool is shut down: the pool itself stops the other workers with SIGTERM."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=True)
+    codes = [p.exitcode for p in processes if p.exitcode]
+    own = [code for code in codes if code != -signal.SIGTERM] or codes
+    if not own:
+        return "for a reason its exit code does not tell"
+    return f"killed by signal {signal.Signals(-own[0]).name}" if own[0] < 0 else f"exit code {own[0]}"
+
+
+def _start_worker(gpu_queue) -> None:
+    """A local worker's first act: leave Ctrl-C to the batch (which stops the workers itself;
+    the worker would only print a traceback) and, with GPUs, see only the GPU it takes from
+    ``gpu_queue`` (as ``cuda:0``), before anything in it starts CUDA."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if gpu_queue is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_queue.get()
 
 
 def _run_on_ray(scans, indices, options, workers, ray_address, runner):
-    """Yield (index, record) as Ray tasks finish; a task whose worker died is retried twice."""
+    """Yield (index, record) as Ray tasks finish; a task whose worker died is retried twice.
+    Each task requests 2 CPUs (1 on a 1-CPU cluster), a GPU when the cluster has one, and the
+    memory its scan needs (:func:`scan_memory_bytes`, bytes; at most the largest node's, so a
+    scan the planner finds too big still runs, alone on that node, rather than wait forever).
+    Ray's own log lines are kept from the user: the batch reports its progress itself."""
     try:
         import ray
     except ImportError:
@@ -412,12 +533,14 @@ def _run_on_ray(scans, indices, options, workers, ray_address, runner):
     if started_here:
         import logging
 
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         gpus = 1 if options.device != "cpu" and ray.cluster_resources().get("GPU", 0) else 0
         cpus = 2 if ray.cluster_resources().get("CPU", 1) >= 2 else 1
+        largest = max(node["Resources"].get("memory", 0) for node in ray.nodes() if node["Alive"])
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2)(runner)
-        pending = {task.remote(scan, options, cpus): index for scan, index in zip(scans, indices)}
+        pending = {task.options(memory=min(scan_memory_bytes(scan, options), int(largest))).remote(scan, options, cpus):
+                   index for scan, index in zip(scans, indices)}
         try:
             while pending:
                 finished, _ = ray.wait(list(pending), num_returns=1)

@@ -4,7 +4,7 @@ Exit codes (also the worker's): 0 success; 1 internal error (a bug: traceback pr
 2 user error (one sentence on stderr, and an ``error`` event with ``--json-progress``);
 3 cancelled (Ctrl-C or SIGTERM); 4 out of memory; 5 (``batch``) some scans failed, the others
 are done (a batch where none succeeded exits 2). A failed or cancelled command leaves no
-output file.
+output file (a cancelled batch keeps the scans it finished, and says how many).
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     _lr_model(p, "how the inputs were made (default: per scan, DICOM SliceThickness, then estimated)")
     p.add_argument("--engine", default="local", choices=("local", "ray"),
                    help="local worker processes (default) or Ray tasks (pip install 'ctsr[ray]')")
-    p.add_argument("--workers", type=int, help="local worker processes (default: what the cores and the free "
-                                               "RAM allow)")
+    p.add_argument("--workers", type=int, help="local worker processes, at least 1 (default: what the cores and "
+                                               "the free RAM allow)")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: start Ray on this machine)")
     p.add_argument("--force", action="store_true", help="redo scans that are already complete")
     p.add_argument("--suffix", default=".nrrd", choices=WRITE_SUFFIXES,
@@ -293,8 +293,8 @@ def run_guarded(run, args, progress: Progress) -> int:
             result = run(args, progress)
     except UserError as error:
         return _fail(progress, args, EXIT_USER, "user", str(error))
-    except Cancelled:
-        return _fail(progress, args, EXIT_CANCELLED, "cancelled", "cancelled; no output was written.")
+    except Cancelled as cancel:
+        return _fail(progress, args, EXIT_CANCELLED, "cancelled", _what_cancel_left(cancel))
     except MemoryError:
         return _fail(progress, args, EXIT_MEMORY, "memory",
                      "not enough memory for this volume; try a smaller scale, an ROI or a machine with more RAM.")
@@ -308,6 +308,14 @@ def run_guarded(run, args, progress: Progress) -> int:
     if getattr(args, "json_progress", False):
         progress.emit({"event": "result", **result, "elapsed": round(progress.elapsed(), 2)})
     return EXIT_OK
+
+
+def _what_cancel_left(cancel: Cancelled) -> str:
+    """The sentence of a cancelled command: a batch's own (the scans it finished are kept),
+    else that no output was written."""
+    from .batch import BatchCancelled
+
+    return str(cancel) if isinstance(cancel, BatchCancelled) else "cancelled; no output was written."
 
 
 def _fail(progress: Progress, args, code: int, kind: str, message: str) -> int:
