@@ -305,8 +305,8 @@ CULPRIT = "culprit.nrrd"
 def kill_the_culprits_worker(scan, options, threads):
     """A local-engine task body: the scan named CULPRIT kills its own worker process with
     SIGKILL (as the OOM killer would) once another scan is in flight; another scan on its
-    first try, while the culprit has not had two, stays in flight until its worker is stopped;
-    else it runs as run_scan. Each try is logged in OUT/attempts/NAME."""
+    first try, while the culprit has not had two (also before its first has begun), stays in
+    flight until its worker is stopped; else it runs as run_scan. Each try is logged in OUT/attempts/NAME."""
     attempts = Path(scan.output).parent / "attempts"
     attempts.mkdir(parents=True, exist_ok=True)
     with open(attempts / scan.name, "a") as handle:
@@ -317,7 +317,7 @@ def kill_the_culprits_worker(scan, options, threads):
         while len(list(attempts.iterdir())) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGKILL)
-    while tries(scan.name) == 1 and tries(CULPRIT) == 1 and time.monotonic() < deadline:
+    while tries(scan.name) == 1 and tries(CULPRIT) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     return run_scan(scan, options, threads)
 
