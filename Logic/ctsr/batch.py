@@ -454,7 +454,8 @@ def _run_locally(scans, indices, options, workers, ray_address, runner):
             if suspects and not running:
                 scan, index = suspects.popleft()
                 running[pool.submit(runner, scan, options, threads)] = scan, index, True
-            while waiting and not suspects and len(running) < n:
+            alone_in_flight = any(alone for _, _, alone in running.values())
+            while waiting and not suspects and not alone_in_flight and len(running) < n:
                 scan, index = waiting.popleft()
                 running[pool.submit(runner, scan, options, threads)] = scan, index, False
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -462,7 +463,7 @@ def _run_locally(scans, indices, options, workers, ray_address, runner):
                 finished, _ = wait(running)  # the broken pool fails all the others at once
                 how = _how_it_died(pool)
                 pool = _local_pool(n, options)
-            for future in finished:
+            for future in sorted(finished, key=lambda f: running[f][1]):  # suspects rerun in input order
                 scan, index, alone = running.pop(future)
                 if not isinstance(future.exception(), BrokenProcessPool):
                     yield index, future.result()
@@ -483,8 +484,14 @@ def _run_locally(scans, indices, options, workers, ray_address, runner):
 
 
 def _local_pool(n: int, options: BatchOptions):
-    """A pool of ``n`` spawned worker processes (:func:`_start_worker`); with GPUs, worker i
-    sees only GPU i (round robin when there are more workers than GPUs)."""
+    """A pool of ``n`` spawned worker processes (:func:`_start_worker`), all started before the
+    first task; with GPUs, worker i sees only GPU i (round robin when there are more workers
+    than GPUs).
+
+    Started up front because a spawn pool otherwise starts each worker after waking its
+    manager thread for that task, and the manager can go back to waiting without watching the
+    new worker: one that then dies (OOM) went unnoticed until another scan finished, and
+    forever when none was left (a test caught it waiting 120 s on a loaded 2-core machine)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -495,7 +502,11 @@ def _local_pool(n: int, options: BatchOptions):
         queue = context.Queue()
         for i in range(n):
             queue.put(gpus[i % len(gpus)])
-    return ProcessPoolExecutor(n, mp_context=context, initializer=_start_worker, initargs=(queue,))
+    pool = ProcessPoolExecutor(n, mp_context=context, initializer=_start_worker, initargs=(queue,))
+    launch = getattr(pool, "_launch_processes", None)  # 3.11+; older ones start all workers at once anyway
+    if launch is not None:
+        launch()  # before the manager thread starts, as it asserts
+    return pool
 
 
 def _how_it_died(pool) -> str:
