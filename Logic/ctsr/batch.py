@@ -535,7 +535,9 @@ def _run_on_ray(scans, indices, options, workers, ray_address, runner):
     Each task requests 2 CPUs (1 on a 1-CPU cluster), a GPU when the cluster has one, and the
     memory its scan needs (:func:`scan_memory_bytes`, bytes; at most the largest node's, so a
     scan the planner finds too big still runs, alone on that node, rather than wait forever).
-    Ray's own log lines are kept from the user: the batch reports its progress itself."""
+    Ray's own log lines are kept from the user (the batch reports its progress itself), all but
+    the errors its raylet pushes to the driver (a worker died, the task will be retried), which
+    Ray prints to stdout from a thread of its own."""
     try:
         import ray
     except ImportError:
